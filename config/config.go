@@ -1,0 +1,149 @@
+// Package config turns a Caddyfile into wsproxy's typed configuration.
+//
+// Parse reads the file with Caddy's own caddyfile lexer (so env placeholders,
+// imports and snippets work as Caddy users expect), then builds the structs
+// below, fills every default and validates the result. Every error names the
+// file and line it came from. A *Config is never modified after Parse returns:
+// the proxy compiles it into its own runtime form, which is what makes a reload
+// a pointer swap.
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
+
+// Pos is where a directive appeared in the config.
+type Pos struct {
+	File string
+	Line int
+}
+
+func (p Pos) String() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
+
+// Config is one complete, validated configuration.
+type Config struct {
+	// File is the path the config was read from (or a name for embedded ones).
+	File   string
+	Global Global
+	Sites  []*Site
+}
+
+// Global holds the options of the global block `{ ... }` at the top of the file.
+type Global struct {
+	// MaxHeaderBytes limits the size of a request's header block; a larger
+	// one is answered 431. Directive: max_header_bytes SIZE. Default 16 KiB.
+	MaxHeaderBytes int
+	// HandshakeTimeout bounds the time a client may take to send its whole
+	// request header (slowloris). Directive: handshake_timeout DURATION.
+	// Default 10s.
+	HandshakeTimeout time.Duration
+	// LogLevel is one of debug, info, warn, error. Directive: log_level. Default info.
+	LogLevel string
+}
+
+// Site is one site block: the addresses it listens on and its routes in order.
+type Site struct {
+	Pos       Pos
+	Addresses []Address
+	// Routes are tried in file order; the first that matches wins.
+	Routes []*Route
+}
+
+// Address is one site address such as `example.com:8080`, `:9000` or
+// `http://*.example.com:8080`.
+type Address struct {
+	// Scheme is "http" (plain ws://). "https" is reserved for automatic TLS.
+	Scheme string
+	// Host is the host to match, lower-cased; "" matches any host and
+	// "*.example.com" matches exactly one label in place of the star.
+	Host string
+	// Port is the TCP port to listen on.
+	Port int
+}
+
+// String returns scheme://host:port, with an IPv6 host in brackets.
+func (a Address) String() string {
+	return a.Scheme + "://" + net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
+}
+
+// PathKind says how a path pattern matches.
+type PathKind int
+
+const (
+	// PathExact matches the path exactly (a pattern without wildcards).
+	PathExact PathKind = iota
+	// PathPrefix matches any path that starts with Pattern (the config wrote
+	// it with a single trailing '*', which is dropped here).
+	PathPrefix
+	// PathGlob matches with path.Match semantics: '*' does not cross '/'.
+	PathGlob
+)
+
+// PathMatcher is one path pattern of a route.
+type PathMatcher struct {
+	Kind    PathKind
+	Pattern string
+}
+
+// QueryKind says how a query matcher compares the parameter's value.
+type QueryKind int
+
+const (
+	// QueryPresent matches when the parameter is present, whatever its value.
+	QueryPresent QueryKind = iota
+	// QueryEquals matches when one of the parameter's values equals Value.
+	QueryEquals
+	// QueryGlob matches when one of the parameter's values matches Value
+	// with path.Match semantics.
+	QueryGlob
+)
+
+// QueryMatcher is one `query key[=value]` condition of a route.
+type QueryMatcher struct {
+	Key   string
+	Kind  QueryKind
+	Value string
+}
+
+// Upstream is one static backend.
+type Upstream struct {
+	Pos Pos
+	// Addr is host:port, with the scheme (ws://, http://) removed.
+	Addr string
+}
+
+// Route is one `route` block inside a site.
+type Route struct {
+	Pos Pos
+	// Name identifies the route in logs, metrics and the key lookup.
+	// Directive: name NAME. Default: the site's first address followed by the
+	// first path pattern, e.g. "http://:8080/chat/*".
+	Name string
+	// Paths match if any one matches; none means every path.
+	Paths []PathMatcher
+	// Query matchers must all match.
+	Query []QueryMatcher
+	// Upstreams is the static backend list. Directive: to ADDR... (required).
+	Upstreams []Upstream
+
+	// LBRetries is how many further backends are tried when dialing or the
+	// backend handshake fails. Directive: lb_retries N. Default 2.
+	LBRetries int
+	// DialTimeout bounds connecting to a backend. Directive: dial_timeout. Default 5s.
+	DialTimeout time.Duration
+	// UpstreamHandshakeTimeout bounds sending the backend handshake and reading
+	// its response. Directive: upstream_handshake_timeout. Default 10s.
+	UpstreamHandshakeTimeout time.Duration
+
+	// Origins is the Origin allow-list: entries like "https://example.com",
+	// "https://*.example.com" (one or more labels), "http://localhost:*" (any
+	// port) or "*" (any). Empty means any origin. Directive: origins PATTERN...
+	Origins []string
+	// AllowEmptyOrigin admits requests without an Origin header (non-browser
+	// clients) when Origins is set. Directive: allow_empty_origin true|false.
+	// Default true: browsers always send Origin, so cross-site attacks carry one.
+	AllowEmptyOrigin bool
+}

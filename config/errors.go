@@ -1,0 +1,93 @@
+package config
+
+import (
+	"cmp"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Error is one problem found in a config file, with the place it was found.
+type Error struct {
+	Pos Pos
+	Msg string
+}
+
+// Error formats the error as "file:line: message". Without a line it is
+// "file: message", and without a file just the message.
+func (e *Error) Error() string {
+	switch {
+	case e.Pos.Line > 0:
+		return e.Pos.String() + ": " + e.Msg
+	case e.Pos.File != "":
+		return e.Pos.File + ": " + e.Msg
+	default:
+		return e.Msg
+	}
+}
+
+// ErrorList is every problem Parse found in one config, in file order. Parse
+// returns a non-empty ErrorList or a nil error, never an empty list.
+type ErrorList []*Error
+
+// Error returns one line per error.
+func (l ErrorList) Error() string {
+	lines := make([]string, len(l))
+	for i, e := range l {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap returns the errors of the list, for errors.Is and errors.As.
+func (l ErrorList) Unwrap() []error {
+	errs := make([]error, len(l))
+	for i, e := range l {
+		errs[i] = e
+	}
+	return errs
+}
+
+// sortErrors orders errors by place: the main file first, then any imported
+// files by name, each by line. The sort is stable, so errors found on one
+// line stay in the order they were found.
+func sortErrors(l ErrorList, mainFile string) {
+	slices.SortStableFunc(l, func(a, b *Error) int {
+		aOther, bOther := a.Pos.File != mainFile, b.Pos.File != mainFile
+		if aOther != bOther {
+			if aOther {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Or(strings.Compare(a.Pos.File, b.Pos.File), cmp.Compare(a.Pos.Line, b.Pos.Line))
+	})
+}
+
+var (
+	// caddyfile's errors end in ", at FILE:LINE", optionally followed by an
+	// import chain.
+	caddyAtRe = regexp.MustCompile(`(?s)^(.*), at (.+):(\d+)(?: import chain:? \[(.*)\])?$`)
+	// its lexer's errors mention "line #N" and no file.
+	caddyLineRe = regexp.MustCompile(`line #(\d+)`)
+)
+
+// fromCaddyfileError turns an error of caddyfile.Parse into an Error with
+// the file and line it names, when it names one.
+func fromCaddyfileError(filename string, err error) *Error {
+	msg := err.Error()
+	if m := caddyAtRe.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[3])
+		text := m[1]
+		if chain := strings.Trim(m[4], "'"); chain != "" {
+			text += " (imported via " + strings.ReplaceAll(chain, "','", ", ") + ")"
+		}
+		return &Error{Pos: Pos{File: m[2], Line: line}, Msg: text}
+	}
+	if m := caddyLineRe.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Error{Pos: Pos{File: filename, Line: line}, Msg: msg}
+	}
+	return &Error{Pos: Pos{File: filename}, Msg: msg}
+}

@@ -1,0 +1,524 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// Defaults, as documented on the fields they fill.
+const (
+	defaultMaxHeaderBytes           = 16 << 10
+	defaultHandshakeTimeout         = 10 * time.Second
+	defaultLogLevel                 = "info"
+	defaultLBRetries                = 2
+	defaultDialTimeout              = 5 * time.Second
+	defaultUpstreamHandshakeTimeout = 10 * time.Second
+	defaultAllowEmptyOrigin         = true
+
+	minMaxHeaderBytes = 1 << 10
+	maxMaxHeaderBytes = 1 << 20
+	maxLBRetries      = 10
+)
+
+// Known directives, listed in "unknown directive" errors.
+const (
+	knownGlobal = "handshake_timeout, log_level, max_header_bytes"
+	knownSite   = "route"
+	knownRoute  = "allow_empty_origin, dial_timeout, lb_retries, name, origins, path, query, to, upstream_handshake_timeout"
+)
+
+// Load reads the Caddyfile at path and parses it with Parse.
+func Load(path string) (*Config, error) {
+	body, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, body)
+}
+
+// Format returns body in the standard Caddyfile layout (caddyfile.Format):
+// tabs for indentation, one space between tokens, braces placed as Caddy
+// places them. It does not parse or validate the config.
+func Format(body []byte) []byte {
+	return caddyfile.Format(body)
+}
+
+// Parse parses a Caddyfile. filename names the file in errors and is the
+// base for relative imports. It returns a complete, validated Config with
+// every default filled, or an ErrorList holding every problem it found.
+func Parse(filename string, body []byte) (*Config, error) {
+	p := &parser{
+		file:  filename,
+		addrs: make(map[Address]Pos),
+		names: make(map[string]Pos),
+		cfg: &Config{
+			File: filename,
+			Global: Global{
+				MaxHeaderBytes:   defaultMaxHeaderBytes,
+				HandshakeTimeout: defaultHandshakeTimeout,
+				LogLevel:         defaultLogLevel,
+			},
+		},
+	}
+	blocks, err := caddyfile.Parse(filename, body)
+	if err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return nil, ErrorList{fromCaddyfileError(filename, err)}
+	}
+	p.checkBraces(body)
+	p.blocks(blocks)
+	if len(p.errs) > 0 {
+		sortErrors(p.errs, filename)
+		return nil, p.errs
+	}
+	return p.cfg, nil
+}
+
+// parser walks caddyfile's server blocks into a Config, collecting errors.
+type parser struct {
+	file  string
+	cfg   *Config
+	errs  ErrorList
+	addrs map[Address]Pos // site addresses claimed so far
+	names map[string]Pos  // route names used so far
+}
+
+func (p *parser) errorf(pos Pos, format string, args ...any) {
+	p.errs = append(p.errs, &Error{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+}
+
+func posOf(t caddyfile.Token) Pos { return Pos{File: t.File, Line: t.Line} }
+
+// checkBraces reports unbalanced braces in the main file: caddyfile.Parse
+// quietly accepts a last block that is never closed, and turns a stray '}'
+// into a site address.
+func (p *parser) checkBraces(body []byte) {
+	tokens, err := caddyfile.Tokenize(body, p.file)
+	if err != nil {
+		return // caddyfile.Parse has already lexed this successfully
+	}
+	var open []caddyfile.Token
+	for _, t := range tokens {
+		if t.Quoted() {
+			continue
+		}
+		switch t.Text {
+		case "{":
+			open = append(open, t)
+		case "}":
+			if len(open) == 0 {
+				p.errorf(posOf(t), "unexpected '}' with no matching '{'")
+				continue
+			}
+			open = open[:len(open)-1]
+		}
+	}
+	for _, t := range open {
+		p.errorf(posOf(t), "'{' is never closed; add the missing '}'")
+	}
+}
+
+func (p *parser) blocks(blocks []caddyfile.ServerBlock) {
+	sites := 0
+	for i, b := range blocks {
+		switch {
+		case b.IsNamedRoute:
+			p.errorf(posOf(b.Keys[0]), "named routes &(...) are not supported")
+		case len(b.Keys) == 0 && i == 0:
+			p.global(b)
+		case len(b.Keys) == 0:
+			p.errorf(p.blockPos(b), "the global options block { ... } must come first in the file")
+		case len(b.Keys) == 1 && b.Keys[0].Text == "}" && !b.Keys[0].Quoted():
+			// a stray '}', already reported by checkBraces
+		default:
+			sites++
+			p.site(b)
+		}
+	}
+	if sites == 0 {
+		p.errorf(Pos{File: p.file}, `no site blocks; add one such as ":8080 { ... }" holding a "route" block`)
+	}
+}
+
+// blockPos is where a block without keys starts: its first directive.
+func (p *parser) blockPos(b caddyfile.ServerBlock) Pos {
+	for _, seg := range b.Segments {
+		if len(seg) > 0 {
+			return posOf(seg[0])
+		}
+	}
+	return Pos{File: p.file}
+}
+
+// directive is one line of a block: a name, its arguments and, if the line
+// opened one, the tokens of its block.
+type directive struct {
+	name     caddyfile.Token
+	args     []caddyfile.Token
+	hasBlock bool
+	block    *caddyfile.Dispenser // positioned just before the block; walk it with NextBlock
+}
+
+func (d *directive) pos() Pos { return posOf(d.name) }
+
+// splitDirective reads one segment (a directive line and its block).
+func splitDirective(seg caddyfile.Segment) directive {
+	d := caddyfile.NewDispenser(seg)
+	d.Next()
+	dir := directive{name: d.Token(), args: d.RemainingArgsAsTokens()}
+	if d.Next() { // the only thing left on a segment is a block
+		dir.hasBlock = true
+		d.Prev()
+	}
+	dir.block = d
+	return dir
+}
+
+// noBlock reports a block after a directive that takes none.
+func (p *parser) noBlock(d directive) {
+	if d.hasBlock {
+		p.errorf(d.pos(), "%s does not take a block { ... }", d.name.Text)
+	}
+}
+
+// argCount reports a wrong number of arguments; max < 0 means no limit.
+func (p *parser) argCount(d directive, usage string, min, max int) bool {
+	n := len(d.args)
+	switch {
+	case n < min:
+		p.errorf(d.pos(), "%s: missing argument; usage: %s", d.name.Text, usage)
+		return false
+	case max >= 0 && n > max:
+		p.errorf(d.pos(), "%s: too many arguments; usage: %s", d.name.Text, usage)
+		return false
+	}
+	return true
+}
+
+// once reports a directive given twice where only one is allowed.
+func (p *parser) once(seen map[string]Pos, d directive) bool {
+	if prev, ok := seen[d.name.Text]; ok {
+		p.errorf(d.pos(), "%s already set at %s", d.name.Text, prev)
+		return false
+	}
+	seen[d.name.Text] = d.pos()
+	return true
+}
+
+func (p *parser) global(b caddyfile.ServerBlock) {
+	g := &p.cfg.Global
+	seen := map[string]Pos{}
+	for _, seg := range b.Segments {
+		d := splitDirective(seg)
+		switch d.name.Text {
+		case "max_header_bytes":
+			if p.once(seen, d) && p.argCount(d, "max_header_bytes SIZE", 1, 1) {
+				if n, err := parseSize(d.args[0].Text); err != nil {
+					p.errorf(d.pos(), "max_header_bytes: %v", err)
+				} else {
+					g.MaxHeaderBytes = n
+				}
+			}
+		case "handshake_timeout":
+			if p.once(seen, d) && p.argCount(d, "handshake_timeout DURATION", 1, 1) {
+				p.duration(d, &g.HandshakeTimeout)
+			}
+		case "log_level":
+			if p.once(seen, d) && p.argCount(d, "log_level debug|info|warn|error", 1, 1) {
+				switch v := strings.ToLower(d.args[0].Text); v {
+				case "debug", "info", "warn", "error":
+					g.LogLevel = v
+				default:
+					p.errorf(d.pos(), "log_level %q: want debug, info, warn or error", d.args[0].Text)
+				}
+			}
+		default:
+			p.errorf(d.pos(), "unknown global option %q; known: %s", d.name.Text, knownGlobal)
+			continue
+		}
+		p.noBlock(d)
+	}
+}
+
+func (p *parser) site(b caddyfile.ServerBlock) {
+	s := &Site{Pos: posOf(b.Keys[0])}
+	addrsOK := true
+	for _, k := range b.Keys {
+		a, err := parseSiteAddress(k.Text)
+		if err != nil {
+			p.errorf(posOf(k), "%v", err)
+			addrsOK = false
+			continue
+		}
+		if prev, ok := p.addrs[a]; ok {
+			p.errorf(posOf(k), "site address %s is already used at %s", a, prev)
+			continue
+		}
+		p.addrs[a] = posOf(k)
+		s.Addresses = append(s.Addresses, a)
+	}
+	routes := 0
+	for _, seg := range b.Segments {
+		d := splitDirective(seg)
+		if d.name.Text != "route" {
+			p.errorf(d.pos(), "unknown directive %q in site; known: %s", d.name.Text, knownSite)
+			continue
+		}
+		routes++
+		r, st := p.route(d)
+		if addrsOK && len(s.Addresses) > 0 {
+			p.nameRoute(r, st, s.Addresses[0])
+		}
+		s.Routes = append(s.Routes, r)
+	}
+	if routes == 0 {
+		p.errorf(s.Pos, "site has no routes; add a \"route\" block with a \"to HOST:PORT\" line in it")
+	}
+	p.cfg.Sites = append(p.cfg.Sites, s)
+}
+
+// routeState is what route parsing tracks beyond the Route itself.
+type routeState struct {
+	firstPattern string // as written, for the default name
+	matchAll     *Pos   // where a "*" path was given
+	namePos      Pos    // where `name` was given
+}
+
+func (p *parser) route(d directive) (*Route, *routeState) {
+	r := &Route{
+		Pos:                      d.pos(),
+		LBRetries:                defaultLBRetries,
+		DialTimeout:              defaultDialTimeout,
+		UpstreamHandshakeTimeout: defaultUpstreamHandshakeTimeout,
+		AllowEmptyOrigin:         defaultAllowEmptyOrigin,
+	}
+	st := &routeState{}
+	for _, t := range d.args {
+		p.addPath(r, st, t)
+	}
+	seen := map[string]Pos{}
+	blk := d.block
+	for nesting := blk.Nesting(); blk.NextBlock(nesting); {
+		sub := splitDirective(blk.NextSegment())
+		if p.routeDirective(r, st, seen, sub) {
+			p.noBlock(sub)
+		}
+	}
+	if st.matchAll != nil && len(r.Paths) > 0 {
+		p.errorf(*st.matchAll, `path "*" matches every path; remove it or the other path patterns`)
+	}
+	if len(r.Upstreams) == 0 {
+		p.errorf(r.Pos, "route has no upstreams; add \"to HOST:PORT\" inside its block")
+	}
+	return r, st
+}
+
+// routeDirective applies one directive of a route block. It returns false
+// for an unknown directive.
+func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d directive) bool {
+	switch d.name.Text {
+	case "name":
+		if p.once(seen, d) && p.argCount(d, "name NAME", 1, 1) {
+			if d.args[0].Text == "" {
+				p.errorf(d.pos(), "name: empty route name")
+				return true
+			}
+			r.Name = d.args[0].Text
+			st.namePos = d.pos()
+		}
+	case "path":
+		if p.argCount(d, "path PATTERN...", 1, -1) {
+			for _, t := range d.args {
+				p.addPath(r, st, t)
+			}
+		}
+	case "query":
+		if p.argCount(d, "query KEY[=VALUE]...", 1, -1) {
+			for _, t := range d.args {
+				q, err := parseQuery(t.Text)
+				if err != nil {
+					p.errorf(posOf(t), "query: %v", err)
+					continue
+				}
+				r.Query = append(r.Query, q)
+			}
+		}
+	case "to":
+		if p.argCount(d, "to ADDR...", 1, -1) {
+			for _, t := range d.args {
+				addr, err := parseUpstream(t.Text)
+				if err != nil {
+					p.errorf(posOf(t), "to: %v", err)
+					continue
+				}
+				r.Upstreams = append(r.Upstreams, Upstream{Pos: posOf(t), Addr: addr})
+			}
+		}
+	case "lb_retries":
+		if p.once(seen, d) && p.argCount(d, "lb_retries N", 1, 1) {
+			n, err := strconv.Atoi(d.args[0].Text)
+			if err != nil || n < 0 || n > maxLBRetries {
+				p.errorf(d.pos(), "lb_retries %q: want a whole number from 0 to %d", d.args[0].Text, maxLBRetries)
+				return true
+			}
+			r.LBRetries = n
+		}
+	case "dial_timeout":
+		if p.once(seen, d) && p.argCount(d, "dial_timeout DURATION", 1, 1) {
+			p.duration(d, &r.DialTimeout)
+		}
+	case "upstream_handshake_timeout":
+		if p.once(seen, d) && p.argCount(d, "upstream_handshake_timeout DURATION", 1, 1) {
+			p.duration(d, &r.UpstreamHandshakeTimeout)
+		}
+	case "origins":
+		if p.argCount(d, "origins PATTERN...", 1, -1) {
+			for _, t := range d.args {
+				o, err := parseOrigin(t.Text)
+				if err != nil {
+					p.errorf(posOf(t), "origins: %v", err)
+					continue
+				}
+				r.Origins = append(r.Origins, o)
+			}
+		}
+	case "allow_empty_origin":
+		if p.once(seen, d) && p.argCount(d, "allow_empty_origin true|false", 1, 1) {
+			switch d.args[0].Text {
+			case "true":
+				r.AllowEmptyOrigin = true
+			case "false":
+				r.AllowEmptyOrigin = false
+			default:
+				p.errorf(d.pos(), "allow_empty_origin %q: want true or false", d.args[0].Text)
+			}
+		}
+	default:
+		p.errorf(d.pos(), "unknown directive %q in route; known: %s", d.name.Text, knownRoute)
+		return false
+	}
+	return true
+}
+
+// addPath adds one path pattern of a route.
+func (p *parser) addPath(r *Route, st *routeState, t caddyfile.Token) {
+	pat := t.Text
+	if st.firstPattern == "" {
+		st.firstPattern = pat
+	}
+	if pat == "*" {
+		if st.matchAll == nil {
+			pos := posOf(t)
+			st.matchAll = &pos
+		}
+		return
+	}
+	if !strings.HasPrefix(pat, "/") {
+		p.errorf(posOf(t), "path %q must start with \"/\" (or be \"*\" for every path)", pat)
+		return
+	}
+	switch n := strings.Count(pat, "*"); {
+	case n == 0:
+		r.Paths = append(r.Paths, PathMatcher{Kind: PathExact, Pattern: pat})
+	case n == 1 && strings.HasSuffix(pat, "*"):
+		r.Paths = append(r.Paths, PathMatcher{Kind: PathPrefix, Pattern: strings.TrimSuffix(pat, "*")})
+	default:
+		if _, err := path.Match(pat, ""); err != nil {
+			p.errorf(posOf(t), "path %q is not a valid pattern: %v", pat, err)
+			return
+		}
+		r.Paths = append(r.Paths, PathMatcher{Kind: PathGlob, Pattern: pat})
+	}
+}
+
+// nameRoute fills the default name and checks that names are unique.
+func (p *parser) nameRoute(r *Route, st *routeState, first Address) {
+	pos := r.Pos
+	if r.Name == "" {
+		pat := st.firstPattern
+		if pat == "" {
+			pat = "*"
+		}
+		r.Name = first.String() + pat
+	} else {
+		pos = st.namePos
+	}
+	if prev, ok := p.names[r.Name]; ok {
+		p.errorf(pos, "route name %q already used at %s; set a distinct \"name\"", r.Name, prev)
+		return
+	}
+	p.names[r.Name] = pos
+}
+
+// duration parses the single argument of d as a positive Go duration.
+func (p *parser) duration(d directive, dst *time.Duration) {
+	v, err := time.ParseDuration(d.args[0].Text)
+	switch {
+	case err != nil:
+		p.errorf(d.pos(), "%s %q: want a duration such as 10s or 500ms", d.name.Text, d.args[0].Text)
+	case v <= 0:
+		p.errorf(d.pos(), "%s %q: must be greater than zero", d.name.Text, d.args[0].Text)
+	default:
+		*dst = v
+	}
+}
+
+// parseQuery parses KEY or KEY=VALUE. A VALUE with any of "*?[" is a glob.
+func parseQuery(s string) (QueryMatcher, error) {
+	key, value, hasValue := strings.Cut(s, "=")
+	if key == "" {
+		return QueryMatcher{}, fmt.Errorf("%q has no key; want KEY or KEY=VALUE", s)
+	}
+	switch {
+	case !hasValue:
+		return QueryMatcher{Key: key, Kind: QueryPresent}, nil
+	case strings.ContainsAny(value, "*?["):
+		if _, err := path.Match(value, ""); err != nil {
+			return QueryMatcher{}, fmt.Errorf("%q: value %q is not a valid pattern: %v", s, value, err)
+		}
+		return QueryMatcher{Key: key, Kind: QueryGlob, Value: value}, nil
+	default:
+		return QueryMatcher{Key: key, Kind: QueryEquals, Value: value}, nil
+	}
+}
+
+// parseSize parses a byte count: a whole number with an optional unit B, KB
+// (1000), KiB (1024), MB or MiB, case-insensitive, and checks it lies in
+// 1 KiB..1 MiB.
+func parseSize(s string) (int, error) {
+	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(s)
+	}
+	num, unit := s[:i], strings.ToLower(s[i:])
+	var mult int64
+	switch unit {
+	case "", "b":
+		mult = 1
+	case "kb":
+		mult = 1000
+	case "kib":
+		mult = 1 << 10
+	case "mb":
+		mult = 1000 * 1000
+	case "mib":
+		mult = 1 << 20
+	default:
+		return 0, fmt.Errorf("%q: want a size such as 16384, 16KiB or 1MiB (units B, KB, KiB, MB, MiB)", s)
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Errorf("%q: want a size such as 16384, 16KiB or 1MiB (units B, KB, KiB, MB, MiB)", s)
+	}
+	if err != nil || n > maxMaxHeaderBytes || n*mult < minMaxHeaderBytes || n*mult > maxMaxHeaderBytes {
+		return 0, fmt.Errorf("%q is out of range; must be from 1KiB to 1MiB", s)
+	}
+	return int(n * mult), nil
+}

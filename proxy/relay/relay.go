@@ -1,0 +1,479 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// DefaultBufferSize is the read buffer a direction borrows while it has data.
+const DefaultBufferSize = 16 << 10
+
+// DefaultCloseTimeout bounds how long a session waits for the close handshake
+// or the peers' FINs once it has started to end.
+const DefaultCloseTimeout = 5 * time.Second
+
+// Pool lends read buffers. A direction holds one only between a read that
+// returned data and the next read that finds the socket empty, so an idle
+// connection holds none. It is safe for concurrent use.
+type Pool struct {
+	size int
+	p    sync.Pool
+}
+
+// NewPool returns a pool of buffers of size bytes (DefaultBufferSize if size
+// is not positive). Every buffer also has room for a carried partial frame.
+func NewPool(size int) *Pool {
+	if size <= 0 {
+		size = DefaultBufferSize
+	}
+	pl := &Pool{size: size + MaxCarry}
+	pl.p.New = func() any { b := make([]byte, pl.size); return &b }
+	return pl
+}
+
+func (p *Pool) get() *[]byte  { return p.p.Get().(*[]byte) }
+func (p *Pool) put(b *[]byte) { p.p.Put(b) }
+
+var carryPool = sync.Pool{New: func() any { return new([MaxCarry]byte) }}
+
+// Config is what a session needs besides its two connections. It is shared
+// by many sessions and must not change after the first one starts.
+type Config struct {
+	// Pool lends read buffers; required.
+	Pool *Pool
+	// Client and Backend are the rules for frames read from each side.
+	// Client.Masked should be true and Backend.Masked false.
+	Client, Backend Rules
+	// CloseTimeout bounds the closing handshake; DefaultCloseTimeout if 0.
+	CloseTimeout time.Duration
+	// OnStart, if set, is called with the new session before any byte is
+	// relayed, so the caller can register it (for Close on reload or
+	// shutdown).
+	OnStart func(*Session)
+	// OnDone, if set, is called once when both directions have ended and
+	// both connections are closed. It runs on a relay goroutine.
+	OnDone func(*Session)
+}
+
+// Side names one end of a session.
+type Side uint8
+
+const (
+	SideNone Side = iota
+	SideClient
+	SideBackend
+	SideProxy
+)
+
+func (s Side) String() string {
+	switch s {
+	case SideClient:
+		return "client"
+	case SideBackend:
+		return "backend"
+	case SideProxy:
+		return "proxy"
+	}
+	return "none"
+}
+
+// DirStats are the figures of one direction.
+type DirStats struct {
+	Bytes, Frames, Messages uint64
+}
+
+// Session is one relayed WebSocket connection.
+type Session struct {
+	cfg     *Config
+	client  leg
+	backend leg
+	c2b     direction
+	b2c     direction
+
+	ended    atomic.Int32
+	closing  atomic.Bool
+	timer    *time.Timer
+	timerMu  sync.Mutex
+	doneOnce sync.Once
+
+	// Figures, stable once OnDone runs.
+	ClientToBackend, BackendToClient DirStats
+	// CloseCode is the first close code seen or sent, and ClosedBy the side
+	// it came from (SideProxy when the proxy chose it).
+	CloseCode uint16
+	ClosedBy  Side
+	closeMu   sync.Mutex
+}
+
+// leg is one connection and the writer state of the frames going to it.
+// Writes are serialised by mu: the direction that forwards into the leg and
+// the proxy's own frames (close, later pings) never interleave mid-frame.
+type leg struct {
+	conn   net.Conn
+	raw    syscall.RawConn
+	masked bool // frames the proxy writes here must be masked (backend leg)
+
+	mu        sync.Mutex
+	midFrame  bool   // forwarded bytes stopped inside a frame
+	closeSent bool   // a close frame has gone out: nothing more may follow
+	dead      bool   // a write failed
+	pending   []byte // a close frame waiting for the next boundary
+}
+
+func (l *leg) init(c net.Conn, masked bool) {
+	l.conn, l.masked = c, masked
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			l.raw = raw
+		}
+	}
+}
+
+// write sends forwarded bytes; boundary says whether they end on a frame
+// boundary. Bytes for a leg that was already sent a close are dropped.
+func (l *leg) write(p []byte, boundary, isClose bool) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closeSent || l.dead {
+		return nil
+	}
+	if _, err := l.conn.Write(p); err != nil {
+		l.dead = true
+		return err
+	}
+	l.midFrame = !boundary
+	if isClose {
+		l.closeSent = true
+	}
+	if boundary && l.pending != nil {
+		l.flushPending()
+	}
+	return nil
+}
+
+func (l *leg) flushPending() {
+	p := l.pending
+	l.pending = nil
+	if _, err := l.conn.Write(p); err != nil {
+		l.dead = true
+	}
+	l.closeSent = true
+}
+
+// sendClose writes a close frame of the proxy's own now, or at the next frame
+// boundary if forwarded bytes stopped mid-frame. It reports whether the leg
+// will get it (false if it already had a close or is dead).
+func (l *leg) sendClose(code uint16, reason string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closeSent || l.dead || l.pending != nil {
+		return false
+	}
+	var mask [4]byte
+	if l.masked {
+		v := rand.Uint32()
+		mask = [4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}
+	}
+	l.pending = AppendClose(nil, code, reason, mask, l.masked)
+	if !l.midFrame {
+		l.flushPending()
+	}
+	return true
+}
+
+// direction forwards the frames read from src to dst.
+type direction struct {
+	s        *Session
+	src, dst *leg
+	from     Side
+	t        Tracker
+	stats    *DirStats
+
+	buf    *[]byte
+	carry  *[MaxCarry]byte
+	carryN int
+	rn     int
+	rerr   error
+	readFn func(uintptr) bool
+	// discard is set once nothing more from src may be forwarded (a
+	// violation, or dst is gone); src is still read so that closing it
+	// later does not reset a peer that has unread data of ours.
+	discard bool
+	closeIn atomic.Bool // src sent a close frame
+	scratch [maxControlPayload]byte
+}
+
+// Run relays between client and backend until both directions end, then
+// closes both connections. clientPre and backendPre are bytes already read
+// from each side after its handshake (they are frames and are forwarded
+// first). Run uses the calling goroutine for the client-to-backend direction
+// and one new goroutine for the other; it returns when the client-to-backend
+// direction ends, which may be before the session is done (see
+// Config.OnDone).
+func Run(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte, cfg *Config) *Session {
+	s := &Session{cfg: cfg}
+	s.client.init(client, false)
+	s.backend.init(backend, true)
+	s.c2b = direction{s: s, src: &s.client, dst: &s.backend, from: SideClient, stats: &s.ClientToBackend}
+	s.c2b.t.Rules = cfg.Client
+	s.b2c = direction{s: s, src: &s.backend, dst: &s.client, from: SideBackend, stats: &s.BackendToClient}
+	s.b2c.t.Rules = cfg.Backend
+	if cfg.OnStart != nil {
+		cfg.OnStart(s)
+	}
+	go s.b2c.run(backendPre)
+	s.c2b.run(clientPre)
+	return s
+}
+
+// Close starts closing the session from the proxy's side: each peer is sent
+// a close frame (at its next frame boundary) with the given codes, and the
+// connections are closed when the peers answer or CloseTimeout passes. It is
+// safe to call from any goroutine, any number of times.
+func (s *Session) Close(toClient, toBackend uint16, reason string) {
+	s.noteClose(toClient, SideProxy)
+	s.client.sendClose(toClient, reason)
+	s.backend.sendClose(toBackend, reason)
+	s.startClosing()
+}
+
+func (s *Session) noteClose(code uint16, by Side) {
+	s.closeMu.Lock()
+	if s.ClosedBy == SideNone {
+		s.CloseCode, s.ClosedBy = code, by
+	}
+	s.closeMu.Unlock()
+}
+
+// startClosing arms the timer that ends the session if the peers do not.
+func (s *Session) startClosing() {
+	if s.closing.Swap(true) {
+		return
+	}
+	d := s.cfg.CloseTimeout
+	if d <= 0 {
+		d = DefaultCloseTimeout
+	}
+	s.timerMu.Lock()
+	s.timer = time.AfterFunc(d, s.abort)
+	s.timerMu.Unlock()
+}
+
+// abort closes both connections, which ends both directions' reads.
+func (s *Session) abort() {
+	s.client.conn.Close()
+	s.backend.conn.Close()
+}
+
+func (s *Session) directionDone() {
+	if s.ended.Add(1) < 2 {
+		return
+	}
+	s.timerMu.Lock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.timerMu.Unlock()
+	s.abort()
+	if s.cfg.OnDone != nil {
+		s.cfg.OnDone(s)
+	}
+}
+
+func (d *direction) run(pre []byte) {
+	d.readFn = d.readRaw
+	if len(pre) > 0 {
+		d.forward(pre)
+	}
+	for {
+		n, err := d.read()
+		if n > 0 {
+			d.forward((*d.buf)[:d.carryN+n])
+			if d.carryN > 0 && d.buf != nil {
+				// the next read appends to the carried bytes
+				copy(*d.buf, d.carry[:d.carryN])
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	d.release()
+	d.end()
+	d.stats.Frames, d.stats.Messages = d.t.Frames, d.t.Messages
+	d.s.directionDone()
+}
+
+// end tells dst that src is gone, if nobody has yet, then half-closes dst.
+func (d *direction) end() {
+	if !d.closeIn.Load() && d.t.AtBoundary() {
+		code, reason := uint16(CloseGoingAway), "client went away"
+		if d.from == SideBackend {
+			code, reason = CloseInternalError, "backend closed the connection"
+		}
+		if d.dst.sendClose(code, reason) {
+			d.s.noteClose(code, SideProxy)
+		}
+	}
+	d.dst.halfClose()
+	d.s.startClosing()
+}
+
+// halfClose sends FIN, so the peer reads EOF after everything written so far.
+func (l *leg) halfClose() {
+	if cw, ok := l.conn.(interface{ CloseWrite() error }); ok {
+		l.mu.Lock()
+		cw.CloseWrite()
+		l.mu.Unlock()
+	}
+}
+
+// read returns the count of new bytes in *d.buf after the carry.
+func (d *direction) read() (int, error) {
+	if d.src.raw == nil {
+		// No raw socket (e.g. TLS): the buffer is held across the wait.
+		d.borrow()
+		return d.src.conn.Read((*d.buf)[d.carryN:])
+	}
+	d.rn, d.rerr = 0, nil
+	if err := d.src.raw.Read(d.readFn); err != nil {
+		return 0, err
+	}
+	return d.rn, d.rerr
+}
+
+// readRaw is the RawConn callback: borrow a buffer only when the socket has
+// data, give it back before waiting.
+func (d *direction) readRaw(fd uintptr) bool {
+	d.borrow()
+	for {
+		n, err := syscall.Read(int(fd), (*d.buf)[d.carryN:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			d.release()
+			return false
+		case err != nil:
+			d.rerr = err
+		case n == 0:
+			d.rerr = io.EOF
+		default:
+			d.rn = n
+		}
+		return true
+	}
+}
+
+func (d *direction) borrow() {
+	if d.buf != nil {
+		return
+	}
+	d.buf = d.s.cfg.Pool.get()
+	if d.carryN > 0 {
+		copy(*d.buf, d.carry[:d.carryN])
+	}
+}
+
+func (d *direction) release() {
+	if d.buf != nil {
+		d.s.cfg.Pool.put(d.buf)
+		d.buf = nil
+	}
+}
+
+// forward passes b (carry included at its start) through the tracker and
+// writes what may go to dst.
+func (d *direction) forward(b []byte) {
+	d.setCarry(nil)
+	for len(b) > 0 {
+		if d.discard {
+			return
+		}
+		fwd, ev := d.t.Advance(b)
+		switch ev {
+		case EvNone:
+			d.send(b[:fwd], false)
+			d.setCarry(b[fwd:])
+			return
+		case EvControl:
+			d.control(b[:fwd])
+		case EvViolation:
+			d.send(b[:fwd], false)
+			d.violation()
+			return
+		}
+		b = b[fwd:]
+	}
+}
+
+// control forwards a run of bytes ending with a whole control frame.
+func (d *direction) control(run []byte) {
+	h := &d.t.Control
+	if h.Opcode != OpClose {
+		d.send(run, false)
+		return
+	}
+	frame := run[len(run)-h.Len-int(h.Length):]
+	code, _ := ClosePayload(frame, h, d.scratch[:0])
+	if code != CloseNoStatus && !ValidCloseCode(code) {
+		d.send(run[:len(run)-len(frame)], false)
+		d.t.Violation = Violation{CloseProtocolError, "invalid close code"}
+		d.violation()
+		return
+	}
+	d.closeIn.Store(true)
+	d.s.noteClose(code, d.from)
+	d.send(run, true)
+	d.s.startClosing()
+	// Close frames have gone both ways: as the server toward the client the
+	// proxy closes first (RFC 6455 §7.1.1); the backend closes toward us.
+	if d.s.c2b.closeIn.Load() && d.s.b2c.closeIn.Load() {
+		d.s.client.halfClose()
+	}
+}
+
+func (d *direction) send(p []byte, isClose bool) {
+	if len(p) == 0 || d.discard {
+		return
+	}
+	d.stats.Bytes += uint64(len(p))
+	if err := d.dst.write(p, d.t.AtBoundary(), isClose); err != nil {
+		d.discard = true
+	}
+}
+
+// violation closes both sides with the violation's code and stops forwarding.
+func (d *direction) violation() {
+	v := d.t.Violation
+	d.discard = true
+	d.s.noteClose(v.Code, SideProxy)
+	d.dst.sendClose(v.Code, v.Reason)
+	d.src.sendClose(v.Code, v.Reason)
+	d.s.startClosing()
+}
+
+func (d *direction) setCarry(rest []byte) {
+	if len(rest) == 0 {
+		if d.carry != nil {
+			carryPool.Put(d.carry)
+			d.carry, d.carryN = nil, 0
+		}
+		return
+	}
+	if d.carry == nil {
+		d.carry = carryPool.Get().(*[MaxCarry]byte)
+	}
+	d.carryN = copy(d.carry[:], rest)
+}
+
+// IsClosedErr reports whether err only says a connection was closed.
+func IsClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)
+}
