@@ -293,6 +293,19 @@ func ClosePayload(frame []byte, h *Header, dst []byte) (code uint16, reason []by
 	return binary.BigEndian.Uint16(dst[:2]), dst[2:]
 }
 
+// CloseCode returns the code of a whole close frame (header and payload in
+// frame) without copying it; CloseNoStatus if it has none.
+func CloseCode(frame []byte, h *Header) uint16 {
+	if h.Length < 2 {
+		return CloseNoStatus
+	}
+	p := frame[h.Len:]
+	if h.Masked {
+		return uint16(p[0]^h.Mask[0])<<8 | uint16(p[1]^h.Mask[1])
+	}
+	return binary.BigEndian.Uint16(p)
+}
+
 // ValidCloseCode reports whether code may appear in a close frame on the wire
 // (RFC 6455 §7.4).
 func ValidCloseCode(code uint16) bool {

@@ -90,6 +90,9 @@ type DirStats struct {
 
 // Session is one relayed WebSocket connection.
 type Session struct {
+	// Tag is the caller's own value for this session (set before Run).
+	Tag any
+
 	cfg     *Config
 	client  leg
 	backend leg
@@ -206,7 +209,6 @@ type direction struct {
 	// later does not reset a peer that has unread data of ours.
 	discard bool
 	closeIn atomic.Bool // src sent a close frame
-	scratch [maxControlPayload]byte
 }
 
 // Run relays between client and backend until both directions end, then
@@ -217,7 +219,18 @@ type direction struct {
 // direction ends, which may be before the session is done (see
 // Config.OnDone).
 func Run(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte, cfg *Config) *Session {
-	s := &Session{cfg: cfg}
+	s := NewSession(cfg)
+	s.Run(client, clientPre, backend, backendPre)
+	return s
+}
+
+// NewSession returns a session to be started with Run; the caller may set
+// Tag first.
+func NewSession(cfg *Config) *Session { return &Session{cfg: cfg} }
+
+// Run is the package-level Run on a session made by NewSession.
+func (s *Session) Run(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte) {
+	cfg := s.cfg
 	s.client.init(client, false)
 	s.backend.init(backend, true)
 	s.c2b = direction{s: s, src: &s.client, dst: &s.backend, from: SideClient, stats: &s.ClientToBackend}
@@ -229,7 +242,6 @@ func Run(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte,
 	}
 	go s.b2c.run(backendPre)
 	s.c2b.run(clientPre)
-	return s
 }
 
 // Close starts closing the session from the proxy's side: each peer is sent
@@ -421,7 +433,7 @@ func (d *direction) control(run []byte) {
 		return
 	}
 	frame := run[len(run)-h.Len-int(h.Length):]
-	code, _ := ClosePayload(frame, h, d.scratch[:0])
+	code := CloseCode(frame, h)
 	if code != CloseNoStatus && !ValidCloseCode(code) {
 		d.send(run[:len(run)-len(frame)], false)
 		d.t.Violation = Violation{CloseProtocolError, "invalid close code"}

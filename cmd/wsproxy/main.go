@@ -1,0 +1,235 @@
+// Command wsproxy is an edge reverse proxy and load balancer for WebSocket
+// services.
+//
+//	wsproxy run [-config FILE]        serve the config (default ./Caddyfile)
+//	wsproxy validate [-config FILE]   check a config; errors as file:line: message
+//	wsproxy fmt [-w] FILE             format a Caddyfile
+//	wsproxy demo [-listen ADDR]       the proxy in front of two built-in echo backends
+//	wsproxy version                   print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/proxy"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: wsproxy <command> [flags]
+
+commands:
+  run       serve a config (default ./Caddyfile); SIGHUP reloads it, SIGTERM drains and exits
+  validate  check a config and print every error as file:line: message
+  fmt       format a Caddyfile (to stdout, or in place with -w)
+  demo      run the proxy on 127.0.0.1:8080 in front of two built-in echo backends
+  version   print the version
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(args, stderr)
+	case "validate":
+		return cmdValidate(args, stdout, stderr)
+	case "fmt":
+		return cmdFmt(args, stdout, stderr)
+	case "demo":
+		return cmdDemo(args, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "wsproxy: unknown command %q\n%s", cmd, usage)
+	return 2
+}
+
+func versionString() string {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+		v += " " + bi.GoVersion
+	}
+	return "wsproxy " + v
+}
+
+// commonFlags are the flags of run and demo.
+type commonFlags struct {
+	logFormat string
+	drain     time.Duration
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&c.drain, "drain", 30*time.Second, "on SIGTERM, how long live WebSockets get to close before they are cut")
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "Caddyfile", "config file")
+	var cf commonFlags
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log, err := newLogger(stderr, cf.logFormat, cfg.Global.LogLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	srv, err := proxy.New(cfg, proxy.Options{Logger: log})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	reload := func() (*config.Config, error) {
+		c, err := config.Load(*path)
+		if err != nil {
+			return nil, err
+		}
+		return c, srv.Reload(c)
+	}
+	return serve(srv, log, cf.drain, reload)
+}
+
+// serve starts srv and handles signals until it has shut down.
+func serve(srv *proxy.Server, log *slog.Logger, drain time.Duration, reload func() (*config.Config, error)) int {
+	if err := srv.Start(); err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			if reload == nil {
+				log.Warn("SIGHUP ignored: this config cannot be reloaded")
+				continue
+			}
+			if c, err := reload(); err != nil {
+				log.Error("reload failed; the running config stays", "err", err)
+			} else {
+				log.Info("config reloaded", "file", c.File)
+			}
+			continue
+		}
+		log.Info("shutting down: closing live WebSockets with 1001", "signal", sig.String(), "drain", drain, "live", srv.Sessions())
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		done := make(chan error, 1)
+		go func() { done <- srv.Shutdown(ctx) }()
+		select {
+		case err := <-done:
+			cancel()
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				log.Error("shutdown", "err", err)
+				return 1
+			}
+			log.Info("stopped")
+			return 0
+		case sig := <-sigs:
+			cancel()
+			log.Warn("second signal: exiting now", "signal", sig.String())
+			return 1
+		}
+	}
+	return 0
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "Caddyfile", "config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err == nil {
+		// Compiling catches what only the runtime form can check.
+		_, err = proxy.New(cfg, proxy.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: valid\n", *path)
+	return 0
+}
+
+func cmdFmt(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fmt", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	write := fs.Bool("w", false, "write the result to the file instead of stdout")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: wsproxy fmt [-w] FILE")
+		return 2
+	}
+	path := fs.Arg(0)
+	body, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	out := config.Format(body)
+	if !*write {
+		stdout.Write(out)
+		return 0
+	}
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/wsproxy/wsproxy/examples/echoserver"
+)
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func writeFile(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	if code, out, errs := runCLI("validate", "-config", "../../Caddyfile.example"); code != 0 || !strings.Contains(out, "valid") {
+		t.Fatalf("example config: exit %d: %s%s", code, out, errs)
+	}
+	bad := writeFile(t, "bad.Caddyfile", ":8080 {\n\troute /ws {\n\t\tdial_timeout soon\n\t\tbogus 1\n\t}\n}\n")
+	code, _, errs := runCLI("validate", "-config", bad)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	for _, want := range []string{bad + ":3: ", bad + ":4: ", "bogus"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("errors lack %q:\n%s", want, errs)
+		}
+	}
+	if code, _, _ := runCLI("validate", "-config", filepath.Join(t.TempDir(), "missing")); code != 1 {
+		t.Errorf("missing file: exit %d", code)
+	}
+}
+
+func TestFmtAndVersion(t *testing.T) {
+	t.Parallel()
+	p := writeFile(t, "Caddyfile", ":8080 {\nroute /ws {\nto 127.0.0.1:9000\n}\n}\n")
+	code, out, _ := runCLI("fmt", p)
+	if code != 0 || !strings.Contains(out, "\troute /ws {\n\t\tto 127.0.0.1:9000\n") {
+		t.Fatalf("fmt: exit %d:\n%s", code, out)
+	}
+	if code, _, _ := runCLI("fmt", "-w", p); code != 0 {
+		t.Fatal("fmt -w failed")
+	}
+	if b, _ := os.ReadFile(p); string(b) != out {
+		t.Fatalf("fmt -w wrote %q", b)
+	}
+	if code, out, _ := runCLI("version"); code != 0 || !strings.HasPrefix(out, "wsproxy ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+	if code, _, _ := runCLI("nonsense"); code != 2 {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+}
+
+// binary builds wsproxy once for the process tests.
+var binary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "wsproxy-bin")
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "wsproxy")
+	out, err := exec.Command("go", "build", "-o", p, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return p, nil
+})
+
+// proc is a wsproxy process whose stderr is collected.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+	done chan error
+}
+
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	bin, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.logs.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+		p.done <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+func (p *proc) waitLog(t *testing.T, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		m := rx.FindStringSubmatch(p.logs.String())
+		p.mu.Unlock()
+		if m != nil {
+			return m
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t.Fatalf("no log line matching %q in:\n%s", re, p.logs.String())
+	return nil
+}
+
+func (p *proc) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err // for Cleanup
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	case <-time.After(15 * time.Second):
+		t.Fatal("process did not exit")
+		return -1
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func echoID(t *testing.T, url string) (*websocket.Conn, string) {
+	t.Helper()
+	c, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	c.WriteMessage(websocket.TextMessage, []byte("__id"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, p, err := c.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Time{})
+	return c, string(p)
+}
+
+// TestRunReloadAndSIGTERM runs the real binary: a SIGHUP with a broken file
+// keeps the old config (and says where the error is), a good one switches
+// new connections to the new backend while the old connection lives on, and
+// SIGTERM closes live WebSockets with 1001 and exits 0.
+func TestRunReloadAndSIGTERM(t *testing.T) {
+	t.Parallel()
+	var backends []*echoserver.Server
+	for _, id := range []string{"old", "new"} {
+		b, err := echoserver.Listen("127.0.0.1:0", echoserver.Options{ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		backends = append(backends, b)
+	}
+	port := freePort(t)
+	conf := func(backend string) string {
+		return fmt.Sprintf("127.0.0.1:%d {\n\troute /ws {\n\t\tto %s\n\t}\n}\n", port, backend)
+	}
+	path := writeFile(t, "Caddyfile", conf(backends[0].Addr()))
+	p := startProc(t, "run", "-config", path, "-drain", "5s")
+	p.waitLog(t, `msg=listening`)
+	url := fmt.Sprintf("ws://127.0.0.1:%d/ws", port)
+	live, id := echoID(t, url)
+	if id != "old" {
+		t.Fatalf("backend %q", id)
+	}
+
+	os.WriteFile(path, []byte(conf(backends[1].Addr())+"\n\tbroken {\n"), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, `reload failed.*Caddyfile:\d+`)
+	if _, id := echoID(t, url); id != "old" {
+		t.Fatalf("after a bad reload: backend %q", id)
+	}
+
+	os.WriteFile(path, []byte(conf(backends[1].Addr())), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, `config reloaded`)
+	c2, id := echoID(t, url)
+	if id != "new" {
+		t.Fatalf("after reload: backend %q", id)
+	}
+	c2.Close()
+	live.WriteMessage(websocket.TextMessage, []byte("still here"))
+	if _, m, err := live.ReadMessage(); err != nil || string(m) != "still here" {
+		t.Fatalf("connection from before the reload: %q %v", m, err)
+	}
+
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	_, _, err := live.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 1001 {
+		t.Fatalf("on SIGTERM the client got %v, want close 1001", err)
+	}
+	live.Close()
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	p := startProc(t, "demo", "-listen", fmt.Sprintf("127.0.0.1:%d", port))
+	p.waitLog(t, `msg=listening`)
+	base := fmt.Sprintf("127.0.0.1:%d", port)
+	resp, err := (&net.Dialer{}).Dial("tcp", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(resp, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", base)
+	page, _ := io.ReadAll(resp)
+	resp.Close()
+	if !bytes.Contains(page, []byte("200 OK")) || !bytes.Contains(page, []byte("new WebSocket")) {
+		t.Fatalf("demo page:\n%.300s", page)
+	}
+	seen := map[string]bool{}
+	for i := 0; i < 4; i++ {
+		c, id := echoID(t, "ws://"+base+"/ws?room=demo")
+		c.Close()
+		seen[id] = true
+	}
+	if !seen["echo-1"] || !seen["echo-2"] {
+		t.Fatalf("backends seen: %v", seen)
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}

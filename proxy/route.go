@@ -1,0 +1,238 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"sync/atomic"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/proxy/relay"
+	"github.com/wsproxy/wsproxy/upgrade"
+)
+
+// table is the compiled, immutable routing form of one config. A reload
+// builds a new table and swaps the Server's pointer; requests that loaded
+// the old one finish with it.
+type table struct {
+	cfg    *config.Config
+	ports  map[int]*hostTable
+	routes []*route
+}
+
+// hostTable picks the site for a request's Host on one listening port.
+type hostTable struct {
+	exact map[string]*site
+	wild  []wildSite // longest suffix first
+	any   *site
+}
+
+type wildSite struct {
+	suffix string // ".example.com" for "*.example.com"
+	site   *site
+}
+
+type site struct {
+	routes []*route
+}
+
+// route is one compiled route block.
+type route struct {
+	cfg     *config.Route
+	name    string
+	origins *upgrade.OriginPolicy
+	policy  balancer.Policy
+	set     atomic.Pointer[balancer.Set]
+	// relay configs by the extensions a connection negotiated: none,
+	// permessage-deflate only, anything else.
+	relay [3]relay.Config
+	live  atomic.Int64
+}
+
+func (s *Server) compile(cfg *config.Config) (*table, error) {
+	t := &table{cfg: cfg, ports: map[int]*hostTable{}}
+	for _, sc := range cfg.Sites {
+		st := &site{}
+		for _, rc := range sc.Routes {
+			r, err := s.compileRoute(rc)
+			if err != nil {
+				return nil, fmt.Errorf("%s: route %q: %w", rc.Pos, rc.Name, err)
+			}
+			st.routes = append(st.routes, r)
+			t.routes = append(t.routes, r)
+		}
+		for _, a := range sc.Addresses {
+			ht := t.ports[a.Port]
+			if ht == nil {
+				ht = &hostTable{exact: map[string]*site{}}
+				t.ports[a.Port] = ht
+			}
+			switch {
+			case a.Host == "":
+				ht.any = st
+			case strings.HasPrefix(a.Host, "*."):
+				ht.wild = append(ht.wild, wildSite{suffix: a.Host[1:], site: st})
+			default:
+				ht.exact[a.Host] = st
+			}
+		}
+	}
+	for _, ht := range t.ports {
+		sort.SliceStable(ht.wild, func(i, j int) bool { return len(ht.wild[i].suffix) > len(ht.wild[j].suffix) })
+	}
+	return t, nil
+}
+
+func (s *Server) compileRoute(rc *config.Route) (*route, error) {
+	origins, err := upgrade.CompileOrigins(rc.Origins, rc.AllowEmptyOrigin)
+	if err != nil {
+		return nil, err
+	}
+	policy, err := balancer.New(balancer.NameRoundRobin, 0)
+	if err != nil {
+		return nil, err
+	}
+	r := &route{cfg: rc, name: rc.Name, origins: origins, policy: policy}
+	backends := make([]*balancer.Backend, 0, len(rc.Upstreams))
+	for _, u := range rc.Upstreams {
+		backends = append(backends, s.backends.Backend(u.Addr, 1))
+	}
+	r.set.Store(balancer.NewSet(backends))
+	rsv := [3]byte{0, relay.RSV1, relay.RSV1 | relay.RSV2 | relay.RSV3}
+	for i := range r.relay {
+		rc := &r.relay[i]
+		rc.Pool = s.pool
+		rc.Client = relay.Rules{Masked: true, AllowedRSV: rsv[i], DeflateOnly: i == 1}
+		rc.Backend = relay.Rules{Masked: false, AllowedRSV: rsv[i], DeflateOnly: i == 1}
+		rc.OnStart = s.sessionStarted
+		rc.OnDone = s.sessionDone
+	}
+	return r, nil
+}
+
+// relayConfig returns the relay rules for the extensions a backend chose.
+func (r *route) relayConfig(rsv byte) *relay.Config {
+	switch rsv {
+	case 0:
+		return &r.relay[0]
+	case relay.RSV1:
+		return &r.relay[1]
+	}
+	return &r.relay[2]
+}
+
+// lookup finds the route for a request on a port, or nil.
+func (t *table) lookup(port int, host, p []byte, args *fasthttp.Args) *route {
+	ht := t.ports[port]
+	if ht == nil {
+		return nil
+	}
+	st := ht.site(host)
+	if st == nil {
+		return nil
+	}
+	for _, r := range st.routes {
+		if r.match(p, args) {
+			return r
+		}
+	}
+	return nil
+}
+
+func (ht *hostTable) site(host []byte) *site {
+	var lower [256]byte
+	host = hostOnly(host)
+	if len(host) <= len(lower) {
+		for i, c := range host {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			lower[i] = c
+		}
+		host = lower[:len(host)]
+	}
+	if st, ok := ht.exact[string(host)]; ok {
+		return st
+	}
+	for _, w := range ht.wild {
+		// One label in place of the star: "a.example.com", not "a.b.example.com".
+		if len(host) > len(w.suffix) && bytes.HasSuffix(host, []byte(w.suffix)) &&
+			bytes.IndexByte(host[:len(host)-len(w.suffix)], '.') < 0 {
+			return w.site
+		}
+	}
+	return ht.any
+}
+
+// hostOnly strips the port from a Host header value.
+func hostOnly(h []byte) []byte {
+	if len(h) > 0 && h[0] == '[' {
+		if i := bytes.IndexByte(h, ']'); i > 0 {
+			return h[1:i]
+		}
+		return h
+	}
+	if i := bytes.LastIndexByte(h, ':'); i >= 0 {
+		return h[:i]
+	}
+	return h
+}
+
+func (r *route) match(p []byte, args *fasthttp.Args) bool {
+	if len(r.cfg.Paths) > 0 {
+		ok := false
+		for i := range r.cfg.Paths {
+			if matchPath(&r.cfg.Paths[i], p) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	for i := range r.cfg.Query {
+		if !matchQuery(&r.cfg.Query[i], args) {
+			return false
+		}
+	}
+	return true
+}
+
+func matchPath(m *config.PathMatcher, p []byte) bool {
+	switch m.Kind {
+	case config.PathExact:
+		return string(p) == m.Pattern
+	case config.PathPrefix:
+		return len(p) >= len(m.Pattern) && string(p[:len(m.Pattern)]) == m.Pattern
+	default:
+		ok, _ := path.Match(m.Pattern, string(p))
+		return ok
+	}
+}
+
+func matchQuery(m *config.QueryMatcher, args *fasthttp.Args) bool {
+	for k, v := range args.All() {
+		if string(k) != m.Key {
+			continue
+		}
+		switch m.Kind {
+		case config.QueryPresent:
+			return true
+		case config.QueryEquals:
+			if string(v) == m.Value {
+				return true
+			}
+		case config.QueryGlob:
+			if ok, _ := path.Match(m.Value, string(v)); ok {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,289 @@
+// Package proxy is wsproxy's data plane: the fasthttp listeners, routing on
+// host, path and query, plain HTTP reverse proxying, and the WebSocket path
+// (handshake checks, backend handshake, then the frame relay).
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/proxy/relay"
+	"github.com/wsproxy/wsproxy/upgrade"
+)
+
+// Options are the parts of a Server that do not come from the config file.
+type Options struct {
+	// Logger receives the proxy's logs. If nil, slog.Default() is used.
+	Logger *slog.Logger
+	// Listeners are listeners opened by the caller, keyed by the port the
+	// config gives them (tests open 127.0.0.1:0 and write its port in the
+	// config). Ports without one are listened on by Start.
+	Listeners map[int]net.Listener
+	// BufferSize is the relay's read buffer size; relay.DefaultBufferSize
+	// if 0.
+	BufferSize int
+}
+
+// Server runs one configuration. Its methods are safe for concurrent use.
+type Server struct {
+	log      *slog.Logger
+	opts     Options
+	pool     *relay.Pool
+	backends balancer.Registry // live per-backend state, kept across reloads
+	table    atomicTable
+
+	mu        sync.Mutex
+	listeners map[int]*listener
+	sessions  map[*relay.Session]struct{}
+	idle      *sync.Cond // signalled when sessions empties
+	clients   map[string]*fasthttp.HostClient
+	closed    bool
+}
+
+type listener struct {
+	port int
+	ln   net.Listener
+	srv  *fasthttp.Server
+	done chan struct{}
+}
+
+// New compiles cfg into a Server. Nothing listens until Start.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{
+		log:       opts.Logger,
+		opts:      opts,
+		pool:      relay.NewPool(opts.BufferSize),
+		listeners: map[int]*listener{},
+		sessions:  map[*relay.Session]struct{}{},
+		clients:   map[string]*fasthttp.HostClient{},
+	}
+	s.idle = sync.NewCond(&s.mu)
+	t, err := s.compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.table.Store(t)
+	return s, nil
+}
+
+// Start opens every listener of the config and serves on it. It returns
+// once all are listening, or the first error (after closing what it opened).
+func (s *Server) Start() error {
+	t := s.table.Load()
+	ports := make([]int, 0, len(t.ports))
+	for p := range t.ports {
+		ports = append(ports, p)
+	}
+	sort.Ints(ports)
+	for _, port := range ports {
+		ln := s.opts.Listeners[port]
+		if ln == nil {
+			var err error
+			ln, err = net.Listen("tcp", bindAddr(t.cfg, port))
+			if err != nil {
+				s.closeListeners()
+				return fmt.Errorf("listen on port %d: %w", port, err)
+			}
+		}
+		l := &listener{port: port, ln: ln, srv: s.newHTTPServer(t.cfg, port), done: make(chan struct{})}
+		s.mu.Lock()
+		s.listeners[port] = l
+		s.mu.Unlock()
+		go s.serveListener(l)
+	}
+	return nil
+}
+
+func (s *Server) serveListener(l *listener) {
+	defer close(l.done)
+	s.log.Info("listening", "addr", l.ln.Addr().String())
+	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		s.log.Error("listener stopped", "port", l.port, "err", err)
+	}
+}
+
+// bindAddr chooses the interface for a port: loopback when every site on
+// it names a loopback host, all interfaces otherwise.
+func bindAddr(cfg *config.Config, port int) string {
+	loop := true
+	for _, st := range cfg.Sites {
+		for _, a := range st.Addresses {
+			if a.Port != port {
+				continue
+			}
+			ip, err := netip.ParseAddr(a.Host)
+			if !(a.Host == "localhost" || err == nil && ip.IsLoopback()) {
+				loop = false
+			}
+		}
+	}
+	if loop {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	}
+	return ":" + strconv.Itoa(port)
+}
+
+// Addr returns the address the listener for a config port is bound to.
+func (s *Server) Addr(port int) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.listeners[port]; l != nil {
+		return l.ln.Addr()
+	}
+	return nil
+}
+
+func (s *Server) newHTTPServer(cfg *config.Config, port int) *fasthttp.Server {
+	g := cfg.Global
+	return &fasthttp.Server{
+		Handler:                      func(ctx *fasthttp.RequestCtx) { s.serve(ctx, port) },
+		Name:                         "wsproxy",
+		ReadBufferSize:               g.MaxHeaderBytes,
+		ReadTimeout:                  g.HandshakeTimeout,
+		IdleTimeout:                  90 * time.Second,
+		MaxRequestBodySize:           64 << 20,
+		StreamRequestBody:            true,
+		KeepHijackedConns:            true,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{s.log},
+	}
+}
+
+// serve is the entry point of every request.
+func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
+	t := s.table.Load()
+	r := t.lookup(port, ctx.Host(), ctx.Path(), ctx.QueryArgs())
+	attempt := upgrade.IsAttempt(&ctx.Request.Header)
+	if r == nil {
+		ctx.Error("no route for this request\n", fasthttp.StatusNotFound)
+		if attempt {
+			ctx.SetConnectionClose()
+		}
+		return
+	}
+	if attempt {
+		s.serveWebSocket(ctx, r)
+		return
+	}
+	s.serveHTTP(ctx, r)
+}
+
+// Shutdown stops accepting, sends every live WebSocket a 1001 close and waits
+// until they end or ctx is done, when it closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	ls := make([]*listener, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		ls = append(ls, l)
+	}
+	sessions := make([]*relay.Session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+
+	for _, l := range ls {
+		l.ln.Close()
+	}
+	for _, ss := range sessions {
+		ss.Close(relay.CloseGoingAway, relay.CloseGoingAway, "proxy shutting down")
+	}
+	waited := make(chan struct{})
+	go func() {
+		s.mu.Lock()
+		for len(s.sessions) > 0 {
+			s.idle.Wait()
+		}
+		s.mu.Unlock()
+		close(waited)
+	}()
+	var err error
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.mu.Lock()
+		for ss := range s.sessions {
+			ss.Close(relay.CloseGoingAway, relay.CloseGoingAway, "proxy shutting down")
+		}
+		s.mu.Unlock()
+	}
+	for _, l := range ls {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		l.srv.ShutdownWithContext(sctx)
+		cancel()
+		<-l.done
+	}
+	return err
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p, l := range s.listeners {
+		l.ln.Close()
+		delete(s.listeners, p)
+	}
+}
+
+// Sessions returns the number of live WebSocket connections.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+func (s *Server) sessionStarted(ss *relay.Session) {
+	s.mu.Lock()
+	s.sessions[ss] = struct{}{}
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		ss.Close(relay.CloseGoingAway, relay.CloseGoingAway, "proxy shutting down")
+	}
+}
+
+func (s *Server) sessionDone(ss *relay.Session) {
+	c := ss.Tag.(*wsConn)
+	c.backend.Release()
+	c.route.live.Add(-1)
+	s.mu.Lock()
+	delete(s.sessions, ss)
+	if len(s.sessions) == 0 {
+		s.idle.Broadcast()
+	}
+	s.mu.Unlock()
+	s.log.Debug("websocket closed",
+		"route", c.route.name, "backend", c.backend.Addr, "client", c.client,
+		"duration", time.Since(c.start).Round(time.Millisecond),
+		"close_code", ss.CloseCode, "closed_by", ss.ClosedBy.String(),
+		"bytes_up", ss.ClientToBackend.Bytes, "bytes_down", ss.BackendToClient.Bytes,
+		"messages_up", ss.ClientToBackend.Messages, "messages_down", ss.BackendToClient.Messages)
+}
+
+// fasthttpLogger sends fasthttp's own messages to slog at debug level: they
+// are about single connections (bad requests, timeouts).
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "source", "fasthttp")
+}

@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/proxy/relay"
+	"github.com/wsproxy/wsproxy/upgrade"
+)
+
+// atomicTable holds the live routing table; a reload swaps it.
+type atomicTable struct{ p atomic.Pointer[table] }
+
+func (a *atomicTable) Load() *table   { return a.p.Load() }
+func (a *atomicTable) Store(t *table) { a.p.Store(t) }
+
+// wsConn is what the proxy keeps about one relayed WebSocket.
+type wsConn struct {
+	route   *route
+	backend *balancer.Backend
+	client  string
+	start   time.Time
+}
+
+// serveWebSocket checks the client's handshake, completes the backend's, and
+// only then answers 101 and hands both connections to the relay. A dead
+// backend is therefore a retry or a 502/503, never a 101 followed by a drop.
+func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, r *route) {
+	info, rej := upgrade.Check(&ctx.Request.Header, r.origins)
+	if rej != nil {
+		rej.WriteResponse(ctx)
+		return
+	}
+	clientIP, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	req := upgrade.UpstreamRequest{Header: &ctx.Request.Header, ClientIP: clientIP.Unmap(), TLS: ctx.IsTLS()}
+
+	set := r.set.Load()
+	var tried balancer.Tried
+	var lastErr error
+	for attempt := 0; attempt <= r.cfg.LBRetries; attempt++ {
+		b := r.policy.Pick(set, nil, tried)
+		if b == nil {
+			break
+		}
+		up, err := upgrade.Dial(ctx, b.Addr, r.cfg.DialTimeout, &req, r.cfg.UpstreamHandshakeTimeout)
+		if err == nil {
+			s.switchProtocols(ctx, r, b, up, info.Key)
+			return
+		}
+		b.Release()
+		lastErr = err
+		var httpErr *upgrade.HTTPResponseError
+		if errors.As(err, &httpErr) {
+			// The backend's own answer (e.g. 401): the client gets it as is.
+			httpErr.WriteResponse(ctx)
+			ctx.SetConnectionClose()
+			return
+		}
+		s.log.Warn("backend handshake failed", "route", r.name, "backend", b.Addr, "attempt", attempt+1, "err", err)
+		if !upgrade.Retryable(err) || !tried.Add(b) {
+			break
+		}
+	}
+	ctx.SetConnectionClose()
+	if lastErr == nil {
+		ctx.Error("no backend available\n", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	ctx.Error("backend failed the WebSocket handshake\n", fasthttp.StatusBadGateway)
+}
+
+// switchProtocols answers 101 with what the backend chose, hijacks the client
+// connection and runs the relay on it.
+func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer.Backend, up *upgrade.Upstream, key []byte) {
+	resp := upgrade.AppendSwitchingProtocols(make([]byte, 0, 256), key, &up.Handshake)
+	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), start: time.Now()}
+	cfg := r.relayConfig(up.Handshake.RSV)
+	r.live.Add(1)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(hc net.Conn) {
+		conn, pre := unwrapHijacked(hc)
+		if _, err := conn.Write(resp); err != nil {
+			conn.Close()
+			up.Conn.Close()
+			b.Release()
+			r.live.Add(-1)
+			return
+		}
+		ss := relay.NewSession(cfg)
+		ss.Tag = c
+		ss.Run(conn, pre, up.Conn, up.Buffered)
+	})
+}
+
+// unwrapHijacked returns the raw connection under fasthttp's hijacked one,
+// with any bytes its reader had already buffered past the request (a client
+// that sent frames without waiting for the 101). The raw connection lets the
+// relay wait for data without holding fasthttp's read buffer.
+func unwrapHijacked(hc net.Conn) (net.Conn, []byte) {
+	u, ok := hc.(interface{ UnsafeConn() net.Conn })
+	if !ok {
+		return hc, nil
+	}
+	raw := u.UnsafeConn()
+	// With a deadline in the past, reads return only what is buffered.
+	raw.SetReadDeadline(time.Unix(1, 0))
+	var pre []byte
+	var buf [512]byte
+	for {
+		n, err := hc.Read(buf[:])
+		pre = append(pre, buf[:n]...)
+		if err != nil || n == 0 {
+			break
+		}
+	}
+	raw.SetReadDeadline(time.Time{})
+	return raw, pre
+}

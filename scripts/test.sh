@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean checkout on a fresh machine.
+# Installs what the tests need, then runs vet, gofmt and every test with the
+# race detector. Extra arguments go to `go test` (e.g. -run TestName).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v go >/dev/null || { echo "test.sh: Go is required (https://go.dev/dl)"; exit 1; }
+go mod download
+
+echo "== go vet"
+go vet ./...
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go test -race"
+# Fuzz targets' seed corpora run as ordinary tests here.
+go test -race -count=1 -timeout 15m "$@" ./...
