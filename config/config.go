@@ -11,8 +11,11 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
+
+	"github.com/wsproxy/wsproxy/balancer"
 )
 
 // Pos is where a directive appeared in the config.
@@ -42,6 +45,20 @@ type Global struct {
 	HandshakeTimeout time.Duration
 	// LogLevel is one of debug, info, warn, error. Directive: log_level. Default info.
 	LogLevel string
+	// TrustedProxies are the peers whose client-address header (see
+	// ClientIPHeader) is believed when finding a client's real IP, for the
+	// "ip" hash key. Directive: trusted_proxies CIDR|private_ranges...
+	// Default none: the TCP peer is the client.
+	TrustedProxies []netip.Prefix
+	// ClientIPHeader is the header trusted proxies report the client in:
+	// X-Forwarded-For or Forwarded. Directive: client_ip_header. Default
+	// X-Forwarded-For.
+	ClientIPHeader string
+	// Admin is the admin API's listen address, "" when off. Directive:
+	// admin ADDR [allow_remote] | off. Default off. A non-loopback address
+	// needs allow_remote.
+	Admin            string
+	AdminAllowRemote bool
 }
 
 // Site is one site block: the addresses it listens on and its routes in order.
@@ -113,6 +130,9 @@ type Upstream struct {
 	Pos Pos
 	// Addr is host:port, with the scheme (ws://, http://) removed.
 	Addr string
+	// Weight is the backend's share relative to the route's others.
+	// Directive: weights N... (one per upstream, in order). Default 1.
+	Weight int
 }
 
 // Route is one `route` block inside a site.
@@ -142,6 +162,22 @@ type Route struct {
 	// "https://*.example.com" (one or more labels), "http://localhost:*" (any
 	// port) or "*" (any). Empty means any origin. Directive: origins PATTERN...
 	Origins []string
+	// LBPolicy chooses the backend of a new connection: hash (sticky on
+	// LBKeys), least_conn (fewest live WebSockets), round_robin or
+	// random_two. Directive: lb_policy NAME [KEY...]. Default least_conn.
+	LBPolicy string
+	// LBKeys are the hash key sources, first present wins: query:NAME,
+	// header:NAME, cookie:NAME, ip, path.
+	LBKeys []balancer.KeySource
+	// LBLoadFactor bounds a hashed backend's live connections to this
+	// multiple of the average (the overflow goes to the key's next choice);
+	// 0 keeps keys strictly sticky. Directive: lb_load_factor C. Default 0.
+	LBLoadFactor float64
+	// LBKeyMissing says what happens to a connection without a hash key:
+	// "reject" (400) or the name of a non-hash policy. Directive:
+	// lb_key_missing. Default least_conn.
+	LBKeyMissing string
+
 	// AllowEmptyOrigin admits requests without an Origin header (non-browser
 	// clients) when Origins is set. Directive: allow_empty_origin true|false.
 	// Default true: browsers always send Origin, so cross-site attacks carry one.

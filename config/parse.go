@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"path"
 	"strconv"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/wsproxy/wsproxy/balancer"
 )
 
 // Defaults, as documented on the fields they fill.
@@ -22,6 +26,8 @@ const (
 	defaultDialTimeout              = 5 * time.Second
 	defaultUpstreamHandshakeTimeout = 10 * time.Second
 	defaultAllowEmptyOrigin         = true
+	defaultLBPolicy                 = balancer.NameLeastConn
+	defaultClientIPHeader           = balancer.HeaderXForwardedFor
 
 	minMaxHeaderBytes = 1 << 10
 	maxMaxHeaderBytes = 1 << 20
@@ -30,9 +36,9 @@ const (
 
 // Known directives, listed in "unknown directive" errors.
 const (
-	knownGlobal = "handshake_timeout, log_level, max_header_bytes"
+	knownGlobal = "admin, client_ip_header, handshake_timeout, log_level, max_header_bytes, trusted_proxies"
 	knownSite   = "route"
-	knownRoute  = "allow_empty_origin, dial_timeout, lb_retries, name, origins, path, query, to, upstream_handshake_timeout"
+	knownRoute  = "allow_empty_origin, dial_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, name, origins, path, query, to, upstream_handshake_timeout, weights"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -65,6 +71,7 @@ func Parse(filename string, body []byte) (*Config, error) {
 				MaxHeaderBytes:   defaultMaxHeaderBytes,
 				HandshakeTimeout: defaultHandshakeTimeout,
 				LogLevel:         defaultLogLevel,
+				ClientIPHeader:   defaultClientIPHeader,
 			},
 		},
 	}
@@ -239,6 +246,32 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 					p.errorf(d.pos(), "log_level %q: want debug, info, warn or error", d.args[0].Text)
 				}
 			}
+		case "trusted_proxies":
+			if p.argCount(d, "trusted_proxies CIDR|private_ranges...", 1, -1) {
+				for _, t := range d.args {
+					pfx, err := parseTrusted(t.Text)
+					if err != nil {
+						p.errorf(posOf(t), "trusted_proxies: %v", err)
+						continue
+					}
+					g.TrustedProxies = append(g.TrustedProxies, pfx...)
+				}
+			}
+		case "client_ip_header":
+			if p.once(seen, d) && p.argCount(d, "client_ip_header X-Forwarded-For|Forwarded", 1, 1) {
+				switch h := d.args[0].Text; {
+				case strings.EqualFold(h, balancer.HeaderXForwardedFor):
+					g.ClientIPHeader = balancer.HeaderXForwardedFor
+				case strings.EqualFold(h, balancer.HeaderForwarded):
+					g.ClientIPHeader = balancer.HeaderForwarded
+				default:
+					p.errorf(d.pos(), "client_ip_header %q: want X-Forwarded-For or Forwarded", h)
+				}
+			}
+		case "admin":
+			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] | admin off", 1, 2) {
+				p.admin(g, d)
+			}
 		default:
 			p.errorf(d.pos(), "unknown global option %q; known: %s", d.name.Text, knownGlobal)
 			continue
@@ -286,9 +319,14 @@ func (p *parser) site(b caddyfile.ServerBlock) {
 
 // routeState is what route parsing tracks beyond the Route itself.
 type routeState struct {
-	firstPattern string // as written, for the default name
-	matchAll     *Pos   // where a "*" path was given
-	namePos      Pos    // where `name` was given
+	weights       []caddyfile.Token
+	weightsPos    Pos
+	loadFactorPos Pos
+	keyMissingPos Pos
+	policyPos     Pos
+	firstPattern  string // as written, for the default name
+	matchAll      *Pos   // where a "*" path was given
+	namePos       Pos    // where `name` was given
 }
 
 func (p *parser) route(d directive) (*Route, *routeState) {
@@ -298,6 +336,8 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 		DialTimeout:              defaultDialTimeout,
 		UpstreamHandshakeTimeout: defaultUpstreamHandshakeTimeout,
 		AllowEmptyOrigin:         defaultAllowEmptyOrigin,
+		LBPolicy:                 defaultLBPolicy,
+		LBKeyMissing:             defaultLBPolicy,
 	}
 	st := &routeState{}
 	for _, t := range d.args {
@@ -317,6 +357,7 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 	if len(r.Upstreams) == 0 {
 		p.errorf(r.Pos, "route has no upstreams; add \"to HOST:PORT\" inside its block")
 	}
+	p.checkBalancing(r, st)
 	return r, st
 }
 
@@ -399,6 +440,35 @@ func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d
 			default:
 				p.errorf(d.pos(), "allow_empty_origin %q: want true or false", d.args[0].Text)
 			}
+		}
+	case "lb_policy":
+		if p.once(seen, d) && p.argCount(d, "lb_policy hash KEY... | least_conn | round_robin | random_two", 1, -1) {
+			p.lbPolicy(r, st, d)
+		}
+	case "lb_load_factor":
+		if p.once(seen, d) && p.argCount(d, "lb_load_factor C", 1, 1) {
+			c, err := strconv.ParseFloat(d.args[0].Text, 64)
+			if err != nil || !(c == 0 || c >= 1 && c <= balancer.MaxLoadFactor) {
+				p.errorf(d.pos(), "lb_load_factor %q: want 0 (off) or a number from 1 to %d, e.g. 1.25", d.args[0].Text, balancer.MaxLoadFactor)
+				return true
+			}
+			r.LBLoadFactor = c
+			st.loadFactorPos = d.pos()
+		}
+	case "lb_key_missing":
+		if p.once(seen, d) && p.argCount(d, "lb_key_missing reject|least_conn|round_robin|random_two", 1, 1) {
+			switch v := d.args[0].Text; v {
+			case "reject", balancer.NameLeastConn, balancer.NameRoundRobin, balancer.NameRandomTwo:
+				r.LBKeyMissing = v
+				st.keyMissingPos = d.pos()
+			default:
+				p.errorf(d.pos(), "lb_key_missing %q: want reject, least_conn, round_robin or random_two", v)
+			}
+		}
+	case "weights":
+		if p.once(seen, d) && p.argCount(d, "weights N... (one per upstream of \"to\", in order)", 1, -1) {
+			st.weights = d.args
+			st.weightsPos = d.pos()
 		}
 	default:
 		p.errorf(d.pos(), "unknown directive %q in route; known: %s", d.name.Text, knownRoute)
@@ -521,4 +591,117 @@ func parseSize(s string) (int, error) {
 		return 0, fmt.Errorf("%q is out of range; must be from 1KiB to 1MiB", s)
 	}
 	return int(n * mult), nil
+}
+
+// lbPolicy parses `lb_policy NAME [KEY...]`.
+func (p *parser) lbPolicy(r *Route, st *routeState, d directive) {
+	st.policyPos = d.pos()
+	name := d.args[0].Text
+	switch name {
+	case balancer.NameHash:
+		if len(d.args) == 1 {
+			p.errorf(d.pos(), "lb_policy hash: name at least one key: query:NAME, header:NAME, cookie:NAME, ip or path")
+			return
+		}
+		for _, t := range d.args[1:] {
+			k, err := balancer.ParseKeySource(t.Text)
+			if err != nil {
+				p.errorf(posOf(t), "lb_policy hash: %v", err)
+				continue
+			}
+			r.LBKeys = append(r.LBKeys, k)
+		}
+	case balancer.NameLeastConn, balancer.NameRoundRobin, balancer.NameRandomTwo:
+		if len(d.args) > 1 {
+			p.errorf(d.pos(), "lb_policy %s takes no keys; keys are for lb_policy hash", name)
+			return
+		}
+	default:
+		p.errorf(d.pos(), "lb_policy %q: want hash, least_conn, round_robin or random_two", name)
+		return
+	}
+	r.LBPolicy = name
+}
+
+// checkBalancing applies weights and checks options that only fit hash.
+func (p *parser) checkBalancing(r *Route, st *routeState) {
+	for i := range r.Upstreams {
+		r.Upstreams[i].Weight = 1
+	}
+	if st.weights != nil {
+		if len(st.weights) != len(r.Upstreams) {
+			p.errorf(st.weightsPos, "weights: %d given for %d upstreams; give one per upstream of \"to\", in order", len(st.weights), len(r.Upstreams))
+		} else {
+			for i, t := range st.weights {
+				w, err := strconv.Atoi(t.Text)
+				if err != nil || w < 1 || w > balancer.MaxWeight {
+					p.errorf(posOf(t), "weights: %q is not a whole number from 1 to %d", t.Text, balancer.MaxWeight)
+					continue
+				}
+				r.Upstreams[i].Weight = w
+			}
+		}
+	}
+	if r.LBPolicy != balancer.NameHash {
+		if r.LBLoadFactor != 0 {
+			p.errorf(st.loadFactorPos, "lb_load_factor applies to lb_policy hash only")
+		}
+		if st.keyMissingPos != (Pos{}) {
+			p.errorf(st.keyMissingPos, "lb_key_missing applies to lb_policy hash only")
+		}
+	}
+}
+
+// parseTrusted parses one trusted_proxies entry: a CIDR, an IP, or
+// private_ranges (the loopback, RFC 1918 and unique-local ranges).
+func parseTrusted(s string) ([]netip.Prefix, error) {
+	if s == "private_ranges" {
+		var out []netip.Prefix
+		for _, c := range []string{"127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7"} {
+			out = append(out, netip.MustParsePrefix(c))
+		}
+		return out, nil
+	}
+	if pfx, err := netip.ParsePrefix(s); err == nil {
+		return []netip.Prefix{pfx.Masked()}, nil
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is neither a CIDR nor an IP address", s)
+	}
+	return []netip.Prefix{netip.PrefixFrom(ip, ip.BitLen())}, nil
+}
+
+// admin parses `admin ADDR [allow_remote]` or `admin off`.
+func (p *parser) admin(g *Global, d directive) {
+	addr := d.args[0].Text
+	if addr == "off" {
+		if len(d.args) > 1 {
+			p.errorf(d.pos(), "admin off takes no other argument")
+		}
+		return
+	}
+	if len(d.args) == 2 {
+		if d.args[1].Text != "allow_remote" {
+			p.errorf(d.pos(), "admin: unknown option %q; the only one is allow_remote", d.args[1].Text)
+			return
+		}
+		g.AdminAllowRemote = true
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		p.errorf(d.pos(), "admin %q: want HOST:PORT, e.g. 127.0.0.1:2019", addr)
+		return
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		p.errorf(d.pos(), "admin %q: bad port", addr)
+		return
+	}
+	ip, err := netip.ParseAddr(host)
+	loopback := host == "localhost" || err == nil && ip.IsLoopback()
+	if !loopback && !g.AdminAllowRemote {
+		p.errorf(d.pos(), "admin %q is not a loopback address: the admin API can reload and inspect the proxy; add allow_remote if you mean it", addr)
+		return
+	}
+	g.Admin = addr
 }

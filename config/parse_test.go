@@ -63,6 +63,8 @@ func defaultRoute() Route {
 		DialTimeout:              5 * time.Second,
 		UpstreamHandshakeTimeout: 10 * time.Second,
 		AllowEmptyOrigin:         true,
+		LBPolicy:                 "least_conn",
+		LBKeyMissing:             "least_conn",
 	}
 }
 
@@ -85,8 +87,8 @@ func TestParseValidFile(t *testing.T) {
 		Paths: []PathMatcher{{Kind: PathPrefix, Pattern: "/chat/"}},
 		Query: []QueryMatcher{{Key: "room", Kind: QueryPresent}},
 		Upstreams: []Upstream{
-			{Pos: at(18), Addr: "10.0.0.1:9000"},
-			{Pos: at(18), Addr: "10.0.0.2:9000"},
+			{Pos: at(18), Addr: "10.0.0.1:9000", Weight: 1},
+			{Pos: at(18), Addr: "10.0.0.2:9000", Weight: 1},
 		},
 	})
 	chat.LBRetries = 3
@@ -101,6 +103,7 @@ func TestParseValidFile(t *testing.T) {
 			MaxHeaderBytes:   32 << 10,
 			HandshakeTimeout: 5 * time.Second,
 			LogLevel:         "warn",
+			ClientIPHeader:   "X-Forwarded-For",
 		},
 		Sites: []*Site{
 			{
@@ -122,12 +125,12 @@ func TestParseValidFile(t *testing.T) {
 							{Key: "v", Kind: QueryEquals, Value: "2"},
 							{Key: "client", Kind: QueryGlob, Value: "web*"},
 						},
-						Upstreams: []Upstream{{Pos: at(27), Addr: "notify.internal:7000"}},
+						Upstreams: []Upstream{{Pos: at(27), Addr: "notify.internal:7000", Weight: 1}},
 					}),
 					route(Route{
 						Pos:       at(30),
 						Name:      "http://chat.example.com:8080*",
-						Upstreams: []Upstream{{Pos: at(31), Addr: "127.0.0.1:9999"}},
+						Upstreams: []Upstream{{Pos: at(31), Addr: "127.0.0.1:9999", Weight: 1}},
 					}),
 				},
 			},
@@ -141,7 +144,7 @@ func TestParseValidFile(t *testing.T) {
 				Routes: []*Route{route(Route{
 					Pos:       at(37),
 					Name:      "http://:8081*",
-					Upstreams: []Upstream{{Pos: at(38), Addr: "[fd00::1]:9000"}},
+					Upstreams: []Upstream{{Pos: at(38), Addr: "[fd00::1]:9000", Weight: 1}},
 				})},
 			},
 			{
@@ -154,7 +157,7 @@ func TestParseValidFile(t *testing.T) {
 						{Kind: PathExact, Pattern: "/a"},
 						{Kind: PathPrefix, Pattern: "/b"},
 					},
-					Upstreams: []Upstream{{Pos: at(45), Addr: "localhost:9001"}},
+					Upstreams: []Upstream{{Pos: at(45), Addr: "localhost:9001", Weight: 1}},
 				})},
 			},
 		},
@@ -184,10 +187,10 @@ func TestParseDefaults(t *testing.T) {
 	r.Pos = Pos{File: testFile, Line: 2}
 	r.Name = "http://:8080/chat/*"
 	r.Paths = []PathMatcher{{Kind: PathPrefix, Pattern: "/chat/"}}
-	r.Upstreams = []Upstream{{Pos: Pos{File: testFile, Line: 3}, Addr: "127.0.0.1:9000"}}
+	r.Upstreams = []Upstream{{Pos: Pos{File: testFile, Line: 3}, Addr: "127.0.0.1:9000", Weight: 1}}
 	want := &Config{
 		File:   testFile,
-		Global: Global{MaxHeaderBytes: 16384, HandshakeTimeout: 10 * time.Second, LogLevel: "info"},
+		Global: Global{MaxHeaderBytes: 16384, HandshakeTimeout: 10 * time.Second, LogLevel: "info", ClientIPHeader: "X-Forwarded-For"},
 		Sites: []*Site{{
 			Pos:       Pos{File: testFile, Line: 1},
 			Addresses: []Address{{Scheme: "http", Port: 8080}},
@@ -270,7 +273,7 @@ func TestParseValues(t *testing.T) {
 			return addrs
 		}, []string{"a.internal:1", "b:2", "c:3", "[::1]:4", "[fd00::2]:5"}},
 		{"upstreams over several lines", site("\t\tto a:1\n\t\tto b:2"), func(c *Config) any { return c.Sites[0].Routes[0].Upstreams },
-			[]Upstream{{Pos: Pos{File: testFile, Line: 3}, Addr: "a:1"}, {Pos: Pos{File: testFile, Line: 4}, Addr: "b:2"}}},
+			[]Upstream{{Pos: Pos{File: testFile, Line: 3}, Addr: "a:1", Weight: 1}, {Pos: Pos{File: testFile, Line: 4}, Addr: "b:2", Weight: 1}}},
 		{"lb_retries zero", site("\t\tlb_retries 0\n\t\tto a:1"), func(c *Config) any { return c.Sites[0].Routes[0].LBRetries }, 0},
 		{"lb_retries max", site("\t\tlb_retries 10\n\t\tto a:1"), func(c *Config) any { return c.Sites[0].Routes[0].LBRetries }, 10},
 		{"origins", site("\t\torigins * HTTPS://Example.com:8443 http://[::1]:* https://*.a.example.com\n\t\tto a:1"), func(c *Config) any { return c.Sites[0].Routes[0].Origins },
@@ -319,7 +322,7 @@ func TestParseErrors(t *testing.T) {
 		{"handshake no unit", global("handshake_timeout 10"), []wantErr{{2, "want a duration"}}},
 		{"log level", global("log_level trace"), []wantErr{{2, `log_level "trace": want debug, info, warn or error`}}},
 		{"log level missing", global("log_level"), []wantErr{{2, "log_level: missing argument"}}},
-		{"unknown global", global("\tdebug"), []wantErr{{2, `unknown global option "debug"; known: handshake_timeout, log_level, max_header_bytes`}}},
+		{"unknown global", global("\tdebug"), []wantErr{{2, `unknown global option "debug"; known: admin, client_ip_header, handshake_timeout, log_level, max_header_bytes, trusted_proxies`}}},
 		{"global twice", global("log_level info\nlog_level warn"), []wantErr{{3, "log_level already set at test.Caddyfile:2"}}},
 		{"global with block", global("log_level info {\n\tx\n}"), []wantErr{{2, "log_level does not take a block"}}},
 		{"unknown global with block", global("servers {\n\tx\n}"), []wantErr{{2, `unknown global option "servers"`}}},
@@ -398,7 +401,7 @@ func TestParseErrors(t *testing.T) {
 		{"name extra", site("\t\tname a b\n\t\tto a:1"), []wantErr{{3, "name: too many arguments; usage: name NAME"}}},
 		{"name empty", site("\t\tname \"\"\n\t\tto a:1"), []wantErr{{3, "empty route name"}}},
 		{"name twice", site("\t\tname a\n\t\tname b\n\t\tto a:1"), []wantErr{{4, "name already set at test.Caddyfile:3"}}},
-		{"unknown route directive", site("\t\treverse_proxy a:1\n\t\tto a:1"), []wantErr{{3, `unknown directive "reverse_proxy" in route; known: allow_empty_origin, dial_timeout, lb_retries, name, origins, path, query, to, upstream_handshake_timeout`}}},
+		{"unknown route directive", site("\t\treverse_proxy a:1\n\t\tto a:1"), []wantErr{{3, `unknown directive "reverse_proxy" in route; known: allow_empty_origin, dial_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, name, origins, path, query, to, upstream_handshake_timeout, weights`}}},
 		{"nested route", site("\t\troute /y {\n\t\t\tto a:1\n\t\t}\n\t\tto a:1"), []wantErr{{3, `unknown directive "route" in route`}}},
 
 		// route names
@@ -496,7 +499,7 @@ func TestParseImport(t *testing.T) {
 		}
 		r := cfg.Sites[0].Routes[0]
 		abs, _ := filepath.Abs(filepath.Join(dir, "upstreams.conf"))
-		want := []Upstream{{Pos: Pos{File: abs, Line: 2}, Addr: "10.0.0.1:9000"}, {Pos: Pos{File: abs, Line: 2}, Addr: "10.0.0.2:9000"}}
+		want := []Upstream{{Pos: Pos{File: abs, Line: 2}, Addr: "10.0.0.1:9000", Weight: 1}, {Pos: Pos{File: abs, Line: 2}, Addr: "10.0.0.2:9000", Weight: 1}}
 		if !reflect.DeepEqual(r.Upstreams, want) {
 			t.Errorf("Upstreams = %+v, want %+v", r.Upstreams, want)
 		}

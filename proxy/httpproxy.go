@@ -24,11 +24,17 @@ var hopHeaders = []string{
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 	closeAfter := ctx.Request.Header.ConnectionClose()
 	prepareRequest(ctx)
+	var keyBuf [maxKeyLen]byte
+	key, ok := r.key(ctx, keyBuf[:0])
+	if !ok {
+		ctx.Error("missing routing key: this route needs one of "+r.keyNames()+"\n", fasthttp.StatusBadRequest)
+		return
+	}
 	set := r.set.Load()
 	var tried balancer.Tried
 	var lastErr error
 	for attempt := 0; attempt <= r.cfg.LBRetries; attempt++ {
-		b := r.policy.Pick(set, nil, tried)
+		b := r.policy.Pick(set, key, tried)
 		if b == nil {
 			break
 		}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -23,6 +24,8 @@ type table struct {
 	cfg    *config.Config
 	ports  map[int]*hostTable
 	routes []*route
+	byName map[string]*route
+	loaded time.Time
 }
 
 // hostTable picks the site for a request's Host on one listening port.
@@ -46,25 +49,73 @@ type route struct {
 	cfg     *config.Route
 	name    string
 	origins *upgrade.OriginPolicy
-	policy  balancer.Policy
 	set     atomic.Pointer[balancer.Set]
 	// relay configs by the extensions a connection negotiated: none,
 	// permessage-deflate only, anything else.
 	relay [3]relay.Config
 	live  atomic.Int64
+
+	policy balancer.Policy
+	// keys is the hash key spec; nil for non-hash policies.
+	keys          *balancer.KeySpec
+	rejectMissing bool
+}
+
+// compilePolicy builds the route's selection policy. A hash policy falls
+// back to LBKeyMissing's policy for connections without a key, unless that
+// is "reject".
+func (r *route) compilePolicy(rc *config.Route, g *config.Global) error {
+	if rc.LBPolicy != balancer.NameHash {
+		p, err := balancer.New(rc.LBPolicy, 0)
+		r.policy = p
+		return err
+	}
+	r.keys = &balancer.KeySpec{Sources: rc.LBKeys, TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
+	if err := r.keys.Validate(); err != nil {
+		return err
+	}
+	var fallback balancer.Policy
+	if rc.LBKeyMissing == "reject" {
+		r.rejectMissing = true
+	} else {
+		var err error
+		if fallback, err = balancer.New(rc.LBKeyMissing, 0); err != nil {
+			return err
+		}
+	}
+	h, err := balancer.NewHash(rc.LBLoadFactor, fallback)
+	r.policy = h
+	return err
+}
+
+// maxKeyLen bounds the key a client can make the proxy hash.
+const maxKeyLen = 512
+
+// key returns the connection's hash key, and false if the route requires
+// one and the request has none (answered 400).
+func (r *route) key(ctx *fasthttp.RequestCtx, dst []byte) ([]byte, bool) {
+	if r.keys == nil {
+		return nil, true
+	}
+	k, ok := r.keys.Key(ctx, dst)
+	if len(k) > maxKeyLen {
+		k = k[:maxKeyLen]
+	}
+	return k, ok || !r.rejectMissing
 }
 
 func (s *Server) compile(cfg *config.Config) (*table, error) {
-	t := &table{cfg: cfg, ports: map[int]*hostTable{}}
+	t := &table{cfg: cfg, ports: map[int]*hostTable{}, byName: map[string]*route{}, loaded: time.Now()}
 	for _, sc := range cfg.Sites {
 		st := &site{}
 		for _, rc := range sc.Routes {
-			r, err := s.compileRoute(rc)
+			r, err := s.compileRoute(rc, &cfg.Global)
 			if err != nil {
 				return nil, fmt.Errorf("%s: route %q: %w", rc.Pos, rc.Name, err)
 			}
 			st.routes = append(st.routes, r)
 			t.routes = append(t.routes, r)
+			t.byName[r.name] = r
 		}
 		for _, a := range sc.Addresses {
 			ht := t.ports[a.Port]
@@ -88,19 +139,18 @@ func (s *Server) compile(cfg *config.Config) (*table, error) {
 	return t, nil
 }
 
-func (s *Server) compileRoute(rc *config.Route) (*route, error) {
+func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error) {
 	origins, err := upgrade.CompileOrigins(rc.Origins, rc.AllowEmptyOrigin)
 	if err != nil {
 		return nil, err
 	}
-	policy, err := balancer.New(balancer.NameRoundRobin, 0)
-	if err != nil {
+	r := &route{cfg: rc, name: rc.Name, origins: origins}
+	if err := r.compilePolicy(rc, g); err != nil {
 		return nil, err
 	}
-	r := &route{cfg: rc, name: rc.Name, origins: origins, policy: policy}
 	backends := make([]*balancer.Backend, 0, len(rc.Upstreams))
 	for _, u := range rc.Upstreams {
-		backends = append(backends, s.backends.Backend(u.Addr, 1))
+		backends = append(backends, s.backends.Backend(u.Addr, u.Weight))
 	}
 	r.set.Store(balancer.NewSet(backends))
 	rsv := [3]byte{0, relay.RSV1, relay.RSV1 | relay.RSV2 | relay.RSV3}

@@ -50,6 +50,7 @@ type Server struct {
 	idle      *sync.Cond // signalled when sessions empties
 	clients   map[string]*fasthttp.HostClient
 	closed    bool
+	started   time.Time
 }
 
 type listener struct {
@@ -71,6 +72,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		listeners: map[int]*listener{},
 		sessions:  map[*relay.Session]struct{}{},
 		clients:   map[string]*fasthttp.HostClient{},
+		started:   time.Now(),
 	}
 	s.idle = sync.NewCond(&s.mu)
 	t, err := s.compile(cfg)
@@ -273,7 +275,7 @@ func (s *Server) sessionDone(ss *relay.Session) {
 	}
 	s.mu.Unlock()
 	s.log.Debug("websocket closed",
-		"route", c.route.name, "backend", c.backend.Addr, "client", c.client,
+		"route", c.route.name, "backend", c.backend.Addr, "client", c.client, "key", c.key,
 		"duration", time.Since(c.start).Round(time.Millisecond),
 		"close_code", ss.CloseCode, "closed_by", ss.ClosedBy.String(),
 		"bytes_up", ss.ClientToBackend.Bytes, "bytes_down", ss.BackendToClient.Bytes,

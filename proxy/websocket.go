@@ -25,6 +25,7 @@ type wsConn struct {
 	route   *route
 	backend *balancer.Backend
 	client  string
+	key     string
 	start   time.Time
 }
 
@@ -40,17 +41,24 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, r *route) {
 	clientIP, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	req := upgrade.UpstreamRequest{Header: &ctx.Request.Header, ClientIP: clientIP.Unmap(), TLS: ctx.IsTLS()}
 
+	var keyBuf [maxKeyLen]byte
+	key, ok := r.key(ctx, keyBuf[:0])
+	if !ok {
+		ctx.Error("missing routing key: this route needs one of "+r.keyNames()+"\n", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+		return
+	}
 	set := r.set.Load()
 	var tried balancer.Tried
 	var lastErr error
 	for attempt := 0; attempt <= r.cfg.LBRetries; attempt++ {
-		b := r.policy.Pick(set, nil, tried)
+		b := r.policy.Pick(set, key, tried)
 		if b == nil {
 			break
 		}
 		up, err := upgrade.Dial(ctx, b.Addr, r.cfg.DialTimeout, &req, r.cfg.UpstreamHandshakeTimeout)
 		if err == nil {
-			s.switchProtocols(ctx, r, b, up, info.Key)
+			s.switchProtocols(ctx, r, b, up, info.Key, key)
 			return
 		}
 		b.Release()
@@ -77,9 +85,9 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, r *route) {
 
 // switchProtocols answers 101 with what the backend chose, hijacks the client
 // connection and runs the relay on it.
-func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer.Backend, up *upgrade.Upstream, key []byte) {
-	resp := upgrade.AppendSwitchingProtocols(make([]byte, 0, 256), key, &up.Handshake)
-	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), start: time.Now()}
+func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer.Backend, up *upgrade.Upstream, wsKey, hashKey []byte) {
+	resp := upgrade.AppendSwitchingProtocols(make([]byte, 0, 256), wsKey, &up.Handshake)
+	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), key: string(hashKey), start: time.Now()}
 	cfg := r.relayConfig(up.Handshake.RSV)
 	r.live.Add(1)
 	ctx.HijackSetNoResponse(true)

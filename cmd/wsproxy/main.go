@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsproxy/wsproxy/admin"
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/proxy"
 )
@@ -38,6 +39,7 @@ commands:
   run       serve a config (default ./Caddyfile); SIGHUP reloads it, SIGTERM drains and exits
   validate  check a config and print every error as file:line: message
   fmt       format a Caddyfile (to stdout, or in place with -w)
+  route     print the backend a key goes to on a route: wsproxy route [-config FILE | -admin ADDR] ROUTE KEY
   demo      run the proxy on 127.0.0.1:8080 in front of two built-in echo backends
   version   print the version
 `
@@ -57,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdFmt(args, stdout, stderr)
 	case "demo":
 		return cmdDemo(args, stdout, stderr)
+	case "route":
+		return cmdRoute(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -138,14 +142,22 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 		return c, srv.Reload(c)
 	}
-	return serve(srv, log, cf.drain, reload)
+	return serve(srv, cfg, log, cf.drain, reload)
 }
 
 // serve starts srv and handles signals until it has shut down.
-func serve(srv *proxy.Server, log *slog.Logger, drain time.Duration, reload func() (*config.Config, error)) int {
+func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, drain time.Duration, reload func() (*config.Config, error)) int {
 	if err := srv.Start(); err != nil {
 		log.Error("start failed", "err", err)
 		return 1
+	}
+	if cfg.Global.Admin != "" {
+		a, err := admin.Start(cfg.Global.Admin, versionString(), srv, log)
+		if err != nil {
+			log.Error("admin API failed to start", "addr", cfg.Global.Admin, "err", err)
+			return 1
+		}
+		defer a.Close()
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)

@@ -271,9 +271,15 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo page:\n%.300s", page)
 	}
 	seen := map[string]bool{}
-	for i := 0; i < 4; i++ {
-		c, id := echoID(t, "ws://"+base+"/ws?room=demo")
+	for i := 0; i < 10; i++ {
+		room := fmt.Sprintf("ws://%s/ws?room=r%d", base, i)
+		c, id := echoID(t, room)
 		c.Close()
+		if c2, again := echoID(t, room); again != id {
+			t.Fatalf("room r%d went to %s, then %s", i, id, again)
+		} else {
+			c2.Close()
+		}
 		seen[id] = true
 	}
 	if !seen["echo-1"] || !seen["echo-2"] {
@@ -282,5 +288,32 @@ func TestDemo(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.exitCode(t); code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+func TestRouteCommand(t *testing.T) {
+	t.Parallel()
+	conf := writeFile(t, "Caddyfile", ":8080 {\n\troute /chat {\n\t\tname chat\n\t\tto 10.0.0.1:9000 10.0.0.2:9000 10.0.0.3:9000\n\t\tlb_policy hash query:room\n\t}\n}\n")
+	seen := map[string]bool{}
+	for i := 0; i < 20; i++ {
+		code, out, errs := runCLI("route", "-config", conf, "chat", fmt.Sprintf("room-%d", i))
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+		_, again, _ := runCLI("route", "-config", conf, "chat", fmt.Sprintf("room-%d", i))
+		if out != again || !strings.HasPrefix(out, "10.0.0.") {
+			t.Fatalf("answers %q then %q", out, again)
+		}
+		seen[out] = true
+	}
+	if len(seen) != 3 {
+		t.Fatalf("20 keys went to %v", seen)
+	}
+	code, out, _ := runCLI("route", "-config", conf, "-json", "chat", "room-1")
+	if code != 0 || !strings.Contains(out, `"preference"`) {
+		t.Fatalf("-json: %d %s", code, out)
+	}
+	if code, _, errs := runCLI("route", "-config", conf, "nope", "k"); code != 1 || !strings.Contains(errs, "chat") {
+		t.Fatalf("unknown route: %d %s", code, errs)
 	}
 }

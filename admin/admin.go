@@ -1,0 +1,122 @@
+// Package admin serves wsproxy's admin API: status, routes with their
+// backends, the key lookup for directed push, and pprof. It listens on
+// loopback unless the config explicitly allows otherwise (the config
+// package enforces that), because it exposes internals.
+//
+// It uses net/http rather than fasthttp: it serves a few requests a
+// minute, and net/http/pprof comes with it.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/wsproxy/wsproxy/proxy"
+)
+
+// Proxy is what the admin API reads from the running proxy.
+type Proxy interface {
+	Status() proxy.Status
+	Routes() []proxy.RouteInfo
+	Lookup(route, key string) (proxy.Lookup, error)
+}
+
+// Server is a running admin API.
+type Server struct {
+	ln   net.Listener
+	srv  *http.Server
+	done chan struct{}
+}
+
+// Start listens on addr and serves the API for p. Version is reported by
+// /status.
+func Start(addr, version string, p Proxy, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return Serve(ln, version, p, log), nil
+}
+
+// Serve serves the API on ln, which it owns from then on.
+func Serve(ln net.Listener, version string, p Proxy, log *slog.Logger) *Server {
+	s := &Server{ln: ln, done: make(chan struct{})}
+	s.srv = &http.Server{Handler: Handler(version, p), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin API stopped", "err", err)
+		}
+	}()
+	log.Info("admin API listening", "addr", ln.Addr().String())
+	return s
+}
+
+// Addr is the address the API listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops the API, waiting briefly for requests in flight.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	<-s.done
+	return err
+}
+
+// Handler returns the API's routes:
+//
+//	GET /status               version, config file and load time, uptime, live connections
+//	GET /routes               every route with its policy and backends (health, live connections)
+//	GET /lookup?route=R&key=K the backend a connection with key K gets on route R
+//	/debug/pprof/...          Go's profiler
+func Handler(version string, p Proxy) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		st := p.Status()
+		writeJSON(w, http.StatusOK, map[string]any{
+			"version":          version,
+			"config_file":      st.ConfigFile,
+			"config_loaded_at": st.ConfigLoadedAt,
+			"uptime_seconds":   int64(time.Since(st.Started).Seconds()),
+			"live_connections": st.Live,
+		})
+	})
+	mux.HandleFunc("GET /routes", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, p.Routes())
+	})
+	mux.HandleFunc("GET /lookup", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		route, key := q.Get("route"), q.Get("key")
+		if route == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "route is required: /lookup?route=NAME&key=KEY"})
+			return
+		}
+		l, err := p.Lookup(route, key)
+		if err != nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, l)
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

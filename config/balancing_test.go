@@ -1,0 +1,94 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/wsproxy/wsproxy/balancer"
+)
+
+func TestBalancingDirectives(t *testing.T) {
+	t.Parallel()
+	cfg := mustParse(t, testFile, `{
+	trusted_proxies 10.1.0.0/16 192.168.1.7 private_ranges
+	client_ip_header forwarded
+	admin 127.0.0.1:2019
+}
+:8080 {
+	route /ws {
+		to a:1 b:2 c:3
+		weights 1 2 3
+		lb_policy hash query:room header:X-User cookie:sid ip path
+		lb_load_factor 1.25
+		lb_key_missing reject
+	}
+	route /rr {
+		to a:1
+		lb_policy round_robin
+	}
+}`)
+	g := cfg.Global
+	if g.ClientIPHeader != balancer.HeaderForwarded || g.Admin != "127.0.0.1:2019" || g.AdminAllowRemote {
+		t.Fatalf("global: %+v", g)
+	}
+	if len(g.TrustedProxies) != 8 || g.TrustedProxies[1] != netip.MustParsePrefix("192.168.1.7/32") {
+		t.Fatalf("trusted proxies: %v", g.TrustedProxies)
+	}
+	r := cfg.Sites[0].Routes[0]
+	if r.LBPolicy != "hash" || r.LBLoadFactor != 1.25 || r.LBKeyMissing != "reject" {
+		t.Fatalf("route: %+v", r)
+	}
+	var keys []string
+	for _, k := range r.LBKeys {
+		keys = append(keys, k.String())
+	}
+	if strings.Join(keys, " ") != "query:room header:X-User cookie:sid ip path" {
+		t.Fatalf("keys %v", keys)
+	}
+	for i, w := range []int{1, 2, 3} {
+		if r.Upstreams[i].Weight != w {
+			t.Fatalf("weights %+v", r.Upstreams)
+		}
+	}
+	if rr := cfg.Sites[0].Routes[1]; rr.LBPolicy != "round_robin" || rr.Upstreams[0].Weight != 1 {
+		t.Fatalf("rr route: %+v", rr)
+	}
+}
+
+func TestBalancingErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, body string
+		want       []wantErr
+	}{
+		{"hash without key", ":1 {\n route {\n  to a:1\n  lb_policy hash\n }\n}", []wantErr{{4, "name at least one key"}}},
+		{"bad key", ":1 {\n route {\n  to a:1\n  lb_policy hash query: bogus:x\n }\n}", []wantErr{{4, "lb_policy hash"}, {4, "lb_policy hash"}}},
+		{"unknown policy", ":1 {\n route {\n  to a:1\n  lb_policy sticky\n }\n}", []wantErr{{4, `lb_policy "sticky"`}}},
+		{"keys on least_conn", ":1 {\n route {\n  to a:1\n  lb_policy least_conn query:x\n }\n}", []wantErr{{4, "takes no keys"}}},
+		{"load factor without hash", ":1 {\n route {\n  to a:1\n  lb_load_factor 1.5\n }\n}", []wantErr{{4, "hash only"}}},
+		{"load factor range", ":1 {\n route {\n  to a:1\n  lb_policy hash ip\n  lb_load_factor 0.5\n }\n}", []wantErr{{5, "from 1 to"}}},
+		{"key missing without hash", ":1 {\n route {\n  to a:1\n  lb_key_missing reject\n }\n}", []wantErr{{4, "hash only"}}},
+		{"key missing value", ":1 {\n route {\n  to a:1\n  lb_policy hash ip\n  lb_key_missing drop\n }\n}", []wantErr{{5, "want reject"}}},
+		{"weights count", ":1 {\n route {\n  to a:1 b:2\n  weights 1\n }\n}", []wantErr{{4, "1 given for 2 upstreams"}}},
+		{"weights value", ":1 {\n route {\n  to a:1 b:2\n  weights 1 zero\n }\n}", []wantErr{{4, `"zero" is not a whole number`}}},
+		{"trusted proxy", "{\n trusted_proxies 10.0.0.0/33\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "neither a CIDR"}}},
+		{"client ip header", "{\n client_ip_header X-Real-IP\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "want X-Forwarded-For or Forwarded"}}},
+		{"admin remote", "{\n admin 0.0.0.0:2019\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "not a loopback address"}}},
+		{"admin bad", "{\n admin nowhere\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "want HOST:PORT"}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Parse(testFile, []byte(c.body))
+			checkErrors(t, testFile, err, c.want)
+		})
+	}
+	cfg := mustParse(t, testFile, "{\n admin 0.0.0.0:2019 allow_remote\n}\n:1 {\n route {\n  to a:1\n }\n}")
+	if !cfg.Global.AdminAllowRemote || cfg.Global.Admin != "0.0.0.0:2019" {
+		t.Fatalf("allow_remote: %+v", cfg.Global)
+	}
+	if cfg := mustParse(t, testFile, "{\n admin off\n}\n:1 {\n route {\n  to a:1\n }\n}"); cfg.Global.Admin != "" {
+		t.Fatalf("admin off: %q", cfg.Global.Admin)
+	}
+}

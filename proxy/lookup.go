@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/wsproxy/wsproxy/balancer"
+)
+
+// Lookup is the answer to "where does this key go?", for publishers that
+// push to the backend holding a user's connection.
+type Lookup struct {
+	Route string `json:"route"`
+	Key   string `json:"key"`
+	// Backend is where a new connection with Key would go now: the route's
+	// policy decides, with health and (for bounded loads) live counts.
+	Backend string `json:"backend"`
+	// Preference is the key's full order of backends under hashing, first
+	// choice first, regardless of health or load; empty for other policies.
+	Preference []string `json:"preference,omitempty"`
+	// Sticky is false when the route's policy does not hash, so Backend is
+	// only one possible answer.
+	Sticky bool `json:"sticky"`
+}
+
+// Lookup answers which backend of the named route a connection with key is
+// sent to. It has no side effect on the balancer.
+func (s *Server) Lookup(routeName, key string) (Lookup, error) {
+	t := s.table.Load()
+	r := t.byName[routeName]
+	if r == nil {
+		names := make([]string, 0, len(t.routes))
+		for _, r := range t.routes {
+			names = append(names, r.name)
+		}
+		return Lookup{}, fmt.Errorf("no route named %q; routes: %s", routeName, strings.Join(names, ", "))
+	}
+	set := r.set.Load()
+	out := Lookup{Route: routeName, Key: key, Sticky: r.keys != nil}
+	if r.keys != nil {
+		for _, b := range set.AppendPreference(nil, []byte(key)) {
+			out.Preference = append(out.Preference, b.Addr)
+		}
+	}
+	if b := r.policy.Pick(set, []byte(key), balancer.Tried{}); b != nil {
+		b.Release()
+		out.Backend = b.Addr
+	}
+	return out, nil
+}
+
+// BackendInfo is one backend of a route as the proxy sees it now.
+type BackendInfo struct {
+	Addr    string `json:"addr"`
+	Weight  int    `json:"weight"`
+	Healthy bool   `json:"healthy"`
+	Live    int64  `json:"live_connections"`
+}
+
+// RouteInfo describes one route of the running config.
+type RouteInfo struct {
+	Name     string        `json:"name"`
+	Policy   string        `json:"policy"`
+	Keys     string        `json:"keys,omitempty"`
+	Live     int64         `json:"live_connections"`
+	Backends []BackendInfo `json:"backends"`
+}
+
+// Routes describes every route of the running config, in file order.
+func (s *Server) Routes() []RouteInfo {
+	t := s.table.Load()
+	out := make([]RouteInfo, 0, len(t.routes))
+	for _, r := range t.routes {
+		ri := RouteInfo{Name: r.name, Policy: r.cfg.LBPolicy, Keys: r.keyNames(), Live: r.live.Load()}
+		for _, b := range r.set.Load().Backends() {
+			ri.Backends = append(ri.Backends, BackendInfo{Addr: b.Addr, Weight: b.Weight, Healthy: b.Healthy(), Live: b.Conns()})
+		}
+		out = append(out, ri)
+	}
+	return out
+}
+
+// Status is the proxy's state at a glance.
+type Status struct {
+	ConfigFile     string    `json:"config_file"`
+	ConfigLoadedAt time.Time `json:"config_loaded_at"`
+	Started        time.Time `json:"started"`
+	Live           int       `json:"live_connections"`
+}
+
+// Status reports the running config and live connection count.
+func (s *Server) Status() Status {
+	t := s.table.Load()
+	return Status{ConfigFile: t.cfg.File, ConfigLoadedAt: t.loaded, Started: s.started, Live: s.Sessions()}
+}
+
+// keyNames lists the route's hash key sources, as the config spells them.
+func (r *route) keyNames() string {
+	if r.keys == nil {
+		return ""
+	}
+	names := make([]string, len(r.keys.Sources))
+	for i, k := range r.keys.Sources {
+		names[i] = k.String()
+	}
+	return strings.Join(names, " ")
+}
