@@ -102,7 +102,10 @@ func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer
 		}
 		ss := relay.NewSession(cfg)
 		ss.Tag = c
-		ss.Run(conn, pre, up.Conn, up.Buffered)
+		// Return from the hijack handler at once: fasthttp's frame holds its
+		// header reader (max_header_bytes) and the request context, which
+		// must not live as long as the connection.
+		ss.Start(conn, pre, up.Conn, up.Buffered)
 	})
 }
 

@@ -228,8 +228,21 @@ func Run(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte,
 // Tag first.
 func NewSession(cfg *Config) *Session { return &Session{cfg: cfg} }
 
+// Start is Run in new goroutines: it returns at once.
+func (s *Session) Start(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte) {
+	s.init(client, backend)
+	go s.b2c.run(backendPre)
+	go s.c2b.run(clientPre)
+}
+
 // Run is the package-level Run on a session made by NewSession.
 func (s *Session) Run(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte) {
+	s.init(client, backend)
+	go s.b2c.run(backendPre)
+	s.c2b.run(clientPre)
+}
+
+func (s *Session) init(client, backend net.Conn) {
 	cfg := s.cfg
 	s.client.init(client, false)
 	s.backend.init(backend, true)
@@ -240,8 +253,6 @@ func (s *Session) Run(client net.Conn, clientPre []byte, backend net.Conn, backe
 	if cfg.OnStart != nil {
 		cfg.OnStart(s)
 	}
-	go s.b2c.run(backendPre)
-	s.c2b.run(clientPre)
 }
 
 // Close starts closing the session from the proxy's side: each peer is sent
