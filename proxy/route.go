@@ -157,6 +157,7 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 	for i := range r.relay {
 		rc := &r.relay[i]
 		rc.Pool = s.pool
+		rc.Poller = s.poller
 		rc.Client = relay.Rules{Masked: true, AllowedRSV: rsv[i], DeflateOnly: i == 1}
 		rc.Backend = relay.Rules{Masked: false, AllowedRSV: rsv[i], DeflateOnly: i == 1}
 		rc.OnStart = s.sessionStarted

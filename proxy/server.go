@@ -41,6 +41,7 @@ type Server struct {
 	log      *slog.Logger
 	opts     Options
 	pool     *relay.Pool
+	poller   *relay.Poller     // nil where unavailable: a goroutine per direction
 	backends balancer.Registry // live per-backend state, kept across reloads
 	table    atomicTable
 
@@ -75,6 +76,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		started:   time.Now(),
 	}
 	s.idle = sync.NewCond(&s.mu)
+	if p, err := relay.NewPoller(); err == nil {
+		s.poller = p
+	} else {
+		s.log.Warn("idle connections will keep their goroutines", "err", err)
+	}
 	t, err := s.compile(cfg)
 	if err != nil {
 		return nil, err
@@ -114,7 +120,7 @@ func (s *Server) Start() error {
 func (s *Server) serveListener(l *listener) {
 	defer close(l.done)
 	s.log.Info("listening", "addr", l.ln.Addr().String())
-	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := l.srv.Serve(hijackableListener{l.ln}); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Error("listener stopped", "port", l.port, "err", err)
 	}
 }
@@ -160,7 +166,7 @@ func (s *Server) newHTTPServer(cfg *config.Config, port int) *fasthttp.Server {
 		IdleTimeout:                  90 * time.Second,
 		MaxRequestBodySize:           64 << 20,
 		StreamRequestBody:            true,
-		KeepHijackedConns:            true,
+		KeepHijackedConns:            false, // see hijackableListener
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
@@ -234,6 +240,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		l.srv.ShutdownWithContext(sctx)
 		cancel()
 		<-l.done
+	}
+	if err == nil && s.poller != nil {
+		s.poller.Close()
 	}
 	return err
 }

@@ -109,18 +109,22 @@ func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer
 	})
 }
 
-// unwrapHijacked returns the raw connection under fasthttp's hijacked one,
+// unwrapHijacked takes the raw connection under fasthttp's hijacked one,
 // with any bytes its reader had already buffered past the request (a client
 // that sent frames without waiting for the 101). The raw connection lets the
-// relay wait for data without holding fasthttp's read buffer.
+// relay wait for data without holding fasthttp's read buffer, which fasthttp
+// recycles when the hijack handler returns.
 func unwrapHijacked(hc net.Conn) (net.Conn, []byte) {
 	u, ok := hc.(interface{ UnsafeConn() net.Conn })
 	if !ok {
 		return hc, nil
 	}
-	raw := u.UnsafeConn()
+	hj, ok := u.UnsafeConn().(*hijackableConn)
+	if !ok {
+		return hc, nil
+	}
 	// With a deadline in the past, reads return only what is buffered.
-	raw.SetReadDeadline(time.Unix(1, 0))
+	hj.Conn.SetReadDeadline(time.Unix(1, 0))
 	var pre []byte
 	var buf [512]byte
 	for {
@@ -130,6 +134,6 @@ func unwrapHijacked(hc net.Conn) (net.Conn, []byte) {
 			break
 		}
 	}
-	raw.SetReadDeadline(time.Time{})
-	return raw, pre
+	hj.Conn.SetReadDeadline(time.Time{})
+	return hj.take(), pre
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -13,6 +14,9 @@ import (
 
 // DefaultBufferSize is the read buffer a direction borrows while it has data.
 const DefaultBufferSize = 16 << 10
+
+// DefaultParkAfter is Config.ParkAfter's default.
+const DefaultParkAfter = 250 * time.Millisecond
 
 // DefaultCloseTimeout bounds how long a session waits for the close handshake
 // or the peers' FINs once it has started to end.
@@ -52,6 +56,13 @@ type Config struct {
 	Client, Backend Rules
 	// CloseTimeout bounds the closing handshake; DefaultCloseTimeout if 0.
 	CloseTimeout time.Duration
+	// Poller, if set, parks idle directions without a goroutine (Linux,
+	// plain TCP connections); otherwise each direction keeps one.
+	Poller *Poller
+	// ParkAfter is how long a direction with a Poller must be quiet before
+	// it gives up its goroutine; DefaultParkAfter if 0. Busier directions
+	// keep waiting in the runtime, which costs less per message.
+	ParkAfter time.Duration
 	// OnStart, if set, is called with the new session before any byte is
 	// relayed, so the caller can register it (for Close on reload or
 	// shutdown).
@@ -204,6 +215,15 @@ type direction struct {
 	rn     int
 	rerr   error
 	readFn func(uintptr) bool
+	// With a Poller: the direction's state, and its registration.
+	state      atomic.Int32
+	refreshAt  time.Time // when the read deadline that parks us needs pushing back
+	serviceFn  func()    // wake's goroutine body, built once
+	armFn      func(uintptr)
+	armed      bool
+	fd         int32
+	registered bool
+
 	// discard is set once nothing more from src may be forwarded (a
 	// violation, or dst is gone); src is still read so that closing it
 	// later does not reset a peer that has unread data of ours.
@@ -228,11 +248,108 @@ func Run(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte,
 // Tag first.
 func NewSession(cfg *Config) *Session { return &Session{cfg: cfg} }
 
-// Start is Run in new goroutines: it returns at once.
+// Start is Run in new goroutines: it returns at once. With a Poller in the
+// Config, directions whose socket allows it park while they are quiet.
 func (s *Session) Start(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte) {
 	s.init(client, backend)
-	go s.b2c.run(backendPre)
-	go s.c2b.run(clientPre)
+	for _, d := range [2]*direction{&s.b2c, &s.c2b} {
+		pre := backendPre
+		if d == &s.c2b {
+			pre = clientPre
+		}
+		if s.cfg.Poller != nil && d.src.raw != nil {
+			// A new connection starts parked: a burst of handshakes must
+			// not mean a burst of goroutines (Go keeps every goroutine's
+			// g, and a dead one's stack until the next GC).
+			d.serviceFn = func() { d.service(nil) }
+			d.state.Store(dirActive)
+			if len(pre) > 0 {
+				d.forward(pre)
+			}
+			if !d.park() {
+				go d.finishParked()
+			}
+		} else {
+			go d.run(pre)
+		}
+	}
+}
+
+// Direction states with a Poller. The zero state is a direction that keeps
+// its own goroutine and is never woken.
+const (
+	dirIdle   = 1 // armed in the poller, no goroutine
+	dirActive = 2 // a goroutine is running it
+	dirDone   = 3
+)
+
+// wake runs an idle direction: the poller saw data, or the session is
+// ending and the direction must notice its closed socket.
+func (d *direction) wake() {
+	if d.state.CompareAndSwap(dirIdle, dirActive) {
+		go d.serviceFn()
+	}
+}
+
+// service runs the direction until its source has been quiet for
+// ParkAfter, then parks it in the poller and lets the goroutine end.
+func (d *direction) service(pre []byte) {
+	if len(pre) > 0 {
+		d.forward(pre)
+	}
+	park := d.s.cfg.ParkAfter
+	if park <= 0 {
+		park = DefaultParkAfter
+	}
+	for {
+		// The deadline is pushed back lazily, at most twice per ParkAfter.
+		if now := time.Now(); now.After(d.refreshAt) {
+			d.src.conn.SetReadDeadline(now.Add(park))
+			d.refreshAt = now.Add(park / 2)
+		}
+		n, err := d.read()
+		if n > 0 {
+			d.forward((*d.buf)[:d.carryN+n])
+			if d.carryN > 0 && d.buf != nil {
+				copy(*d.buf, d.carry[:d.carryN])
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if d.park() {
+			return
+		}
+		break
+	}
+	d.finishParked()
+}
+
+// park gives up the goroutine: the direction waits in the poller. It
+// reports false when the socket is closed and the caller must finish the
+// direction. After true, d belongs to whoever wakes it.
+func (d *direction) park() bool {
+	d.release()
+	d.refreshAt = time.Time{}
+	if !d.s.cfg.Poller.register(d) {
+		return false
+	}
+	d.state.Store(dirIdle)
+	if d.s.cfg.Poller.arm(d) {
+		return true
+	}
+	// The socket is closed: the caller finishes, unless abort's wake does.
+	return !d.state.CompareAndSwap(dirIdle, dirActive)
+}
+
+// finishParked ends a direction that ran under a poller.
+func (d *direction) finishParked() {
+	d.state.Store(dirDone)
+	d.s.cfg.Poller.remove(d)
+	d.finish()
 }
 
 // Run is the package-level Run on a session made by NewSession.
@@ -250,6 +367,8 @@ func (s *Session) init(client, backend net.Conn) {
 	s.c2b.t.Rules = cfg.Client
 	s.b2c = direction{s: s, src: &s.backend, dst: &s.client, from: SideBackend, stats: &s.BackendToClient}
 	s.b2c.t.Rules = cfg.Backend
+	s.c2b.readFn = s.c2b.readRaw
+	s.b2c.readFn = s.b2c.readRaw
 	if cfg.OnStart != nil {
 		cfg.OnStart(s)
 	}
@@ -288,10 +407,13 @@ func (s *Session) startClosing() {
 	s.timerMu.Unlock()
 }
 
-// abort closes both connections, which ends both directions' reads.
+// abort closes both connections, which ends both directions' reads; parked
+// directions are woken to notice.
 func (s *Session) abort() {
 	s.client.conn.Close()
 	s.backend.conn.Close()
+	s.c2b.wake()
+	s.b2c.wake()
 }
 
 func (s *Session) directionDone() {
@@ -310,7 +432,6 @@ func (s *Session) directionDone() {
 }
 
 func (d *direction) run(pre []byte) {
-	d.readFn = d.readRaw
 	if len(pre) > 0 {
 		d.forward(pre)
 	}
@@ -327,7 +448,12 @@ func (d *direction) run(pre []byte) {
 			break
 		}
 	}
+	d.finish()
+}
+
+func (d *direction) finish() {
 	d.release()
+	d.setCarry(nil)
 	d.end()
 	d.stats.Frames, d.stats.Messages = d.t.Frames, d.t.Messages
 	d.s.directionDone()

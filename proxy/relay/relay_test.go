@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -55,7 +57,17 @@ func startHarness(t testing.TB, cfg Config, clientPre, backendPre []byte) *harne
 	}
 	cfg.Client.Masked = true
 	cfg.OnDone = func(s *Session) { h.done <- s }
-	go Run(pc, clientPre, pb, backendPre, &cfg)
+	if strings.HasSuffix(t.Name(), "/poller") {
+		cfg.Poller = testPoller
+		if cfg.ParkAfter == 0 {
+			cfg.ParkAfter = 20 * time.Millisecond // park often, to test it
+		}
+	}
+	if cfg.Poller != nil {
+		NewSession(&cfg).Start(pc, clientPre, pb, backendPre)
+	} else {
+		go Run(pc, clientPre, pb, backendPre, &cfg)
+	}
 	t.Cleanup(func() { c.Close(); b.Close() })
 	return h
 }
@@ -122,217 +134,264 @@ func expectEOF(t testing.TB, c net.Conn) {
 
 var testMask = [4]byte{0x11, 0x22, 0x33, 0x44}
 
-func TestRelayPassesFramesUntouched(t *testing.T) {
-	t.Parallel()
-	h := startHarness(t, Config{}, nil, nil)
-	for _, n := range []int{0, 1, 125, 126, 65535, 65536, 16 << 20} {
-		p := make([]byte, n)
-		for i := range p {
-			p[i] = byte(i * 7)
-		}
-		up := frame(true, 0, OpBinary, p, true, testMask)
-		go h.client.Write(up)
-		if got := readFull(t, h.backend, len(up)); !bytes.Equal(got, up) {
-			t.Fatalf("client→backend %d bytes altered", n)
-		}
-		down := frame(true, 0, OpText, p, false, testMask)
-		go h.backend.Write(down)
-		if got := readFull(t, h.client, len(down)); !bytes.Equal(got, down) {
-			t.Fatalf("backend→client %d bytes altered", n)
-		}
+// testPoller serves every test that runs in poller mode.
+var testPoller *Poller
+
+func TestMain(m *testing.M) {
+	p, err := NewPoller()
+	if err != nil {
+		panic(err)
 	}
+	testPoller = p
+	code := m.Run()
+	p.Close()
+	os.Exit(code)
+}
+
+// forModes runs a relay test with a goroutine per direction, and with idle
+// directions parked in a Poller; startHarness picks the mode from the name.
+func forModes(t *testing.T, body func(t *testing.T)) {
+	for _, mode := range []string{"goroutines", "poller"} {
+		t.Run(mode, func(t *testing.T) {
+			if !strings.Contains(t.Name(), "NoGoroutineLeak") {
+				t.Parallel()
+			}
+			body(t)
+		})
+	}
+}
+
+func TestRelayPassesFramesUntouched(t *testing.T) {
+	forModes(t, func(t *testing.T) {
+		h := startHarness(t, Config{}, nil, nil)
+		for _, n := range []int{0, 1, 125, 126, 65535, 65536, 16 << 20} {
+			p := make([]byte, n)
+			for i := range p {
+				p[i] = byte(i * 7)
+			}
+			up := frame(true, 0, OpBinary, p, true, testMask)
+			go h.client.Write(up)
+			if got := readFull(t, h.backend, len(up)); !bytes.Equal(got, up) {
+				t.Fatalf("client→backend %d bytes altered", n)
+			}
+			down := frame(true, 0, OpText, p, false, testMask)
+			go h.backend.Write(down)
+			if got := readFull(t, h.client, len(down)); !bytes.Equal(got, down) {
+				t.Fatalf("backend→client %d bytes altered", n)
+			}
+		}
+	})
 }
 
 func TestRelayFragmentsAndControlFramesByteByByte(t *testing.T) {
-	t.Parallel()
-	h := startHarness(t, Config{}, nil, nil)
-	var s []byte
-	s = append(s, frame(false, 0, OpText, []byte("frag-1 "), true, testMask)...)
-	s = append(s, frame(true, 0, OpPing, []byte("ping"), true, testMask)...)
-	s = append(s, frame(false, 0, OpContinuation, bytes.Repeat([]byte("x"), 300), true, testMask)...)
-	s = append(s, frame(true, 0, OpPong, []byte("pong"), true, testMask)...)
-	s = append(s, frame(true, 0, OpContinuation, []byte("end"), true, testMask)...)
-	go func() {
-		for i := range s {
-			h.client.Write(s[i : i+1])
+	forModes(t, func(t *testing.T) {
+		h := startHarness(t, Config{}, nil, nil)
+		var s []byte
+		s = append(s, frame(false, 0, OpText, []byte("frag-1 "), true, testMask)...)
+		s = append(s, frame(true, 0, OpPing, []byte("ping"), true, testMask)...)
+		s = append(s, frame(false, 0, OpContinuation, bytes.Repeat([]byte("x"), 300), true, testMask)...)
+		s = append(s, frame(true, 0, OpPong, []byte("pong"), true, testMask)...)
+		s = append(s, frame(true, 0, OpContinuation, []byte("end"), true, testMask)...)
+		go func() {
+			for i := range s {
+				h.client.Write(s[i : i+1])
+			}
+		}()
+		if got := readFull(t, h.backend, len(s)); !bytes.Equal(got, s) {
+			t.Fatal("stream altered when sent a byte at a time")
 		}
-	}()
-	if got := readFull(t, h.backend, len(s)); !bytes.Equal(got, s) {
-		t.Fatal("stream altered when sent a byte at a time")
-	}
+	})
 }
 
 func TestRelayForwardsPreReadBytes(t *testing.T) {
-	t.Parallel()
-	up := frame(true, 0, OpText, []byte("early client"), true, testMask)
-	down := frame(true, 0, OpText, []byte("hello from backend"), false, testMask)
-	// The client's pre-read bytes end mid-frame: the rest comes from the socket.
-	next := frame(true, 0, OpText, []byte("second"), true, testMask)
-	pre := append(append([]byte{}, up...), next[:3]...)
-	h := startHarness(t, Config{}, pre, down)
-	h.client.Write(next[3:])
-	want := append(append([]byte{}, up...), next...)
-	if got := readFull(t, h.backend, len(want)); !bytes.Equal(got, want) {
-		t.Fatal("client pre-read bytes not forwarded intact")
-	}
-	if got := readFull(t, h.client, len(down)); !bytes.Equal(got, down) {
-		t.Fatal("backend pre-read bytes not forwarded")
-	}
+	forModes(t, func(t *testing.T) {
+		up := frame(true, 0, OpText, []byte("early client"), true, testMask)
+		down := frame(true, 0, OpText, []byte("hello from backend"), false, testMask)
+		// The client's pre-read bytes end mid-frame: the rest comes from the socket.
+		next := frame(true, 0, OpText, []byte("second"), true, testMask)
+		pre := append(append([]byte{}, up...), next[:3]...)
+		h := startHarness(t, Config{}, pre, down)
+		h.client.Write(next[3:])
+		want := append(append([]byte{}, up...), next...)
+		if got := readFull(t, h.backend, len(want)); !bytes.Equal(got, want) {
+			t.Fatal("client pre-read bytes not forwarded intact")
+		}
+		if got := readFull(t, h.client, len(down)); !bytes.Equal(got, down) {
+			t.Fatal("backend pre-read bytes not forwarded")
+		}
+	})
 }
 
 func TestRelayCloseHandshakePassesThrough(t *testing.T) {
-	t.Parallel()
-	h := startHarness(t, Config{}, nil, nil)
-	h.client.Write(AppendClose(nil, 4001, "client done", testMask, true))
-	expectClose(t, h.backend, 4001)
-	h.backend.Write(AppendClose(nil, 4001, "ok", [4]byte{}, false))
-	expectClose(t, h.client, 4001)
-	// Close frames went both ways: the proxy FINs the client by itself.
-	expectEOF(t, h.client)
-	h.client.Close()
-	expectEOF(t, h.backend)
-	h.backend.Close()
-	s := h.wait(t)
-	if s.CloseCode != 4001 || s.ClosedBy != SideClient {
-		t.Fatalf("close %d by %v", s.CloseCode, s.ClosedBy)
-	}
-	if s.ClientToBackend.Frames != 1 || s.BackendToClient.Frames != 1 {
-		t.Fatalf("frames %+v %+v", s.ClientToBackend, s.BackendToClient)
-	}
+	forModes(t, func(t *testing.T) {
+		h := startHarness(t, Config{}, nil, nil)
+		h.client.Write(AppendClose(nil, 4001, "client done", testMask, true))
+		expectClose(t, h.backend, 4001)
+		h.backend.Write(AppendClose(nil, 4001, "ok", [4]byte{}, false))
+		expectClose(t, h.client, 4001)
+		// Close frames went both ways: the proxy FINs the client by itself.
+		expectEOF(t, h.client)
+		h.client.Close()
+		expectEOF(t, h.backend)
+		h.backend.Close()
+		s := h.wait(t)
+		if s.CloseCode != 4001 || s.ClosedBy != SideClient {
+			t.Fatalf("close %d by %v", s.CloseCode, s.ClosedBy)
+		}
+		if s.ClientToBackend.Frames != 1 || s.BackendToClient.Frames != 1 {
+			t.Fatalf("frames %+v %+v", s.ClientToBackend, s.BackendToClient)
+		}
+	})
 }
 
 func TestRelayClientVanishesBackendGets1001(t *testing.T) {
-	t.Parallel()
-	h := startHarness(t, Config{}, nil, nil)
-	h.client.Close()
-	expectClose(t, h.backend, CloseGoingAway)
-	expectEOF(t, h.backend)
-	h.backend.Close()
-	if s := h.wait(t); s.CloseCode != CloseGoingAway || s.ClosedBy != SideProxy {
-		t.Fatalf("close %d by %v", s.CloseCode, s.ClosedBy)
-	}
+	forModes(t, func(t *testing.T) {
+		h := startHarness(t, Config{}, nil, nil)
+		h.client.Close()
+		expectClose(t, h.backend, CloseGoingAway)
+		expectEOF(t, h.backend)
+		h.backend.Close()
+		if s := h.wait(t); s.CloseCode != CloseGoingAway || s.ClosedBy != SideProxy {
+			t.Fatalf("close %d by %v", s.CloseCode, s.ClosedBy)
+		}
+	})
 }
 
 func TestRelayBackendVanishesClientGets1011(t *testing.T) {
-	t.Parallel()
-	h := startHarness(t, Config{}, nil, nil)
-	start := time.Now()
-	h.backend.Close()
-	expectClose(t, h.client, CloseInternalError)
-	if d := time.Since(start); d > time.Second {
-		t.Fatalf("close frame took %v", d)
-	}
-	expectEOF(t, h.client)
-	h.client.Close()
-	h.wait(t)
+	forModes(t, func(t *testing.T) {
+		h := startHarness(t, Config{}, nil, nil)
+		start := time.Now()
+		h.backend.Close()
+		expectClose(t, h.client, CloseInternalError)
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("close frame took %v", d)
+		}
+		expectEOF(t, h.client)
+		h.client.Close()
+		h.wait(t)
+	})
 }
 
 func TestRelayViolationClosesBothWith1002(t *testing.T) {
-	t.Parallel()
-	h := startHarness(t, Config{}, nil, nil)
-	good := frame(true, 0, OpText, []byte("fine"), true, testMask)
-	bad := frame(true, 0, 0x3, nil, true, testMask)
-	h.client.Write(append(append([]byte{}, good...), bad...))
-	if got := readFull(t, h.backend, len(good)); !bytes.Equal(got, good) {
-		t.Fatal("frame before the violation not forwarded")
-	}
-	expectClose(t, h.backend, CloseProtocolError)
-	expectClose(t, h.client, CloseProtocolError)
-	// The backend answers the close; the client must not get a second one.
-	h.backend.Write(AppendClose(nil, CloseProtocolError, "", [4]byte{}, false))
-	h.backend.Close()
-	h.client.Close()
-	if s := h.wait(t); s.CloseCode != CloseProtocolError {
-		t.Fatalf("close code %d", s.CloseCode)
-	}
+	forModes(t, func(t *testing.T) {
+		h := startHarness(t, Config{}, nil, nil)
+		good := frame(true, 0, OpText, []byte("fine"), true, testMask)
+		bad := frame(true, 0, 0x3, nil, true, testMask)
+		h.client.Write(append(append([]byte{}, good...), bad...))
+		if got := readFull(t, h.backend, len(good)); !bytes.Equal(got, good) {
+			t.Fatal("frame before the violation not forwarded")
+		}
+		expectClose(t, h.backend, CloseProtocolError)
+		expectClose(t, h.client, CloseProtocolError)
+		// The backend answers the close; the client must not get a second one.
+		h.backend.Write(AppendClose(nil, CloseProtocolError, "", [4]byte{}, false))
+		h.backend.Close()
+		h.client.Close()
+		if s := h.wait(t); s.CloseCode != CloseProtocolError {
+			t.Fatalf("close code %d", s.CloseCode)
+		}
+	})
 }
 
 func TestRelayBackendRSVViolation(t *testing.T) {
-	t.Parallel()
-	h := startHarness(t, Config{}, nil, nil)
-	h.backend.Write(frame(true, RSV1, OpText, []byte("x"), false, testMask))
-	expectClose(t, h.client, CloseProtocolError)
-	h2, f := readFrame(t, h.backend)
-	if code, _ := ClosePayload(f, &h2, nil); code != CloseProtocolError || !h2.Masked {
-		t.Fatalf("backend got code %d masked=%v", code, h2.Masked)
-	}
-	h.client.Close()
-	h.backend.Close()
-	h.wait(t)
+	forModes(t, func(t *testing.T) {
+		h := startHarness(t, Config{}, nil, nil)
+		h.backend.Write(frame(true, RSV1, OpText, []byte("x"), false, testMask))
+		expectClose(t, h.client, CloseProtocolError)
+		h2, f := readFrame(t, h.backend)
+		if code, _ := ClosePayload(f, &h2, nil); code != CloseProtocolError || !h2.Masked {
+			t.Fatalf("backend got code %d masked=%v", code, h2.Masked)
+		}
+		h.client.Close()
+		h.backend.Close()
+		h.wait(t)
+	})
 }
 
 func TestRelayProxyCloseWaitsForFrameBoundary(t *testing.T) {
-	t.Parallel()
-	started := make(chan *Session, 1)
-	h := startHarness(t, Config{OnStart: func(s *Session) { started <- s }}, nil, nil)
-	s := <-started
-	big := frame(true, 0, OpBinary, make([]byte, 1000), false, testMask)
-	h.backend.Write(big[:400])
-	readFull(t, h.client, 400)
-	s.Close(CloseServiceRestart, CloseGoingAway, "draining")
-	// The backend leg is at a boundary: its close goes out at once, masked.
-	bh, bf := readFrame(t, h.backend)
-	if code, _ := ClosePayload(bf, &bh, nil); bh.Opcode != OpClose || code != CloseGoingAway || !bh.Masked {
-		t.Fatalf("backend got opcode %d code %d masked %v", bh.Opcode, code, bh.Masked)
-	}
-	// The client leg is mid-frame: the rest of the frame, then the close.
-	h.backend.Write(big[400:])
-	if got := readFull(t, h.client, len(big)-400); !bytes.Equal(got, big[400:]) {
-		t.Fatal("rest of frame altered")
-	}
-	expectClose(t, h.client, CloseServiceRestart)
-	h.client.Write(AppendClose(nil, CloseServiceRestart, "", testMask, true))
-	h.backend.Write(AppendClose(nil, CloseGoingAway, "", [4]byte{}, false))
-	h.backend.Close() // a server closes TCP after the close handshake
-	expectEOF(t, h.client)
-	h.client.Close()
-	if s := h.wait(t); s.CloseCode != CloseServiceRestart || s.ClosedBy != SideProxy {
-		t.Fatalf("close %d by %v", s.CloseCode, s.ClosedBy)
-	}
+	forModes(t, func(t *testing.T) {
+		started := make(chan *Session, 1)
+		h := startHarness(t, Config{OnStart: func(s *Session) { started <- s }}, nil, nil)
+		s := <-started
+		big := frame(true, 0, OpBinary, make([]byte, 1000), false, testMask)
+		h.backend.Write(big[:400])
+		readFull(t, h.client, 400)
+		s.Close(CloseServiceRestart, CloseGoingAway, "draining")
+		// The backend leg is at a boundary: its close goes out at once, masked.
+		bh, bf := readFrame(t, h.backend)
+		if code, _ := ClosePayload(bf, &bh, nil); bh.Opcode != OpClose || code != CloseGoingAway || !bh.Masked {
+			t.Fatalf("backend got opcode %d code %d masked %v", bh.Opcode, code, bh.Masked)
+		}
+		// The client leg is mid-frame: the rest of the frame, then the close.
+		h.backend.Write(big[400:])
+		if got := readFull(t, h.client, len(big)-400); !bytes.Equal(got, big[400:]) {
+			t.Fatal("rest of frame altered")
+		}
+		expectClose(t, h.client, CloseServiceRestart)
+		h.client.Write(AppendClose(nil, CloseServiceRestart, "", testMask, true))
+		h.backend.Write(AppendClose(nil, CloseGoingAway, "", [4]byte{}, false))
+		h.backend.Close() // a server closes TCP after the close handshake
+		expectEOF(t, h.client)
+		h.client.Close()
+		if s := h.wait(t); s.CloseCode != CloseServiceRestart || s.ClosedBy != SideProxy {
+			t.Fatalf("close %d by %v", s.CloseCode, s.ClosedBy)
+		}
+	})
 }
 
 func TestRelayCloseTimeoutEndsStuckSession(t *testing.T) {
-	t.Parallel()
-	started := make(chan *Session, 1)
-	h := startHarness(t, Config{CloseTimeout: 200 * time.Millisecond, OnStart: func(s *Session) { started <- s }}, nil, nil)
-	s := <-started
-	s.Close(CloseGoingAway, CloseGoingAway, "shutdown")
-	// Neither peer answers: the proxy must still close both sockets.
-	expectClose(t, h.client, CloseGoingAway)
-	expectClose(t, h.backend, CloseGoingAway)
-	expectEOF(t, h.client)
-	expectEOF(t, h.backend)
-	h.wait(t)
+	forModes(t, func(t *testing.T) {
+		started := make(chan *Session, 1)
+		h := startHarness(t, Config{CloseTimeout: 200 * time.Millisecond, OnStart: func(s *Session) { started <- s }}, nil, nil)
+		s := <-started
+		s.Close(CloseGoingAway, CloseGoingAway, "shutdown")
+		// Neither peer answers: the proxy must still close both sockets.
+		expectClose(t, h.client, CloseGoingAway)
+		expectClose(t, h.backend, CloseGoingAway)
+		expectEOF(t, h.client)
+		expectEOF(t, h.backend)
+		h.wait(t)
+	})
 }
 
 // TestRelayNoGoroutineLeak runs many sessions to their end and checks the
 // goroutine count comes back.
 func TestRelayNoGoroutineLeak(t *testing.T) {
-	base := runtime.NumGoroutine()
-	for i := 0; i < 50; i++ {
-		h := startHarness(t, Config{}, nil, nil)
-		h.client.Write(frame(true, 0, OpText, []byte("hi"), true, testMask))
-		readFull(t, h.backend, 4)
-		if i%2 == 0 {
+	forModes(t, func(t *testing.T) {
+		base := runtime.NumGoroutine()
+		for i := 0; i < 50; i++ {
+			h := startHarness(t, Config{}, nil, nil)
+			h.client.Write(frame(true, 0, OpText, []byte("hi"), true, testMask))
+			readFull(t, h.backend, 4)
+			if i%2 == 0 {
+				h.client.Close()
+			} else {
+				h.backend.Close()
+			}
 			h.client.Close()
-		} else {
 			h.backend.Close()
+			h.wait(t)
 		}
-		h.client.Close()
-		h.backend.Close()
-		h.wait(t)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > base {
-		t.Fatalf("%d goroutines, baseline %d", n, base)
-	}
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > base {
+			t.Fatalf("%d goroutines, baseline %d", n, base)
+		}
+	})
 }
 
 func benchRelay(b *testing.B, size int) {
 	cfg := Config{Pool: NewPool(0)}
+	if strings.Contains(b.Name(), "Poller") {
+		p, err := NewPoller()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		cfg.Poller = p
+	}
 	h := startHarness(b, cfg, nil, nil)
 	msg := frame(true, 0, OpBinary, make([]byte, size), true, testMask)
 	echo := frame(true, 0, OpBinary, make([]byte, size), false, testMask)
@@ -373,4 +432,50 @@ func BenchmarkRelayEcho64(b *testing.B) { benchRelay(b, 64) }
 func BenchmarkRelayEcho4K(b *testing.B) { benchRelay(b, 4096) }
 func BenchmarkRelayEcho64K(b *testing.B) {
 	benchRelay(b, 64<<10)
+}
+
+// The same through a Poller: idle directions park without a goroutine.
+func BenchmarkRelayPollerEcho64(b *testing.B)  { benchRelay(b, 64) }
+func BenchmarkRelayPollerEcho4K(b *testing.B)  { benchRelay(b, 4096) }
+func BenchmarkRelayPollerEcho64K(b *testing.B) { benchRelay(b, 64<<10) }
+
+// TestRelayPollerParksIdleSessions: idle sessions in poller mode hold no
+// goroutine, and wake up when data arrives.
+func TestRelayPollerParksIdleSessions(t *testing.T) {
+	p, err := NewPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	base := runtime.NumGoroutine()
+	const n = 200
+	hs := make([]*harness, n)
+	for i := range hs {
+		hs[i] = startHarness(t, Config{Poller: p, ParkAfter: 50 * time.Millisecond}, nil, nil)
+	}
+	waitGoroutines(t, base+10)
+	msg := frame(true, 0, OpText, []byte("wake"), true, testMask)
+	for _, h := range hs {
+		h.client.Write(msg)
+		if got := readFull(t, h.backend, len(msg)); !bytes.Equal(got, msg) {
+			t.Fatal("frame altered")
+		}
+	}
+	waitGoroutines(t, base+10)
+	for _, h := range hs {
+		h.client.Close()
+		h.backend.Close()
+		h.wait(t)
+	}
+}
+
+func waitGoroutines(t *testing.T, max int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > max {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines, want at most %d", runtime.NumGoroutine(), max)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
