@@ -59,6 +59,34 @@ type Global struct {
 	// needs allow_remote.
 	Admin            string
 	AdminAllowRemote bool
+
+	// MaxConnections caps live WebSockets in the whole proxy (503 past it).
+	// Directive: max_connections N. Default 0, no cap.
+	MaxConnections int
+	// MaxConnectionsPerIP caps live WebSockets per client IP, IPv6 by /64
+	// (429 past it). Directive: max_connections_per_ip N. Default 0, no cap.
+	MaxConnectionsPerIP int
+	// HandshakeRatePerIP limits WebSocket handshakes per client IP per
+	// second, with HandshakeBurstPerIP in a burst (429 past it). Directive:
+	// handshake_rate_per_ip PER_SECOND [BURST]. Default 0, no limit.
+	HandshakeRatePerIP  float64
+	HandshakeBurstPerIP int
+}
+
+// Ping is a proxy ping schedule on one leg.
+type Ping struct {
+	// Interval is how long the peer may be silent before it is pinged; 0 is off.
+	Interval time.Duration
+	// Timeout is how long it then has to send anything before it is closed.
+	Timeout time.Duration
+}
+
+// TCPKeepalive is the kernel's keepalive probing on a socket: the first
+// probe after Idle without traffic, then every Interval, giving up after
+// Count unanswered probes. Idle < 0 turns keepalive off.
+type TCPKeepalive struct {
+	Idle, Interval time.Duration
+	Count          int
 }
 
 // Site is one site block: the addresses it listens on and its routes in order.
@@ -177,6 +205,34 @@ type Route struct {
 	// "reject" (400) or the name of a non-hash policy. Directive:
 	// lb_key_missing. Default least_conn.
 	LBKeyMissing string
+
+	// ClientPing and BackendPing are the proxy's WebSocket pings on each
+	// leg. Directives: ping_client / ping_backend INTERVAL [TIMEOUT] | off.
+	// Defaults: client 30s 15s, backend off.
+	ClientPing, BackendPing Ping
+	// TCPKeepalive applies to both legs' sockets. Directive: tcp_keepalive
+	// IDLE INTERVAL COUNT | off. Default 30s 10s 3.
+	TCPKeepalive TCPKeepalive
+	// TCPUserTimeout bounds how long sent data may stay unacknowledged on
+	// either leg before the kernel drops the connection; -1 is off.
+	// Directive: tcp_user_timeout DURATION | off. Default 60s.
+	TCPUserTimeout time.Duration
+	// IdleTimeout closes a WebSocket with no data either way for this long
+	// (1001). Directive: idle_timeout DURATION | off. Default off.
+	IdleTimeout time.Duration
+	// MaxLifetime closes a WebSocket this long (less up to 10% jitter)
+	// after it opened (1001), so that long-lived connections rebalance.
+	// Directive: max_lifetime DURATION | off. Default off.
+	MaxLifetime time.Duration
+	// MaxFrame and MaxMessage limit payload sizes from the client [0] and
+	// from the backend [1] (close 1009); 0 is no limit. Directives:
+	// max_frame_size / max_message_size FROM_CLIENT [FROM_BACKEND].
+	// Defaults: frames unlimited; messages 64 MiB from the client,
+	// unlimited from the backend.
+	MaxFrame, MaxMessage [2]int64
+	// MaxConnections caps this route's live WebSockets (503 past it).
+	// Directive: max_connections N. Default 0, no cap.
+	MaxConnections int
 
 	// AllowEmptyOrigin admits requests without an Origin header (non-browser
 	// clients) when Origins is set. Directive: allow_empty_origin true|false.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -36,9 +37,9 @@ const (
 
 // Known directives, listed in "unknown directive" errors.
 const (
-	knownGlobal = "admin, client_ip_header, handshake_timeout, log_level, max_header_bytes, trusted_proxies"
+	knownGlobal = "admin, client_ip_header, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, trusted_proxies"
 	knownSite   = "route"
-	knownRoute  = "allow_empty_origin, dial_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, name, origins, path, query, to, upstream_handshake_timeout, weights"
+	knownRoute  = "allow_empty_origin, dial_timeout, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -268,6 +269,18 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 					p.errorf(d.pos(), "client_ip_header %q: want X-Forwarded-For or Forwarded", h)
 				}
 			}
+		case "max_connections":
+			if p.once(seen, d) && p.argCount(d, "max_connections N", 1, 1) {
+				p.count(d, &g.MaxConnections)
+			}
+		case "max_connections_per_ip":
+			if p.once(seen, d) && p.argCount(d, "max_connections_per_ip N", 1, 1) {
+				p.count(d, &g.MaxConnectionsPerIP)
+			}
+		case "handshake_rate_per_ip":
+			if p.once(seen, d) && p.argCount(d, "handshake_rate_per_ip PER_SECOND [BURST]", 1, 2) {
+				p.handshakeRate(g, d)
+			}
 		case "admin":
 			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] | admin off", 1, 2) {
 				p.admin(g, d)
@@ -338,6 +351,10 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 		AllowEmptyOrigin:         defaultAllowEmptyOrigin,
 		LBPolicy:                 defaultLBPolicy,
 		LBKeyMissing:             defaultLBPolicy,
+		ClientPing:               Ping{Interval: 30 * time.Second, Timeout: 15 * time.Second},
+		TCPKeepalive:             TCPKeepalive{Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3},
+		TCPUserTimeout:           60 * time.Second,
+		MaxMessage:               [2]int64{64 << 20, 0},
 	}
 	st := &routeState{}
 	for _, t := range d.args {
@@ -465,6 +482,46 @@ func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d
 				p.errorf(d.pos(), "lb_key_missing %q: want reject, least_conn, round_robin or random_two", v)
 			}
 		}
+	case "ping_client", "ping_backend":
+		if p.once(seen, d) && p.argCount(d, d.name.Text+" INTERVAL [TIMEOUT] | off", 1, 2) {
+			if d.name.Text == "ping_client" {
+				p.pingArgs(d, &r.ClientPing)
+			} else {
+				p.pingArgs(d, &r.BackendPing)
+			}
+		}
+	case "tcp_keepalive":
+		if p.once(seen, d) && p.argCount(d, "tcp_keepalive IDLE INTERVAL COUNT | off", 1, 3) {
+			p.tcpKeepalive(r, d)
+		}
+	case "tcp_user_timeout":
+		if p.once(seen, d) && p.argCount(d, "tcp_user_timeout DURATION | off", 1, 1) {
+			if d.args[0].Text == "off" {
+				r.TCPUserTimeout = -1
+			} else {
+				p.duration(d, &r.TCPUserTimeout)
+			}
+		}
+	case "idle_timeout":
+		if p.once(seen, d) && p.argCount(d, "idle_timeout DURATION | off", 1, 1) {
+			p.optDuration(d, &r.IdleTimeout)
+		}
+	case "max_lifetime":
+		if p.once(seen, d) && p.argCount(d, "max_lifetime DURATION | off", 1, 1) {
+			p.optDuration(d, &r.MaxLifetime)
+		}
+	case "max_frame_size":
+		if p.once(seen, d) && p.argCount(d, "max_frame_size FROM_CLIENT [FROM_BACKEND]", 1, 2) {
+			p.sizePair(d, &r.MaxFrame)
+		}
+	case "max_message_size":
+		if p.once(seen, d) && p.argCount(d, "max_message_size FROM_CLIENT [FROM_BACKEND]", 1, 2) {
+			p.sizePair(d, &r.MaxMessage)
+		}
+	case "max_connections":
+		if p.once(seen, d) && p.argCount(d, "max_connections N", 1, 1) {
+			p.count(d, &r.MaxConnections)
+		}
 	case "weights":
 		if p.once(seen, d) && p.argCount(d, "weights N... (one per upstream of \"to\", in order)", 1, -1) {
 			st.weights = d.args
@@ -563,6 +620,20 @@ func parseQuery(s string) (QueryMatcher, error) {
 // (1000), KiB (1024), MB or MiB, case-insensitive, and checks it lies in
 // 1 KiB..1 MiB.
 func parseSize(s string) (int, error) {
+	n, err := parseBytes(s)
+	if err != nil {
+		return 0, err
+	}
+	if n < minMaxHeaderBytes || n > maxMaxHeaderBytes {
+		return 0, fmt.Errorf("%q is out of range; must be from 1KiB to 1MiB", s)
+	}
+	return int(n), nil
+}
+
+const maxBytes = 1 << 40 // a sanity bound for any size setting
+
+// parseBytes parses a size such as 16384, 16KiB, 1MiB or 2GiB.
+func parseBytes(s string) (int64, error) {
 	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
 	if i < 0 {
 		i = len(s)
@@ -580,17 +651,79 @@ func parseSize(s string) (int, error) {
 		mult = 1000 * 1000
 	case "mib":
 		mult = 1 << 20
+	case "gb":
+		mult = 1000 * 1000 * 1000
+	case "gib":
+		mult = 1 << 30
 	default:
-		return 0, fmt.Errorf("%q: want a size such as 16384, 16KiB or 1MiB (units B, KB, KiB, MB, MiB)", s)
+		return 0, fmt.Errorf("%q: want a size such as 16384, 16KiB or 1MiB (units B, KB, KiB, MB, MiB, GB, GiB)", s)
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil && !errors.Is(err, strconv.ErrRange) {
-		return 0, fmt.Errorf("%q: want a size such as 16384, 16KiB or 1MiB (units B, KB, KiB, MB, MiB)", s)
+	if err != nil && !errors.Is(err, strconv.ErrRange) || num == "" {
+		return 0, fmt.Errorf("%q: want a size such as 16384, 16KiB or 1MiB (units B, KB, KiB, MB, MiB, GB, GiB)", s)
 	}
-	if err != nil || n > maxMaxHeaderBytes || n*mult < minMaxHeaderBytes || n*mult > maxMaxHeaderBytes {
-		return 0, fmt.Errorf("%q is out of range; must be from 1KiB to 1MiB", s)
+	if err != nil || n > maxBytes/mult {
+		return 0, fmt.Errorf("%q is out of range", s)
 	}
-	return int(n * mult), nil
+	return n * mult, nil
+}
+
+// pingArgs parses `ping_client|ping_backend INTERVAL [TIMEOUT] | off`.
+func (p *parser) pingArgs(d directive, dst *Ping) {
+	if d.args[0].Text == "off" {
+		if len(d.args) > 1 {
+			p.errorf(d.pos(), "%s off takes no other argument", d.name.Text)
+		}
+		*dst = Ping{}
+		return
+	}
+	var vals [2]time.Duration
+	for i, t := range d.args {
+		v, err := time.ParseDuration(t.Text)
+		if err != nil || v <= 0 {
+			p.errorf(d.pos(), "%s %q: want a positive duration such as 30s", d.name.Text, t.Text)
+			return
+		}
+		vals[i] = v
+	}
+	if vals[1] == 0 {
+		vals[1] = vals[0]
+	}
+	*dst = Ping{Interval: vals[0], Timeout: vals[1]}
+}
+
+// sizePair parses `NAME FROM_CLIENT [FROM_BACKEND]`; 0 means no limit.
+func (p *parser) sizePair(d directive, dst *[2]int64) {
+	for i, t := range d.args {
+		n, err := parseBytes(t.Text)
+		if err != nil {
+			p.errorf(d.pos(), "%s: %v", d.name.Text, err)
+			return
+		}
+		dst[i] = n
+	}
+	if len(d.args) == 1 {
+		dst[1] = dst[0]
+	}
+}
+
+// count parses a non-negative whole number.
+func (p *parser) count(d directive, dst *int) {
+	n, err := strconv.Atoi(d.args[0].Text)
+	if err != nil || n < 0 {
+		p.errorf(d.pos(), "%s %q: want a whole number, 0 for no limit", d.name.Text, d.args[0].Text)
+		return
+	}
+	*dst = n
+}
+
+// optDuration parses `NAME DURATION | off`.
+func (p *parser) optDuration(d directive, dst *time.Duration) {
+	if d.args[0].Text == "off" {
+		*dst = 0
+		return
+	}
+	p.duration(d, dst)
 }
 
 // lbPolicy parses `lb_policy NAME [KEY...]`.
@@ -704,4 +837,52 @@ func (p *parser) admin(g *Global, d directive) {
 		return
 	}
 	g.Admin = addr
+}
+
+// tcpKeepalive parses `tcp_keepalive IDLE INTERVAL COUNT | off`.
+func (p *parser) tcpKeepalive(r *Route, d directive) {
+	if d.args[0].Text == "off" {
+		if len(d.args) > 1 {
+			p.errorf(d.pos(), "tcp_keepalive off takes no other argument")
+		}
+		r.TCPKeepalive = TCPKeepalive{Idle: -1}
+		return
+	}
+	if len(d.args) != 3 {
+		p.errorf(d.pos(), "tcp_keepalive: usage: tcp_keepalive IDLE INTERVAL COUNT, e.g. 30s 10s 3, or off")
+		return
+	}
+	var k TCPKeepalive
+	for i, dst := range []*time.Duration{&k.Idle, &k.Interval} {
+		v, err := time.ParseDuration(d.args[i].Text)
+		if err != nil || v < time.Second {
+			p.errorf(d.pos(), "tcp_keepalive %q: want a duration of at least 1s", d.args[i].Text)
+			return
+		}
+		*dst = v
+	}
+	n, err := strconv.Atoi(d.args[2].Text)
+	if err != nil || n < 1 || n > 127 {
+		p.errorf(d.pos(), "tcp_keepalive count %q: want 1 to 127 probes", d.args[2].Text)
+		return
+	}
+	k.Count = n
+	r.TCPKeepalive = k
+}
+
+// handshakeRate parses `handshake_rate_per_ip PER_SECOND [BURST]`.
+func (p *parser) handshakeRate(g *Global, d directive) {
+	rate, err := strconv.ParseFloat(d.args[0].Text, 64)
+	if err != nil || rate < 0 {
+		p.errorf(d.pos(), "handshake_rate_per_ip %q: want handshakes per second, e.g. 10 or 0.5; 0 for no limit", d.args[0].Text)
+		return
+	}
+	burst := int(math.Ceil(rate))
+	if len(d.args) == 2 {
+		if burst, err = strconv.Atoi(d.args[1].Text); err != nil || burst < 1 {
+			p.errorf(d.pos(), "handshake_rate_per_ip burst %q: want a whole number of at least 1", d.args[1].Text)
+			return
+		}
+	}
+	g.HandshakeRatePerIP, g.HandshakeBurstPerIP = rate, max(burst, 1)
 }

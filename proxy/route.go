@@ -13,6 +13,7 @@ import (
 
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/keepalive"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
@@ -55,6 +56,7 @@ type route struct {
 	relay [3]relay.Config
 	live  atomic.Int64
 
+	tcp    keepalive.TCP // applied to both legs' sockets
 	policy balancer.Policy
 	// keys is the hash key spec; nil for non-hash policies.
 	keys          *balancer.KeySpec
@@ -154,12 +156,23 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 	}
 	r.set.Store(balancer.NewSet(backends))
 	rsv := [3]byte{0, relay.RSV1, relay.RSV1 | relay.RSV2 | relay.RSV3}
+	r.tcp = keepalive.TCP{Idle: rc.TCPKeepalive.Idle, Interval: rc.TCPKeepalive.Interval, Count: rc.TCPKeepalive.Count, UserTimeout: rc.TCPUserTimeout}
+	if err := r.tcp.Validate(); err != nil {
+		return nil, err
+	}
 	for i := range r.relay {
 		rc := &r.relay[i]
 		rc.Pool = s.pool
 		rc.Poller = s.poller
+		rc.Wheel = s.wheel
+		rc.ClientPing = relay.Ping(r.cfg.ClientPing)
+		rc.BackendPing = relay.Ping(r.cfg.BackendPing)
+		rc.IdleTimeout = r.cfg.IdleTimeout
+		rc.MaxLifetime = r.cfg.MaxLifetime
 		rc.Client = relay.Rules{Masked: true, AllowedRSV: rsv[i], DeflateOnly: i == 1}
 		rc.Backend = relay.Rules{Masked: false, AllowedRSV: rsv[i], DeflateOnly: i == 1}
+		rc.Client.MaxFrame, rc.Client.MaxMessage = uint64(r.cfg.MaxFrame[0]), uint64(r.cfg.MaxMessage[0])
+		rc.Backend.MaxFrame, rc.Backend.MaxMessage = uint64(r.cfg.MaxFrame[1]), uint64(r.cfg.MaxMessage[1])
 		rc.OnStart = s.sessionStarted
 		rc.OnDone = s.sessionDone
 	}

@@ -13,12 +13,14 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/keepalive"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
@@ -41,7 +43,9 @@ type Server struct {
 	log      *slog.Logger
 	opts     Options
 	pool     *relay.Pool
-	poller   *relay.Poller     // nil where unavailable: a goroutine per direction
+	poller   *relay.Poller // nil where unavailable: a goroutine per direction
+	wheel    *keepalive.Wheel
+	live     atomic.Int64      // WebSockets admitted and not yet ended
 	backends balancer.Registry // live per-backend state, kept across reloads
 	table    atomicTable
 
@@ -76,6 +80,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		started:   time.Now(),
 	}
 	s.idle = sync.NewCond(&s.mu)
+	s.wheel = keepalive.NewWheel(0, 0)
 	if p, err := relay.NewPoller(); err == nil {
 		s.poller = p
 	} else {
@@ -188,7 +193,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
 		return
 	}
 	if attempt {
-		s.serveWebSocket(ctx, r)
+		s.serveWebSocket(ctx, t, r)
 		return
 	}
 	s.serveHTTP(ctx, r)
@@ -241,8 +246,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		cancel()
 		<-l.done
 	}
-	if err == nil && s.poller != nil {
-		s.poller.Close()
+	if err == nil {
+		if s.poller != nil {
+			s.poller.Close()
+		}
+		s.wheel.Close()
 	}
 	return err
 }
@@ -276,7 +284,7 @@ func (s *Server) sessionStarted(ss *relay.Session) {
 func (s *Server) sessionDone(ss *relay.Session) {
 	c := ss.Tag.(*wsConn)
 	c.backend.Release()
-	c.route.live.Add(-1)
+	s.release(c.route)
 	s.mu.Lock()
 	delete(s.sessions, ss)
 	if len(s.sessions) == 0 {
@@ -286,7 +294,7 @@ func (s *Server) sessionDone(ss *relay.Session) {
 	s.log.Debug("websocket closed",
 		"route", c.route.name, "backend", c.backend.Addr, "client", c.client, "key", c.key,
 		"duration", time.Since(c.start).Round(time.Millisecond),
-		"close_code", ss.CloseCode, "closed_by", ss.ClosedBy.String(),
+		"close_code", ss.CloseCode, "closed_by", ss.ClosedBy.String(), "reason", ss.Reason,
 		"bytes_up", ss.ClientToBackend.Bytes, "bytes_down", ss.BackendToClient.Bytes,
 		"messages_up", ss.ClientToBackend.Messages, "messages_down", ss.BackendToClient.Messages)
 }

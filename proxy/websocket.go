@@ -5,11 +5,13 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/keepalive"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
@@ -32,12 +34,23 @@ type wsConn struct {
 // serveWebSocket checks the client's handshake, completes the backend's, and
 // only then answers 101 and hands both connections to the relay. A dead
 // backend is therefore a retry or a 502/503, never a 101 followed by a drop.
-func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, r *route) {
+func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 	info, rej := upgrade.Check(&ctx.Request.Header, r.origins)
 	if rej != nil {
 		rej.WriteResponse(ctx)
 		return
 	}
+	if !s.admit(t, r) {
+		ctx.Error("too many connections\n", fasthttp.StatusServiceUnavailable)
+		ctx.SetConnectionClose()
+		return
+	}
+	admitted := true
+	defer func() {
+		if admitted {
+			s.release(r)
+		}
+	}()
 	clientIP, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	req := upgrade.UpstreamRequest{Header: &ctx.Request.Header, ClientIP: clientIP.Unmap(), TLS: ctx.IsTLS()}
 
@@ -58,6 +71,7 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, r *route) {
 		}
 		up, err := upgrade.Dial(ctx, b.Addr, r.cfg.DialTimeout, &req, r.cfg.UpstreamHandshakeTimeout)
 		if err == nil {
+			admitted = false // the connection owns the admission now
 			s.switchProtocols(ctx, r, b, up, info.Key, key)
 			return
 		}
@@ -89,7 +103,6 @@ func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer
 	resp := upgrade.AppendSwitchingProtocols(make([]byte, 0, 256), wsKey, &up.Handshake)
 	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), key: string(hashKey), start: time.Now()}
 	cfg := r.relayConfig(up.Handshake.RSV)
-	r.live.Add(1)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(hc net.Conn) {
 		conn, pre := unwrapHijacked(hc)
@@ -97,9 +110,11 @@ func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer
 			conn.Close()
 			up.Conn.Close()
 			b.Release()
-			r.live.Add(-1)
+			s.release(r)
 			return
 		}
+		s.tuneTCP(r, conn)
+		s.tuneTCP(r, up.Conn)
 		ss := relay.NewSession(cfg)
 		ss.Tag = c
 		// Return from the hijack handler at once: fasthttp's frame holds its
@@ -136,4 +151,36 @@ func unwrapHijacked(hc net.Conn) (net.Conn, []byte) {
 	}
 	hj.Conn.SetReadDeadline(time.Time{})
 	return hj.take(), pre
+}
+
+// admit counts a new WebSocket against the proxy's and the route's caps,
+// and reports false (counting nothing) when either is full.
+func (s *Server) admit(t *table, r *route) bool {
+	if max := int64(t.cfg.Global.MaxConnections); s.live.Add(1) > max && max > 0 {
+		s.live.Add(-1)
+		return false
+	}
+	if max := int64(r.cfg.MaxConnections); r.live.Add(1) > max && max > 0 {
+		r.live.Add(-1)
+		s.live.Add(-1)
+		return false
+	}
+	return true
+}
+
+// release undoes admit.
+func (s *Server) release(r *route) {
+	r.live.Add(-1)
+	s.live.Add(-1)
+}
+
+// tuneTCP applies the route's TCP keepalive and user timeout to a socket.
+func (s *Server) tuneTCP(r *route, c net.Conn) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	if err := keepalive.Apply(sc, r.tcp); err != nil {
+		s.log.Debug("TCP keepalive not applied", "route", r.name, "err", err)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/wsproxy/wsproxy/keepalive"
 )
 
 // DefaultBufferSize is the read buffer a direction borrows while it has data.
@@ -63,6 +65,17 @@ type Config struct {
 	// it gives up its goroutine; DefaultParkAfter if 0. Busier directions
 	// keep waiting in the runtime, which costs less per message.
 	ParkAfter time.Duration
+	// Wheel runs the session timers below; without one they are off.
+	Wheel *keepalive.Wheel
+	// ClientPing and BackendPing schedule the proxy's pings on each leg.
+	ClientPing, BackendPing Ping
+	// IdleTimeout closes both sides (1001) after no data either way for
+	// this long; 0 is off.
+	IdleTimeout time.Duration
+	// MaxLifetime closes both sides (1001) after this long, less up to 10%
+	// jitter so that connections opened together do not all reconnect
+	// together; 0 is off.
+	MaxLifetime time.Duration
 	// OnStart, if set, is called with the new session before any byte is
 	// relayed, so the caller can register it (for Close on reload or
 	// shutdown).
@@ -110,19 +123,27 @@ type Session struct {
 	c2b     direction
 	b2c     direction
 
-	ended    atomic.Int32
-	closing  atomic.Bool
-	timer    *time.Timer
-	timerMu  sync.Mutex
-	doneOnce sync.Once
+	ended      atomic.Int32
+	closing    atomic.Bool
+	closeTimer *time.Timer
+	timerMu    sync.Mutex
 
 	// Figures, stable once OnDone runs.
 	ClientToBackend, BackendToClient DirStats
 	// CloseCode is the first close code seen or sent, and ClosedBy the side
-	// it came from (SideProxy when the proxy chose it).
+	// it came from (SideProxy when the proxy chose it). Reason says why the
+	// proxy closed, when it did on its own (a ping or idle timeout, ...).
 	CloseCode uint16
 	ClosedBy  Side
+	Reason    string
 	closeMu   sync.Mutex
+
+	// Timers (see liveness.go).
+	timer      keepalive.Timer
+	timerArmed bool
+	idleSince  int64
+	idleSeen   uint64
+	endOfLife  int64
 }
 
 // leg is one connection and the writer state of the frames going to it.
@@ -134,10 +155,21 @@ type leg struct {
 	masked bool // frames the proxy writes here must be masked (backend leg)
 
 	mu        sync.Mutex
-	midFrame  bool   // forwarded bytes stopped inside a frame
-	closeSent bool   // a close frame has gone out: nothing more may follow
-	dead      bool   // a write failed
-	pending   []byte // a close frame waiting for the next boundary
+	midFrame  bool        // forwarded bytes stopped inside a frame
+	closeSent bool        // a close frame has gone out: nothing more may follow
+	dead      atomic.Bool // a write failed, or the peer missed a pong deadline
+	pending   []byte      // a close frame waiting for the next boundary
+
+	// Liveness: bytes read from the peer, and the proxy's ping in flight.
+	seen       atomic.Uint64
+	seenAtPing atomic.Uint64
+	pingSentAt atomic.Int64 // unix ns; 0 when no ping is unanswered
+	pingWanted atomic.Bool  // a ping waits for the forwarder's next boundary
+	live       liveness
+	pingBuf    [pingFrameMax]byte
+	writeFn    func(uintptr) bool
+	wOut       []byte
+	wN         int
 }
 
 func (l *leg) init(c net.Conn, masked bool) {
@@ -154,19 +186,23 @@ func (l *leg) init(c net.Conn, masked bool) {
 func (l *leg) write(p []byte, boundary, isClose bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closeSent || l.dead {
+	if l.closeSent || l.dead.Load() {
 		return nil
 	}
 	if _, err := l.conn.Write(p); err != nil {
-		l.dead = true
+		l.dead.Store(true)
 		return err
 	}
 	l.midFrame = !boundary
 	if isClose {
 		l.closeSent = true
 	}
-	if boundary && l.pending != nil {
-		l.flushPending()
+	if boundary {
+		if l.pending != nil {
+			l.flushPending()
+		} else {
+			l.pingAtBoundary()
+		}
 	}
 	return nil
 }
@@ -175,7 +211,7 @@ func (l *leg) flushPending() {
 	p := l.pending
 	l.pending = nil
 	if _, err := l.conn.Write(p); err != nil {
-		l.dead = true
+		l.dead.Store(true)
 	}
 	l.closeSent = true
 }
@@ -186,7 +222,7 @@ func (l *leg) flushPending() {
 func (l *leg) sendClose(code uint16, reason string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closeSent || l.dead || l.pending != nil {
+	if l.closeSent || l.dead.Load() || l.pending != nil {
 		return false
 	}
 	var mask [4]byte
@@ -309,6 +345,7 @@ func (d *direction) service(pre []byte) {
 		}
 		n, err := d.read()
 		if n > 0 {
+			d.src.seen.Add(uint64(n))
 			d.forward((*d.buf)[:d.carryN+n])
 			if d.carryN > 0 && d.buf != nil {
 				copy(*d.buf, d.carry[:d.carryN])
@@ -372,7 +409,12 @@ func (s *Session) init(client, backend net.Conn) {
 	if cfg.OnStart != nil {
 		cfg.OnStart(s)
 	}
+	s.startTimers()
 }
+
+// Conns returns the session's two connections (for inspection: the relay
+// owns them).
+func (s *Session) Conns() (client, backend net.Conn) { return s.client.conn, s.backend.conn }
 
 // Close starts closing the session from the proxy's side: each peer is sent
 // a close frame (at its next frame boundary) with the given codes, and the
@@ -403,7 +445,7 @@ func (s *Session) startClosing() {
 		d = DefaultCloseTimeout
 	}
 	s.timerMu.Lock()
-	s.timer = time.AfterFunc(d, s.abort)
+	s.closeTimer = time.AfterFunc(d, s.abort)
 	s.timerMu.Unlock()
 }
 
@@ -421,10 +463,13 @@ func (s *Session) directionDone() {
 		return
 	}
 	s.timerMu.Lock()
-	if s.timer != nil {
-		s.timer.Stop()
+	if s.closeTimer != nil {
+		s.closeTimer.Stop()
 	}
 	s.timerMu.Unlock()
+	if s.timerArmed {
+		s.cfg.Wheel.Stop(&s.timer)
+	}
 	s.abort()
 	if s.cfg.OnDone != nil {
 		s.cfg.OnDone(s)
@@ -438,6 +483,7 @@ func (d *direction) run(pre []byte) {
 	for {
 		n, err := d.read()
 		if n > 0 {
+			d.src.seen.Add(uint64(n))
 			d.forward((*d.buf)[:d.carryN+n])
 			if d.carryN > 0 && d.buf != nil {
 				// the next read appends to the carried bytes
@@ -565,11 +611,15 @@ func (d *direction) forward(b []byte) {
 // control forwards a run of bytes ending with a whole control frame.
 func (d *direction) control(run []byte) {
 	h := &d.t.Control
+	frame := run[len(run)-h.Len-int(h.Length):]
+	if h.Opcode == OpPong && isOwnPong(frame, h) {
+		d.send(run[:len(run)-len(frame)], false) // the pong answers the proxy: drop it
+		return
+	}
 	if h.Opcode != OpClose {
 		d.send(run, false)
 		return
 	}
-	frame := run[len(run)-h.Len-int(h.Length):]
 	code := CloseCode(frame, h)
 	if code != CloseNoStatus && !ValidCloseCode(code) {
 		d.send(run[:len(run)-len(frame)], false)

@@ -1,0 +1,229 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/wsproxy/wsproxy/keepalive"
+	"github.com/wsproxy/wsproxy/proxy/relay"
+)
+
+// recordingBackend is a raw WebSocket backend that accepts one handshake
+// and reports the code of the first close frame it receives.
+func recordingBackend(t *testing.T) (addr string, closeCode <-chan uint16) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan uint16, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		n, _ := c.Read(buf)
+		key := ""
+		for _, l := range strings.Split(string(buf[:n]), "\r\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, "Sec-WebSocket-Key") {
+				key = strings.TrimSpace(v)
+			}
+		}
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", acceptFor(key))
+		rc := &rawClient{t: t, conn: c, br: bufioReader(c)}
+		for {
+			h, p := rc.next()
+			if h.Opcode == relay.OpClose && len(p) >= 2 {
+				got <- uint16(p[0])<<8 | uint16(p[1])
+				return
+			}
+		}
+	}()
+	return ln.Addr().String(), got
+}
+
+func TestSilentClientIsClosedAndBackendGets1001(t *testing.T) {
+	t.Parallel()
+	addr, got := recordingBackend(t)
+	tp := startProxy(t, ":{port} {\n\troute /* {\n\t\tto "+addr+"\n\t\tping_client 300ms 300ms\n\t}\n}", 0)
+	rc := dialRaw(t, tp.addr, "/ws")
+	start := time.Now()
+	h, p := rc.next() // the proxy's ping, never answered
+	if h.Opcode != relay.OpPing || string(p) != "wsproxy" {
+		t.Fatalf("opcode %d payload %q", h.Opcode, p)
+	}
+	select {
+	case code := <-got:
+		if code != relay.CloseGoingAway {
+			t.Fatalf("backend got %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("backend got no close frame")
+	}
+	// interval + timeout, plus the wheel's 100ms tick and slack.
+	if d := time.Since(start); d > 300*time.Millisecond+time.Second {
+		t.Fatalf("closed %v after the ping", d)
+	}
+	rc.expectEOF()
+}
+
+// TestSIGKILLedBackendGivesClient1011 kills a real backend process: the
+// client must hear 1011 within a second, not wait for a timeout.
+func TestSIGKILLedBackendGivesClient1011(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "echo")
+	if out, err := exec.Command("go", "build", "-o", bin, "../examples/echo").CombinedOutput(); err != nil {
+		t.Fatalf("build echo: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "-listen", addr, "-id", "victim")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	tp := startProxy(t, ":{port} {\n\troute /* {\n\t\tto "+addr+"\n\t}\n}", 0)
+	c, _ := dialWS(t, "ws://"+tp.addr+"/ws", nil)
+	c.WriteMessage(websocket.TextMessage, []byte("__id"))
+	if _, p, err := c.ReadMessage(); err != nil || string(p) != "victim" {
+		t.Fatalf("%q %v", p, err)
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGKILL)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err = c.ReadMessage()
+	ce, ok := err.(*websocket.CloseError)
+	if !ok || (ce.Code != 1011 && ce.Code != 1014) {
+		t.Fatalf("client got %v, want close 1011", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("close frame %v after SIGKILL", d)
+	}
+}
+
+func TestTCPKeepaliveOnBothLegs(t *testing.T) {
+	t.Parallel()
+	conf := ":{port} {\n\troute /* {\n\t\tto {b0}\n\t\ttcp_keepalive 17s 7s 4\n\t\ttcp_user_timeout 23s\n\t}\n}"
+	tp := startProxy(t, conf, 1)
+	c, _ := dialWS(t, "ws://"+tp.addr+"/ws", nil)
+	c.WriteMessage(websocket.TextMessage, []byte("x"))
+	c.ReadMessage()
+	tp.srv.mu.Lock()
+	var ss *relay.Session
+	for s := range tp.srv.sessions {
+		ss = s
+	}
+	tp.srv.mu.Unlock()
+	if ss == nil {
+		t.Fatal("no live session")
+	}
+	client, backend := ss.Conns()
+	want := keepalive.TCP{Idle: 17 * time.Second, Interval: 7 * time.Second, Count: 4, UserTimeout: 23 * time.Second}
+	for name, conn := range map[string]net.Conn{"client": client, "backend": backend} {
+		got, on, err := keepalive.Read(conn.(syscall.Conn))
+		if err != nil || !on || got != want {
+			t.Errorf("%s leg: %+v on=%v err=%v, want %+v", name, got, on, err, want)
+		}
+	}
+}
+
+func TestConnectionAndSizeLimits(t *testing.T) {
+	t.Parallel()
+	conf := `{
+	max_connections 3
+}
+:{port} {
+	route /one {
+		to {b0}
+		max_connections 1
+	}
+	route /* {
+		to {b0}
+		max_message_size 1KiB
+		max_frame_size 512 1MiB
+	}
+}`
+	tp := startProxy(t, conf, 1)
+	status := func(path string) int {
+		rc := rawRequest(t, tp.addr, wsHead(path))
+		if rc.Status != 101 {
+			rc.conn.Close()
+		}
+		return rc.Status
+	}
+	if s := status("/one"); s != 101 {
+		t.Fatalf("first on /one: %d", s)
+	}
+	if s := status("/one"); s != 503 {
+		t.Fatalf("route cap: %d, want 503", s)
+	}
+	status("/a")
+	status("/b")
+	if s := status("/c"); s != 503 {
+		t.Fatalf("global cap: %d, want 503", s)
+	}
+
+	tp2 := startProxy(t, conf, 1)
+	// A message over max_message_size (in small frames) closes with 1009.
+	rc := dialRaw(t, tp2.addr, "/msg")
+	rc.send(wireFrame(false, 0, relay.OpBinary, repeat(500), true))
+	rc.send(wireFrame(false, 0, relay.OpContinuation, repeat(500), true))
+	rc.send(wireFrame(true, 0, relay.OpContinuation, repeat(500), true))
+	rc.expectClose(relay.CloseTooBig)
+	// A frame over max_frame_size likewise.
+	rc2 := dialRaw(t, tp2.addr, "/frame")
+	rc2.send(wireFrame(true, 0, relay.OpBinary, repeat(600), true))
+	rc2.expectClose(relay.CloseTooBig)
+	// Within the limits, all is well.
+	rc3 := dialRaw(t, tp2.addr, "/ok")
+	rc3.send(wireFrame(true, 0, relay.OpBinary, repeat(400), true))
+	if h, p := rc3.next(); h.Opcode != relay.OpBinary || len(p) != 400 {
+		t.Fatalf("echo: opcode %d, %d bytes", h.Opcode, len(p))
+	}
+}
+
+func TestSlowHandshakeIsCut(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, "{\n\thandshake_timeout 300ms\n}\n:{port} {\n\troute /* {\n\t\tto {b0}\n\t}\n}", 1)
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.Write([]byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: web")) // and stall
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1024)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			break
+		}
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("slow handshake cut after %v, want about 300ms", d)
+	}
+}
