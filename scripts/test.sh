@@ -8,6 +8,15 @@ cd "$(dirname "$0")/.."
 command -v go >/dev/null || { echo "test.sh: Go is required (https://go.dev/dl)"; exit 1; }
 go mod download
 
+# Real parts the tests run: a Consul agent and the Pebble ACME server, built
+# from the Go module proxy and cached outside the repository
+# (${XDG_CACHE_HOME:-~/.cache}/wsproxy). Consul takes a few minutes the
+# first time.
+echo "== installing Consul and Pebble (cached after the first run)"
+WSPROXY_CONSUL_BIN="$(bash scripts/install-consul.sh)"
+PEBBLE_BIN="$(bash scripts/install-pebble.sh)"
+export WSPROXY_CONSUL_BIN PEBBLE_BIN
+
 echo "== go vet"
 go vet ./...
 echo "== gofmt"

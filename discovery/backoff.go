@@ -1,0 +1,42 @@
+package discovery
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+)
+
+// backoff returns how long to wait after the n-th failure in a row (n >= 1):
+// lo·2^(n−1) capped at hi, drawn uniformly from the upper half of that
+// ("equal jitter"), so that many watches failing together do not retry
+// together, and the wait still grows.
+func backoff(n int, lo, hi time.Duration) time.Duration {
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
+		d *= 2
+	}
+	if d > hi || d <= 0 {
+		d = hi
+	}
+	half := d / 2
+	if half <= 0 {
+		return d
+	}
+	return half + rand.N(d-half+1)
+}
+
+// sleep waits for d or until ctx is done, and reports whether the full
+// wait elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
