@@ -227,3 +227,38 @@ func TestSlowHandshakeIsCut(t *testing.T) {
 		t.Fatalf("slow handshake cut after %v, want about 300ms", d)
 	}
 }
+
+func TestPerIPLimits(t *testing.T) {
+	t.Parallel()
+	conf := "{\n\tmax_connections_per_ip 2\n\thandshake_rate_per_ip 0.001 4\n\ttrusted_proxies 127.0.0.1\n}\n:{port} {\n\troute /* {\n\t\tto {b0}\n\t}\n}"
+	tp := startProxy(t, conf, 1)
+	status := func(clientIP string) int {
+		rc := rawRequest(t, tp.addr, wsHead("/ws", "X-Forwarded-For: "+clientIP))
+		if rc.Status != 101 {
+			rc.conn.Close()
+		}
+		return rc.Status
+	}
+	// Two live connections per address, then 429.
+	if a, b, c := status("198.51.100.1"), status("198.51.100.1"), status("198.51.100.1"); a != 101 || b != 101 || c != 429 {
+		t.Fatalf("per-IP cap: %d %d %d", a, b, c)
+	}
+	// Another address is not affected; its burst of 4 handshakes is, on the 5th.
+	for i := 0; i < 2; i++ {
+		rc := rawRequest(t, tp.addr, wsHead("/ws", "X-Forwarded-For: 203.0.113.9"))
+		if rc.Status != 101 {
+			t.Fatalf("handshake %d: %d", i, rc.Status)
+		}
+		rc.conn.Close()
+	}
+	waitFor(t, func() bool { return tp.srv.Sessions() <= 2 })
+	if s := status("203.0.113.9"); s != 101 {
+		t.Fatalf("third handshake: %d", s)
+	}
+	if s := status("203.0.113.9"); s != 101 {
+		t.Fatalf("fourth handshake: %d", s)
+	}
+	if s := status("203.0.113.9"); s != 429 {
+		t.Fatalf("fifth handshake within the burst window: %d, want 429", s)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/keepalive"
+	"github.com/wsproxy/wsproxy/limit"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
@@ -27,6 +28,12 @@ type table struct {
 	routes []*route
 	byName map[string]*route
 	loaded time.Time
+
+	// clientIP finds a client's real address (trusted_proxies) for the
+	// per-IP limits.
+	clientIP balancer.KeySpec
+	perIP    *limit.PerIP
+	rate     *limit.Rate
 }
 
 // hostTable picks the site for a request's Host on one listening port.
@@ -108,6 +115,19 @@ func (r *route) key(ctx *fasthttp.RequestCtx, dst []byte) ([]byte, bool) {
 
 func (s *Server) compile(cfg *config.Config) (*table, error) {
 	t := &table{cfg: cfg, ports: map[int]*hostTable{}, byName: map[string]*route{}, loaded: time.Now()}
+	g := &cfg.Global
+	t.clientIP = balancer.KeySpec{TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
+	// Keep the live per-IP counts across a reload that keeps the limits.
+	if old := s.table.Load(); old != nil && old.cfg.Global.MaxConnectionsPerIP == g.MaxConnectionsPerIP {
+		t.perIP = old.perIP
+	} else {
+		t.perIP = limit.NewPerIP(g.MaxConnectionsPerIP)
+	}
+	if old := s.table.Load(); old != nil && old.cfg.Global.HandshakeRatePerIP == g.HandshakeRatePerIP && old.cfg.Global.HandshakeBurstPerIP == g.HandshakeBurstPerIP {
+		t.rate = old.rate
+	} else {
+		t.rate = limit.NewRate(g.HandshakeRatePerIP, g.HandshakeBurstPerIP)
+	}
 	for _, sc := range cfg.Sites {
 		st := &site{}
 		for _, rc := range sc.Routes {

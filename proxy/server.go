@@ -285,6 +285,7 @@ func (s *Server) sessionDone(ss *relay.Session) {
 	c := ss.Tag.(*wsConn)
 	c.backend.Release()
 	s.release(c.route)
+	c.perIP.Release(c.ip)
 	s.mu.Lock()
 	delete(s.sessions, ss)
 	if len(s.sessions) == 0 {

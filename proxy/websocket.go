@@ -12,6 +12,7 @@ import (
 
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/keepalive"
+	"github.com/wsproxy/wsproxy/limit"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
@@ -29,6 +30,8 @@ type wsConn struct {
 	client  string
 	key     string
 	start   time.Time
+	perIP   *limit.PerIP // the limiter the client's address was counted on
+	ip      netip.Addr
 }
 
 // serveWebSocket checks the client's handshake, completes the backend's, and
@@ -40,7 +43,20 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 		rej.WriteResponse(ctx)
 		return
 	}
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	ip := t.clientIP.ClientIP(&ctx.Request.Header, peer.Unmap())
+	if !t.rate.Allow(ip, time.Now()) {
+		ctx.Error("too many handshakes from your address; slow down\n", fasthttp.StatusTooManyRequests)
+		ctx.SetConnectionClose()
+		return
+	}
+	if !t.perIP.Acquire(ip) {
+		ctx.Error("too many connections from your address\n", fasthttp.StatusTooManyRequests)
+		ctx.SetConnectionClose()
+		return
+	}
 	if !s.admit(t, r) {
+		t.perIP.Release(ip)
 		ctx.Error("too many connections\n", fasthttp.StatusServiceUnavailable)
 		ctx.SetConnectionClose()
 		return
@@ -49,6 +65,7 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 	defer func() {
 		if admitted {
 			s.release(r)
+			t.perIP.Release(ip)
 		}
 	}()
 	clientIP, _ := netip.AddrFromSlice(ctx.RemoteIP())
@@ -72,7 +89,7 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 		up, err := upgrade.Dial(ctx, b.Addr, r.cfg.DialTimeout, &req, r.cfg.UpstreamHandshakeTimeout)
 		if err == nil {
 			admitted = false // the connection owns the admission now
-			s.switchProtocols(ctx, r, b, up, info.Key, key)
+			s.switchProtocols(ctx, r, b, up, info.Key, key, t.perIP, ip)
 			return
 		}
 		b.Release()
@@ -99,9 +116,9 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 
 // switchProtocols answers 101 with what the backend chose, hijacks the client
 // connection and runs the relay on it.
-func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer.Backend, up *upgrade.Upstream, wsKey, hashKey []byte) {
+func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer.Backend, up *upgrade.Upstream, wsKey, hashKey []byte, perIP *limit.PerIP, ip netip.Addr) {
 	resp := upgrade.AppendSwitchingProtocols(make([]byte, 0, 256), wsKey, &up.Handshake)
-	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), key: string(hashKey), start: time.Now()}
+	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), key: string(hashKey), start: time.Now(), perIP: perIP, ip: ip}
 	cfg := r.relayConfig(up.Handshake.RSV)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(hc net.Conn) {
@@ -111,6 +128,7 @@ func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer
 			up.Conn.Close()
 			b.Release()
 			s.release(r)
+			perIP.Release(ip)
 			return
 		}
 		s.tuneTCP(r, conn)
