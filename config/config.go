@@ -71,6 +71,10 @@ type Global struct {
 	// handshake_rate_per_ip PER_SECOND [BURST]. Default 0, no limit.
 	HandshakeRatePerIP  float64
 	HandshakeBurstPerIP int
+
+	// Consul is the global consul block; nil if the file has none (routes
+	// that name a Consul service then use Consul's environment defaults).
+	Consul *Consul
 }
 
 // Ping is a proxy ping schedule on one leg.
@@ -174,8 +178,17 @@ type Route struct {
 	Paths []PathMatcher
 	// Query matchers must all match.
 	Query []QueryMatcher
-	// Upstreams is the static backend list. Directive: to ADDR... (required).
+	// Upstreams is the static backend list. Directive: to ADDR... A route
+	// has either upstreams or Consul.
 	Upstreams []Upstream
+	// Consul, if set, takes the backends from a Consul service instead.
+	// Directive: consul SERVICE { ... }.
+	Consul *ConsulService
+	// DrainWindow, if set, closes connections to a Consul instance that
+	// leaves the set with 1012, at random times within the window, so
+	// clients reconnect elsewhere without a thundering herd. By default
+	// they stay until they end. Directive: drain_on_removal DURATION.
+	DrainWindow time.Duration
 
 	// LBRetries is how many further backends are tried when dialing or the
 	// backend handshake fails. Directive: lb_retries N. Default 2.

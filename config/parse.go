@@ -37,9 +37,9 @@ const (
 
 // Known directives, listed in "unknown directive" errors.
 const (
-	knownGlobal = "admin, client_ip_header, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, trusted_proxies"
+	knownGlobal = "admin, client_ip_header, consul, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, trusted_proxies"
 	knownSite   = "route"
-	knownRoute  = "allow_empty_origin, dial_timeout, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
+	knownRoute  = "allow_empty_origin, consul, dial_timeout, drain_on_removal, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -281,6 +281,11 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 			if p.once(seen, d) && p.argCount(d, "handshake_rate_per_ip PER_SECOND [BURST]", 1, 2) {
 				p.handshakeRate(g, d)
 			}
+		case "consul":
+			if p.once(seen, d) && p.argCount(d, "consul [ADDR] { ... }", 0, 1) {
+				p.consulGlobal(d)
+			}
+			continue // takes a block
 		case "admin":
 			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] | admin off", 1, 2) {
 				p.admin(g, d)
@@ -371,15 +376,21 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 	if st.matchAll != nil && len(r.Paths) > 0 {
 		p.errorf(*st.matchAll, `path "*" matches every path; remove it or the other path patterns`)
 	}
-	if len(r.Upstreams) == 0 {
-		p.errorf(r.Pos, "route has no upstreams; add \"to HOST:PORT\" inside its block")
+	switch {
+	case len(r.Upstreams) == 0 && r.Consul == nil:
+		p.errorf(r.Pos, "route has no upstreams; add \"to HOST:PORT\" or \"consul SERVICE\" inside its block")
+	case len(r.Upstreams) > 0 && r.Consul != nil:
+		p.errorf(r.Consul.Pos, "a route takes its backends from \"to\" or from \"consul\", not both")
+	case r.DrainWindow > 0 && r.Consul == nil:
+		p.errorf(r.Pos, "drain_on_removal applies to routes with \"consul\" backends")
 	}
 	p.checkBalancing(r, st)
 	return r, st
 }
 
-// routeDirective applies one directive of a route block. It returns false
-// for an unknown directive.
+// routeDirective applies one directive of a route block. It returns true
+// when the directive takes no block (so one given is an error); false for
+// one that takes a block, or an unknown one (already reported).
 func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d directive) bool {
 	switch d.name.Text {
 	case "name":
@@ -521,6 +532,15 @@ func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d
 	case "max_connections":
 		if p.once(seen, d) && p.argCount(d, "max_connections N", 1, 1) {
 			p.count(d, &r.MaxConnections)
+		}
+	case "consul":
+		if p.once(seen, d) && p.argCount(d, "consul SERVICE { ... }", 1, 1) {
+			p.consulRoute(r, d)
+		}
+		return false // takes a block
+	case "drain_on_removal":
+		if p.once(seen, d) && p.argCount(d, "drain_on_removal DURATION", 1, 1) {
+			p.duration(d, &r.DrainWindow)
 		}
 	case "weights":
 		if p.once(seen, d) && p.argCount(d, "weights N... (one per upstream of \"to\", in order)", 1, -1) {

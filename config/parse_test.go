@@ -326,7 +326,7 @@ func TestParseErrors(t *testing.T) {
 		{"handshake no unit", global("handshake_timeout 10"), []wantErr{{2, "want a duration"}}},
 		{"log level", global("log_level trace"), []wantErr{{2, `log_level "trace": want debug, info, warn or error`}}},
 		{"log level missing", global("log_level"), []wantErr{{2, "log_level: missing argument"}}},
-		{"unknown global", global("\tdebug"), []wantErr{{2, `unknown global option "debug"; known: admin, client_ip_header, `}}},
+		{"unknown global", global("\tdebug"), []wantErr{{2, `unknown global option "debug"; known: admin, client_ip_header, consul, `}}},
 		{"global twice", global("log_level info\nlog_level warn"), []wantErr{{3, "log_level already set at test.Caddyfile:2"}}},
 		{"global with block", global("log_level info {\n\tx\n}"), []wantErr{{2, "log_level does not take a block"}}},
 		{"unknown global with block", global("servers {\n\tx\n}"), []wantErr{{2, `unknown global option "servers"`}}},
@@ -405,7 +405,7 @@ func TestParseErrors(t *testing.T) {
 		{"name extra", site("\t\tname a b\n\t\tto a:1"), []wantErr{{3, "name: too many arguments; usage: name NAME"}}},
 		{"name empty", site("\t\tname \"\"\n\t\tto a:1"), []wantErr{{3, "empty route name"}}},
 		{"name twice", site("\t\tname a\n\t\tname b\n\t\tto a:1"), []wantErr{{4, "name already set at test.Caddyfile:3"}}},
-		{"unknown route directive", site("\t\treverse_proxy a:1\n\t\tto a:1"), []wantErr{{3, `unknown directive "reverse_proxy" in route; known: allow_empty_origin, dial_timeout, `}}},
+		{"unknown route directive", site("\t\treverse_proxy a:1\n\t\tto a:1"), []wantErr{{3, `unknown directive "reverse_proxy" in route; known: allow_empty_origin, consul, dial_timeout, `}}},
 		{"nested route", site("\t\troute /y {\n\t\t\tto a:1\n\t\t}\n\t\tto a:1"), []wantErr{{3, `unknown directive "route" in route`}}},
 
 		// route names

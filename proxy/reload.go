@@ -13,13 +13,23 @@ import (
 // drops are closed after it. Live WebSocket connections are left as they
 // are: they keep the route and backend they were given.
 func (s *Server) Reload(cfg *config.Config) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	t, err := s.compile(cfg)
 	if err != nil {
 		return err
 	}
+	// Subscriptions start before the swap, so Consul routes have backends
+	// the moment they take traffic (a shared watch answers at once).
+	if err := s.startDiscovery(t); err != nil {
+		t.stop()
+		return err
+	}
+	old := s.table.Load()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
+		t.stop()
 		return fmt.Errorf("reload: server is shutting down")
 	}
 	var opened []*listener
@@ -32,11 +42,13 @@ func (s *Server) Reload(cfg *config.Config) error {
 			for _, l := range opened {
 				l.ln.Close()
 			}
+			t.stop()
 			return fmt.Errorf("reload: listen on port %d: %w", port, err)
 		}
 		opened = append(opened, &listener{port: port, ln: ln, srv: s.newHTTPServer(cfg, port), done: make(chan struct{})})
 	}
 	s.table.Store(t)
+	old.stop()
 	for _, l := range opened {
 		s.listeners[l.port] = l
 		go s.serveListener(l)

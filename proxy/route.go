@@ -13,6 +13,7 @@ import (
 
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/discovery"
 	"github.com/wsproxy/wsproxy/keepalive"
 	"github.com/wsproxy/wsproxy/limit"
 	"github.com/wsproxy/wsproxy/proxy/relay"
@@ -34,6 +35,10 @@ type table struct {
 	clientIP balancer.KeySpec
 	perIP    *limit.PerIP
 	rate     *limit.Rate
+
+	// Consul subscriptions of this table's routes, ended when it is retired.
+	consul *discovery.Consul
+	stops  []func()
 }
 
 // hostTable picks the site for a request's Host on one listening port.
@@ -63,7 +68,8 @@ type route struct {
 	relay [3]relay.Config
 	live  atomic.Int64
 
-	tcp    keepalive.TCP // applied to both legs' sockets
+	tcp    keepalive.TCP    // applied to both legs' sockets
+	query  *discovery.Query // the Consul service the backends come from, if any
 	policy balancer.Policy
 	// keys is the hash key spec; nil for non-hash policies.
 	keys          *balancer.KeySpec
@@ -169,6 +175,13 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 	r := &route{cfg: rc, name: rc.Name, origins: origins}
 	if err := r.compilePolicy(rc, g); err != nil {
 		return nil, err
+	}
+	if rc.Consul != nil {
+		q := consulQuery(rc.Consul)
+		if err := q.Validate(); err != nil {
+			return nil, err
+		}
+		r.query = &q
 	}
 	backends := make([]*balancer.Backend, 0, len(rc.Upstreams))
 	for _, u := range rc.Upstreams {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/discovery"
 	"github.com/wsproxy/wsproxy/keepalive"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
@@ -49,13 +50,20 @@ type Server struct {
 	backends balancer.Registry // live per-backend state, kept across reloads
 	table    atomicTable
 
-	mu        sync.Mutex
-	listeners map[int]*listener
-	sessions  map[*relay.Session]struct{}
-	idle      *sync.Cond // signalled when sessions empties
-	clients   map[string]*fasthttp.HostClient
-	closed    bool
-	started   time.Time
+	reloadMu    sync.Mutex // one reload at a time
+	releaseOnce sync.Once
+	mu          sync.Mutex
+	listeners   map[int]*listener
+	sessions    map[*relay.Session]struct{}
+	idle        *sync.Cond // signalled when sessions empties
+	clients     map[string]*fasthttp.HostClient
+	closed      bool
+	started     time.Time
+
+	consul        *discovery.Consul // shared by tables with the same consul block
+	consulCfg     discovery.ConsulConfig
+	retiredConsul []*discovery.Consul
+	deregister    func(context.Context) error
 }
 
 type listener struct {
@@ -98,6 +106,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 // once all are listening, or the first error (after closing what it opened).
 func (s *Server) Start() error {
 	t := s.table.Load()
+	if err := s.startDiscovery(t); err != nil {
+		return err
+	}
 	ports := make([]int, 0, len(t.ports))
 	for p := range t.ports {
 		ports = append(ports, p)
@@ -119,6 +130,7 @@ func (s *Server) Start() error {
 		s.mu.Unlock()
 		go s.serveListener(l)
 	}
+	s.registerSelf(t)
 	return nil
 }
 
@@ -247,10 +259,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-l.done
 	}
 	if err == nil {
-		if s.poller != nil {
-			s.poller.Close()
-		}
-		s.wheel.Close()
+		s.releaseOnce.Do(func() {
+			// Once only: closing the poller twice could close a reused fd.
+			if s.poller != nil {
+				s.poller.Close()
+			}
+			s.wheel.Close()
+		})
+	}
+	s.table.Load().stop()
+	s.mu.Lock()
+	dereg, consul, retired := s.deregister, s.consul, s.retiredConsul
+	s.mu.Unlock()
+	if dereg != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		dereg(dctx)
+		cancel()
+	}
+	if consul != nil {
+		consul.Close()
+	}
+	for _, c := range retired {
+		c.Close()
 	}
 	return err
 }

@@ -1,0 +1,162 @@
+package config
+
+import "strings"
+
+// Consul is the global `consul { ... }` block: how to reach the agent.
+// Empty fields fall back to Consul's usual environment (CONSUL_HTTP_ADDR,
+// CONSUL_HTTP_TOKEN, CONSUL_CACERT, ...) and then to its defaults
+// (127.0.0.1:8500).
+type Consul struct {
+	Pos        Pos
+	Address    string // address HOST:PORT
+	Scheme     string // scheme http|https
+	Token      string // token TOKEN (an ACL token; use {$ENV} rather than a literal)
+	Datacenter string // datacenter DC
+
+	TLSCAFile, TLSCertFile, TLSKeyFile string // tls_ca_file, tls_cert_file, tls_key_file
+	TLSServerName                      string // tls_server_name
+	TLSInsecureSkipVerify              bool   // tls_insecure_skip_verify
+
+	// Register, if set, registers the proxy itself as a service of this
+	// name (register NAME [TAG...]), on the port of its first site, so a
+	// fleet of proxies can be found. It is deregistered on shutdown.
+	Register     string
+	RegisterTags []string
+}
+
+// ConsulService is a route's `consul SERVICE { ... }`: its backends are
+// the service's instances that pass these filters.
+type ConsulService struct {
+	Pos     Pos
+	Service string
+	// Tags an instance must all carry. Directive: tags TAG...
+	Tags []string
+	// ServiceMeta and NodeMeta pairs that must all match. Directives:
+	// service_meta KEY=VALUE..., node_meta KEY=VALUE...
+	ServiceMeta, NodeMeta map[string]string
+	// Datacenter to query; default the agent's. Directive: datacenter DC.
+	Datacenter string
+	// AllowWarning admits instances whose checks are at worst warning;
+	// default passing only. Directive: allow_warning.
+	AllowWarning bool
+	// WeightMeta is the service meta key holding an instance's weight;
+	// default Consul's service weights. Directive: weight_meta KEY.
+	WeightMeta string
+	// KeepStaleOnEmpty keeps the last instances when none passes, instead
+	// of answering 503. Directive: keep_stale_on_empty.
+	KeepStaleOnEmpty bool
+}
+
+// consulGlobal parses the global consul block.
+func (p *parser) consulGlobal(d directive) {
+	c := &Consul{Pos: d.pos()}
+	if len(d.args) > 0 {
+		c.Address = d.args[0].Text
+	}
+	seen := map[string]Pos{}
+	blk := d.block
+	for nesting := blk.Nesting(); d.hasBlock && blk.NextBlock(nesting); {
+		sub := splitDirective(blk.NextSegment())
+		p.noBlock(sub)
+		str := func(dst *string) {
+			if p.once(seen, sub) && p.argCount(sub, sub.name.Text+" VALUE", 1, 1) {
+				*dst = sub.args[0].Text
+			}
+		}
+		switch sub.name.Text {
+		case "address":
+			str(&c.Address)
+		case "scheme":
+			str(&c.Scheme)
+			if c.Scheme != "" && c.Scheme != "http" && c.Scheme != "https" {
+				p.errorf(sub.pos(), "scheme %q: want http or https", c.Scheme)
+			}
+		case "token":
+			str(&c.Token)
+		case "datacenter":
+			str(&c.Datacenter)
+		case "tls_ca_file":
+			str(&c.TLSCAFile)
+		case "tls_cert_file":
+			str(&c.TLSCertFile)
+		case "tls_key_file":
+			str(&c.TLSKeyFile)
+		case "tls_server_name":
+			str(&c.TLSServerName)
+		case "tls_insecure_skip_verify":
+			if p.once(seen, sub) && p.argCount(sub, "tls_insecure_skip_verify", 0, 0) {
+				c.TLSInsecureSkipVerify = true
+			}
+		case "register":
+			if p.once(seen, sub) && p.argCount(sub, "register NAME [TAG...]", 1, -1) {
+				c.Register = sub.args[0].Text
+				for _, t := range sub.args[1:] {
+					c.RegisterTags = append(c.RegisterTags, t.Text)
+				}
+			}
+		default:
+			p.errorf(sub.pos(), "unknown option %q in consul; known: address, datacenter, register, scheme, tls_ca_file, tls_cert_file, tls_insecure_skip_verify, tls_key_file, tls_server_name, token", sub.name.Text)
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		p.errorf(c.Pos, "consul: tls_cert_file and tls_key_file go together")
+	}
+	p.cfg.Global.Consul = c
+}
+
+// consulRoute parses a route's `consul SERVICE { ... }`.
+func (p *parser) consulRoute(r *Route, d directive) {
+	cs := &ConsulService{Pos: d.pos(), Service: d.args[0].Text}
+	seen := map[string]Pos{}
+	blk := d.block
+	for nesting := blk.Nesting(); d.hasBlock && blk.NextBlock(nesting); {
+		sub := splitDirective(blk.NextSegment())
+		p.noBlock(sub)
+		switch sub.name.Text {
+		case "tags":
+			if p.argCount(sub, "tags TAG...", 1, -1) {
+				for _, t := range sub.args {
+					cs.Tags = append(cs.Tags, t.Text)
+				}
+			}
+		case "service_meta", "node_meta":
+			if !p.argCount(sub, sub.name.Text+" KEY=VALUE...", 1, -1) {
+				continue
+			}
+			dst := &cs.ServiceMeta
+			if sub.name.Text == "node_meta" {
+				dst = &cs.NodeMeta
+			}
+			if *dst == nil {
+				*dst = map[string]string{}
+			}
+			for _, t := range sub.args {
+				k, v, ok := strings.Cut(t.Text, "=")
+				if !ok || k == "" {
+					p.errorf(posOf(t), "%s %q: want KEY=VALUE", sub.name.Text, t.Text)
+					continue
+				}
+				(*dst)[k] = v
+			}
+		case "datacenter":
+			if p.once(seen, sub) && p.argCount(sub, "datacenter DC", 1, 1) {
+				cs.Datacenter = sub.args[0].Text
+			}
+		case "weight_meta":
+			if p.once(seen, sub) && p.argCount(sub, "weight_meta KEY", 1, 1) {
+				cs.WeightMeta = sub.args[0].Text
+			}
+		case "allow_warning":
+			if p.once(seen, sub) && p.argCount(sub, "allow_warning", 0, 0) {
+				cs.AllowWarning = true
+			}
+		case "keep_stale_on_empty":
+			if p.once(seen, sub) && p.argCount(sub, "keep_stale_on_empty", 0, 0) {
+				cs.KeepStaleOnEmpty = true
+			}
+		default:
+			p.errorf(sub.pos(), "unknown option %q in consul; known: allow_warning, datacenter, keep_stale_on_empty, node_meta, service_meta, tags, weight_meta", sub.name.Text)
+		}
+	}
+	r.Consul = cs
+}

@@ -1,0 +1,176 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/discovery"
+	"github.com/wsproxy/wsproxy/proxy/relay"
+)
+
+// firstUpdateWait bounds how long Start and Reload wait for each Consul
+// route's first answer, so the proxy does not open for traffic with empty
+// routes when Consul answers promptly, nor hang when it does not.
+const firstUpdateWait = 3 * time.Second
+
+// consulQuery turns a route's consul block into a discovery query.
+func consulQuery(cs *config.ConsulService) discovery.Query {
+	return discovery.Query{
+		Service: cs.Service, Tags: cs.Tags, ServiceMeta: cs.ServiceMeta, NodeMeta: cs.NodeMeta,
+		Datacenter: cs.Datacenter, AllowWarning: cs.AllowWarning, WeightMetaKey: cs.WeightMeta,
+		KeepStaleOnEmpty: cs.KeepStaleOnEmpty,
+	}
+}
+
+// consulConfig turns the global consul block into the client's config.
+func consulConfig(c *config.Consul) discovery.ConsulConfig {
+	if c == nil {
+		return discovery.ConsulConfig{}
+	}
+	return discovery.ConsulConfig{
+		Address: c.Address, Scheme: c.Scheme, Token: c.Token, Datacenter: c.Datacenter,
+		TLS: discovery.TLSConfig{CAFile: c.TLSCAFile, CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile,
+			ServerName: c.TLSServerName, InsecureSkipVerify: c.TLSInsecureSkipVerify},
+	}
+}
+
+// startDiscovery subscribes t's Consul routes to their services and waits
+// (briefly) for their first answers. The subscriptions end with t.stop.
+func (s *Server) startDiscovery(t *table) error {
+	var routes []*route
+	for _, r := range t.routes {
+		if r.query != nil {
+			routes = append(routes, r)
+		}
+	}
+	if len(routes) == 0 {
+		return nil
+	}
+	c, err := s.consulClient(t.cfg.Global.Consul)
+	if err != nil {
+		return err
+	}
+	t.consul = c
+	deadline := time.After(firstUpdateWait)
+	for _, r := range routes {
+		first := make(chan struct{})
+		t.stops = append(t.stops, c.Watch(*r.query, s.onUpdate(r, first)))
+		select {
+		case <-first:
+		case <-deadline:
+			s.log.Warn("no answer from Consul yet; the route answers 503 until one comes", "route", r.name, "service", r.query.Service)
+		}
+	}
+	return nil
+}
+
+// consulClient returns the Consul client for a config's consul block,
+// reusing the running one when the block is unchanged.
+func (s *Server) consulClient(c *config.Consul) (*discovery.Consul, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := consulConfig(c)
+	if s.consul != nil && reflect.DeepEqual(s.consulCfg, want) {
+		return s.consul, nil
+	}
+	nc, err := discovery.NewConsul(want, s.log)
+	if err != nil {
+		return nil, fmt.Errorf("consul: %w", err)
+	}
+	if s.consul != nil {
+		s.retiredConsul = append(s.retiredConsul, s.consul)
+	}
+	s.consul, s.consulCfg = nc, want
+	return nc, nil
+}
+
+// onUpdate returns the watch callback of a route: it swaps in the new
+// backend set at once (new connections stop going to a departed instance
+// immediately) and drains that instance's connections if asked to.
+func (s *Server) onUpdate(r *route, first chan struct{}) func(discovery.Update) {
+	var prev []discovery.Instance // calls for one subscriber never overlap
+	started := false
+	return func(u discovery.Update) {
+		r.set.Store(discovery.NewSet(&s.backends, u.Instances))
+		switch {
+		case u.Stale:
+			s.log.Warn("Consul unreachable or empty: routing to the last known instances", "route", r.name, "service", r.query.Service, "instances", len(u.Instances), "err", u.Err)
+		case u.Err != nil:
+			s.log.Warn("Consul query failed", "route", r.name, "service", r.query.Service, "err", u.Err)
+		default:
+			s.log.Info("backends updated from Consul", "route", r.name, "service", r.query.Service, "instances", len(u.Instances))
+		}
+		if gone := discovery.Gone(prev, u.Instances); len(gone) > 0 && r.cfg.DrainWindow > 0 && !u.Stale {
+			s.drain(r, gone, r.cfg.DrainWindow)
+		}
+		prev = u.Instances
+		if !started {
+			started = true
+			close(first)
+		}
+	}
+}
+
+// drain closes, at random times within window, the connections of routes
+// following the same service whose backend is one of addrs: 1012 (service
+// restart) to the client, 1001 to the backend. Spreading them avoids a
+// thundering herd of reconnections.
+func (s *Server) drain(r *route, addrs []string, window time.Duration) {
+	s.mu.Lock()
+	var victims []*relay.Session
+	for ss := range s.sessions {
+		c := ss.Tag.(*wsConn)
+		if c.route.query != nil && c.route.query.Key() == r.query.Key() && slices.Contains(addrs, c.backend.Addr) {
+			victims = append(victims, ss)
+		}
+	}
+	s.mu.Unlock()
+	if len(victims) == 0 {
+		return
+	}
+	s.log.Info("draining connections of departed instances", "route", r.name, "instances", addrs, "connections", len(victims), "window", window)
+	for _, ss := range victims {
+		time.AfterFunc(rand.N(window), func() {
+			ss.Close(relay.CloseServiceRestart, relay.CloseGoingAway, "backend left the service")
+		})
+	}
+}
+
+// registerSelf registers the proxy in Consul if the config asks for it.
+func (s *Server) registerSelf(t *table) {
+	c := t.cfg.Global.Consul
+	if c == nil || c.Register == "" {
+		return
+	}
+	cl, err := s.consulClient(c)
+	if err != nil {
+		s.log.Error("Consul self-registration failed", "err", err)
+		return
+	}
+	port := t.cfg.Sites[0].Addresses[0].Port
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dereg, err := cl.Register(ctx, discovery.Registration{Name: c.Register, Port: port, Tags: c.RegisterTags,
+		Meta: map[string]string{"wsproxy_port": strconv.Itoa(port)}})
+	if err != nil {
+		s.log.Error("Consul self-registration failed", "service", c.Register, "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.deregister = dereg
+	s.mu.Unlock()
+	s.log.Info("registered in Consul", "service", c.Register, "port", port)
+}
+
+// stop ends the table's Consul subscriptions.
+func (t *table) stop() {
+	for _, stop := range t.stops {
+		stop()
+	}
+}
