@@ -17,14 +17,31 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/wsproxy/wsproxy/proxy"
 )
 
 // Proxy is what the admin API reads from the running proxy.
 type Proxy interface {
+	Registry() *prometheus.Registry
 	Status() proxy.Status
 	Routes() []proxy.RouteInfo
 	Lookup(route, key string) (proxy.Lookup, error)
+}
+
+// Options are what the admin API serves.
+type Options struct {
+	// Version is reported by /status.
+	Version string
+	// Proxy is the running proxy. Required.
+	Proxy Proxy
+	// Reload, if set, serves POST /reload: it re-reads the config file and
+	// applies it as SIGHUP does.
+	Reload func() (proxy.ReloadReport, error)
+	// Logger; slog.Default() if nil.
+	Logger *slog.Logger
 }
 
 // Server is a running admin API.
@@ -34,20 +51,23 @@ type Server struct {
 	done chan struct{}
 }
 
-// Start listens on addr and serves the API for p. Version is reported by
-// /status.
-func Start(addr, version string, p Proxy, log *slog.Logger) (*Server, error) {
+// Start listens on addr and serves the API.
+func Start(addr string, o Options) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return Serve(ln, version, p, log), nil
+	return Serve(ln, o), nil
 }
 
 // Serve serves the API on ln, which it owns from then on.
-func Serve(ln net.Listener, version string, p Proxy, log *slog.Logger) *Server {
+func Serve(ln net.Listener, o Options) *Server {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	s := &Server{ln: ln, done: make(chan struct{})}
-	s.srv = &http.Server{Handler: Handler(version, p), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: Handler(o), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -75,14 +95,30 @@ func (s *Server) Close() error {
 //	GET /status               version, config file and load time, uptime, live connections
 //	GET /routes               every route with its policy and backends (health, live connections)
 //	GET /lookup?route=R&key=K the backend a connection with key K gets on route R
+//	POST /reload              re-read the config file and apply it (as SIGHUP)
+//	GET /metrics              Prometheus metrics
 //	/debug/pprof/...          Go's profiler
-func Handler(version string, p Proxy) http.Handler {
+func Handler(o Options) http.Handler {
+	p, version := o.Proxy, o.Version
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		if o.Reload == nil {
+			writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "this proxy has no config file to reload"})
+			return
+		}
+		rep, err := o.Reload()
+		if err != nil {
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		st := p.Status()
 		writeJSON(w, http.StatusOK, map[string]any{
 			"version":          version,
 			"config_file":      st.ConfigFile,
+			"config_version":   st.ConfigVersion,
 			"config_loaded_at": st.ConfigLoadedAt,
 			"uptime_seconds":   int64(time.Since(st.Started).Seconds()),
 			"live_connections": st.Live,
@@ -105,6 +141,7 @@ func Handler(version string, p Proxy) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, l)
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.Registry(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

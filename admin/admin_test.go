@@ -72,7 +72,7 @@ func TestAdminAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := Serve(aln, "test", srv, log)
+	a := Serve(aln, Options{Version: "test", Proxy: srv, Logger: log})
 	defer a.Close()
 	base := "http://" + a.Addr().String()
 

@@ -9,24 +9,20 @@ import (
 	"strings"
 )
 
-// errNoTLS is the answer to every address that would need automatic HTTPS.
-var errNoTLS = errors.New("automatic TLS is not supported yet; use http:// or give a port")
-
-// parseSiteAddress parses one key of a site block: [http://]host[:port],
-// where host may be empty, a name, "*.name", an IPv4 address or a
-// bracketed IPv6 address.
-func parseSiteAddress(s string) (Address, error) {
+// parseSiteAddress parses one key of a site block: [scheme://]host[:port],
+// where scheme is http or https and host may be empty, a name, "*.name", an
+// IPv4 address or a bracketed IPv6 address. Which addresses are TLS and the
+// default ports are def's rules (see addrDefaults).
+func parseSiteAddress(s string, def addrDefaults) (Address, error) {
 	rest := strings.ToLower(s)
 	scheme := ""
 	if sch, after, ok := strings.Cut(rest, "://"); ok {
 		scheme, rest = sch, after
 	}
 	switch scheme {
-	case "", "http":
-	case "https":
-		return Address{}, fmt.Errorf("site address %q: %w", s, errNoTLS)
+	case "", "http", "https":
 	default:
-		return Address{}, fmt.Errorf("site address %q: unsupported scheme %q; use http://", s, scheme)
+		return Address{}, fmt.Errorf("site address %q: unsupported scheme %q; use http:// or https://", s, scheme)
 	}
 	if strings.Contains(rest, "/") {
 		return Address{}, fmt.Errorf("site address %q has a path; match paths with route instead", s)
@@ -36,15 +32,19 @@ func parseSiteAddress(s string) (Address, error) {
 		return Address{}, fmt.Errorf("site address %q: %v", s, err)
 	}
 	a := Address{Scheme: "http"}
-	switch {
-	case hasPort:
+	if hasPort {
 		if a.Port, err = parsePort(port); err != nil {
 			return Address{}, fmt.Errorf("site address %q: %v", s, err)
 		}
-	case scheme == "http":
-		a.Port = 80
-	default:
-		return Address{}, fmt.Errorf("site address %q: %w", s, errNoTLS)
+	}
+	if def.isTLS(scheme, a.Port) {
+		a.Scheme = "https"
+	}
+	if !hasPort {
+		a.Port = def.httpPort
+		if a.Scheme == "https" {
+			a.Port = def.httpsPort
+		}
 	}
 	if host != "" {
 		if a.Host, err = normalizeHost(host, true); err != nil {

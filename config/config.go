@@ -60,6 +60,10 @@ type Global struct {
 	Admin            string
 	AdminAllowRemote bool
 
+	// TLS holds the automatic TLS options (email, acme_ca, acme_ca_root,
+	// storage, http_port, https_port); see TLSOptions.
+	TLS TLSOptions
+
 	// MaxConnections caps live WebSockets in the whole proxy (503 past it).
 	// Directive: max_connections N. Default 0, no cap.
 	MaxConnections int
@@ -71,6 +75,24 @@ type Global struct {
 	// handshake_rate_per_ip PER_SECOND [BURST]. Default 0, no limit.
 	HandshakeRatePerIP  float64
 	HandshakeBurstPerIP int
+
+	// AccessLog is where one JSON line per WebSocket connection (when it
+	// ends) and per plain HTTP request goes: "stdout", "stderr", a file
+	// path (appended to), or "" for none. AccessLogSample is the share of
+	// them written, 0 to 1. Directive: access_log stdout|stderr|FILE|off
+	// [SAMPLE]. Default stdout, 1.
+	AccessLog       string
+	AccessLogSample float64
+
+	// GracePeriod is how long SIGTERM gives live WebSockets: their 1001
+	// closes are spread over it, and what is left after it is cut.
+	// Directive: grace_period DURATION. Default 30s.
+	GracePeriod time.Duration
+	// ReloadDrain is the window over which a reload closes the connections
+	// of removed routes (1001) and of backends that left a route (1012),
+	// at random times so clients do not all reconnect at once. Directive:
+	// reload_drain DURATION. Default 10s.
+	ReloadDrain time.Duration
 
 	// Consul is the global consul block; nil if the file has none (routes
 	// that name a Consul service then use Consul's environment defaults).
@@ -99,12 +121,18 @@ type Site struct {
 	Addresses []Address
 	// Routes are tried in file order; the first that matches wins.
 	Routes []*Route
+	// TLS is how the site's TLS addresses (Scheme "https") get
+	// certificates: its `tls` directive, or automatic ACME without one.
+	// Nil when the site has no TLS address.
+	TLS *SiteTLS
 }
 
 // Address is one site address such as `example.com:8080`, `:9000` or
 // `http://*.example.com:8080`.
 type Address struct {
-	// Scheme is "http" (plain ws://). "https" is reserved for automatic TLS.
+	// Scheme is "http" (plain ws://) or "https" (TLS, wss://): https://,
+	// a name without a port, HTTPS's port, or any port of a site with a
+	// tls directive, unless the address says http:// or is on HTTP's port.
 	Scheme string
 	// Host is the host to match, lower-cased; "" matches any host and
 	// "*.example.com" matches exactly one label in place of the star.
@@ -246,6 +274,12 @@ type Route struct {
 	// MaxConnections caps this route's live WebSockets (503 past it).
 	// Directive: max_connections N. Default 0, no cap.
 	MaxConnections int
+
+	// HealthCheck, if set, probes the route's static backends (Consul's
+	// own checks decide for Consul backends). Passive ejects backends whose
+	// dials or handshakes fail, for static and Consul backends alike.
+	HealthCheck *HealthCheck
+	Passive     PassiveHealth
 
 	// AllowEmptyOrigin admits requests without an Origin header (non-browser
 	// clients) when Origins is set. Directive: allow_empty_origin true|false.

@@ -37,9 +37,9 @@ const (
 
 // Known directives, listed in "unknown directive" errors.
 const (
-	knownGlobal = "admin, client_ip_header, consul, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, trusted_proxies"
-	knownSite   = "route"
-	knownRoute  = "allow_empty_origin, consul, dial_timeout, drain_on_removal, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
+	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, trusted_proxies"
+	knownSite   = "route, tls"
+	knownRoute  = "allow_empty_origin, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -73,6 +73,11 @@ func Parse(filename string, body []byte) (*Config, error) {
 				HandshakeTimeout: defaultHandshakeTimeout,
 				LogLevel:         defaultLogLevel,
 				ClientIPHeader:   defaultClientIPHeader,
+				GracePeriod:      30 * time.Second,
+				AccessLog:        "stdout",
+				AccessLogSample:  1,
+				ReloadDrain:      10 * time.Second,
+				TLS:              TLSOptions{HTTPPort: defaultHTTPPort, HTTPSPort: defaultHTTPSPort},
 			},
 		},
 	}
@@ -82,6 +87,7 @@ func Parse(filename string, body []byte) (*Config, error) {
 	}
 	p.checkBraces(body)
 	p.blocks(blocks)
+	p.checkTLSPorts()
 	if len(p.errs) > 0 {
 		sortErrors(p.errs, filename)
 		return nil, p.errs
@@ -281,6 +287,29 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 			if p.once(seen, d) && p.argCount(d, "handshake_rate_per_ip PER_SECOND [BURST]", 1, 2) {
 				p.handshakeRate(g, d)
 			}
+		case "access_log":
+			if p.once(seen, d) && p.argCount(d, "access_log stdout|stderr|FILE|off [SAMPLE]", 1, 2) {
+				g.AccessLog = d.args[0].Text
+				if g.AccessLog == "off" {
+					g.AccessLog = ""
+				}
+				if len(d.args) == 2 {
+					v, err := strconv.ParseFloat(d.args[1].Text, 64)
+					if err != nil || v < 0 || v > 1 {
+						p.errorf(d.pos(), "access_log sample %q: want a share from 0 to 1, e.g. 0.1", d.args[1].Text)
+					} else {
+						g.AccessLogSample = v
+					}
+				}
+			}
+		case "grace_period", "reload_drain":
+			if p.once(seen, d) && p.argCount(d, d.name.Text+" DURATION", 1, 1) {
+				if d.name.Text == "grace_period" {
+					p.duration(d, &g.GracePeriod)
+				} else {
+					p.duration(d, &g.ReloadDrain)
+				}
+			}
 		case "consul":
 			if p.once(seen, d) && p.argCount(d, "consul [ADDR] { ... }", 0, 1) {
 				p.consulGlobal(d)
@@ -290,8 +319,13 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] | admin off", 1, 2) {
 				p.admin(g, d)
 			}
+		case "email", "acme_ca", "acme_ca_root", "storage", "http_port", "https_port":
+			if p.once(seen, d) {
+				p.globalTLS(d) // see tls.go
+			}
+			continue // storage may take a block
 		default:
-			p.errorf(d.pos(), "unknown global option %q; known: %s", d.name.Text, knownGlobal)
+			p.errorf(d.pos(), "unknown global option %q; known: %s", d.name.Text, knownGlobal+", "+knownGlobalTLS)
 			continue
 		}
 		p.noBlock(d)
@@ -301,8 +335,9 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 func (p *parser) site(b caddyfile.ServerBlock) {
 	s := &Site{Pos: posOf(b.Keys[0])}
 	addrsOK := true
+	def := p.siteAddrDefaults(b)
 	for _, k := range b.Keys {
-		a, err := parseSiteAddress(k.Text)
+		a, err := parseSiteAddress(k.Text, def)
 		if err != nil {
 			p.errorf(posOf(k), "%v", err)
 			addrsOK = false
@@ -318,6 +353,10 @@ func (p *parser) site(b caddyfile.ServerBlock) {
 	routes := 0
 	for _, seg := range b.Segments {
 		d := splitDirective(seg)
+		if d.name.Text == "tls" {
+			p.siteTLS(s, d) // see tls.go
+			continue
+		}
 		if d.name.Text != "route" {
 			p.errorf(d.pos(), "unknown directive %q in site; known: %s", d.name.Text, knownSite)
 			continue
@@ -332,6 +371,7 @@ func (p *parser) site(b caddyfile.ServerBlock) {
 	if routes == 0 {
 		p.errorf(s.Pos, "site has no routes; add a \"route\" block with a \"to HOST:PORT\" line in it")
 	}
+	p.finishSiteTLS(s)
 	p.cfg.Sites = append(p.cfg.Sites, s)
 }
 
@@ -360,6 +400,7 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 		TCPKeepalive:             TCPKeepalive{Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3},
 		TCPUserTimeout:           60 * time.Second,
 		MaxMessage:               [2]int64{64 << 20, 0},
+		Passive:                  defaultPassive(),
 	}
 	st := &routeState{}
 	for _, t := range d.args {
@@ -548,6 +589,9 @@ func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d
 			st.weightsPos = d.pos()
 		}
 	default:
+		if p.healthDirective(r, seen, d) {
+			return true
+		}
 		p.errorf(d.pos(), "unknown directive %q in route; known: %s", d.name.Text, knownRoute)
 		return false
 	}

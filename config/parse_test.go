@@ -69,6 +69,7 @@ func defaultRoute() Route {
 		TCPKeepalive:             TCPKeepalive{Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3},
 		TCPUserTimeout:           60 * time.Second,
 		MaxMessage:               [2]int64{64 << 20, 0},
+		Passive:                  defaultPassive(),
 	}
 }
 
@@ -108,6 +109,11 @@ func TestParseValidFile(t *testing.T) {
 			HandshakeTimeout: 5 * time.Second,
 			LogLevel:         "warn",
 			ClientIPHeader:   "X-Forwarded-For",
+			GracePeriod:      30 * time.Second,
+			ReloadDrain:      10 * time.Second,
+			AccessLog:        "stdout",
+			AccessLogSample:  1,
+			TLS:              TLSOptions{HTTPPort: 80, HTTPSPort: 443},
 		},
 		Sites: []*Site{
 			{
@@ -194,7 +200,7 @@ func TestParseDefaults(t *testing.T) {
 	r.Upstreams = []Upstream{{Pos: Pos{File: testFile, Line: 3}, Addr: "127.0.0.1:9000", Weight: 1}}
 	want := &Config{
 		File:   testFile,
-		Global: Global{MaxHeaderBytes: 16384, HandshakeTimeout: 10 * time.Second, LogLevel: "info", ClientIPHeader: "X-Forwarded-For"},
+		Global: Global{MaxHeaderBytes: 16384, HandshakeTimeout: 10 * time.Second, LogLevel: "info", ClientIPHeader: "X-Forwarded-For", GracePeriod: 30 * time.Second, ReloadDrain: 10 * time.Second, AccessLog: "stdout", AccessLogSample: 1, TLS: TLSOptions{HTTPPort: 80, HTTPSPort: 443}},
 		Sites: []*Site{{
 			Pos:       Pos{File: testFile, Line: 1},
 			Addresses: []Address{{Scheme: "http", Port: 8080}},
@@ -326,17 +332,14 @@ func TestParseErrors(t *testing.T) {
 		{"handshake no unit", global("handshake_timeout 10"), []wantErr{{2, "want a duration"}}},
 		{"log level", global("log_level trace"), []wantErr{{2, `log_level "trace": want debug, info, warn or error`}}},
 		{"log level missing", global("log_level"), []wantErr{{2, "log_level: missing argument"}}},
-		{"unknown global", global("\tdebug"), []wantErr{{2, `unknown global option "debug"; known: admin, client_ip_header, consul, `}}},
+		{"unknown global", global("\tdebug"), []wantErr{{2, `unknown global option "debug"; known: access_log, admin, client_ip_header, consul, grace_period, `}}},
 		{"global twice", global("log_level info\nlog_level warn"), []wantErr{{3, "log_level already set at test.Caddyfile:2"}}},
 		{"global with block", global("log_level info {\n\tx\n}"), []wantErr{{2, "log_level does not take a block"}}},
 		{"unknown global with block", global("servers {\n\tx\n}"), []wantErr{{2, `unknown global option "servers"`}}},
 		{"global not first", addr(":1") + "{\n\tlog_level info\n}\n", []wantErr{{7, "the global options block { ... } must come first"}}},
 
 		// site addresses
-		{"https", addr("https://example.com"), []wantErr{{1, `site address "https://example.com": automatic TLS is not supported yet; use http:// or give a port`}}},
-		{"https with port", addr("https://example.com:8443"), []wantErr{{1, "automatic TLS is not supported yet"}}},
-		{"no port no scheme", addr("example.com"), []wantErr{{1, `site address "example.com": automatic TLS is not supported yet; use http:// or give a port`}}},
-		{"bad scheme", addr("ws://a:1"), []wantErr{{1, `unsupported scheme "ws"; use http://`}}},
+		{"bad scheme", addr("ws://a:1"), []wantErr{{1, `unsupported scheme "ws"; use http:// or https://`}}},
 		{"address path", addr("a.com:1/chat"), []wantErr{{1, "has a path; match paths with route instead"}}},
 		{"port zero", addr(":0"), []wantErr{{1, `port "0" must be a number from 1 to 65535`}}},
 		{"port big", addr(":65536"), []wantErr{{1, "from 1 to 65535"}}},
@@ -405,7 +408,7 @@ func TestParseErrors(t *testing.T) {
 		{"name extra", site("\t\tname a b\n\t\tto a:1"), []wantErr{{3, "name: too many arguments; usage: name NAME"}}},
 		{"name empty", site("\t\tname \"\"\n\t\tto a:1"), []wantErr{{3, "empty route name"}}},
 		{"name twice", site("\t\tname a\n\t\tname b\n\t\tto a:1"), []wantErr{{4, "name already set at test.Caddyfile:3"}}},
-		{"unknown route directive", site("\t\treverse_proxy a:1\n\t\tto a:1"), []wantErr{{3, `unknown directive "reverse_proxy" in route; known: allow_empty_origin, consul, dial_timeout, `}}},
+		{"unknown route directive", site("\t\treverse_proxy a:1\n\t\tto a:1"), []wantErr{{3, `unknown directive "reverse_proxy" in route; known: allow_empty_origin, consul, dial_timeout, drain_on_removal, eject_duration, `}}},
 		{"nested route", site("\t\troute /y {\n\t\t\tto a:1\n\t\t}\n\t\tto a:1"), []wantErr{{3, `unknown directive "route" in route`}}},
 
 		// route names
@@ -442,7 +445,7 @@ func TestParseCollectsErrors(t *testing.T) {
 	color on
 }
 
-https://example.com {
+https://example.com:80 {
 	route /a {
 		to a:1
 	}
@@ -470,7 +473,7 @@ https://example.com {
 		{2, "max_header_bytes"},
 		{3, "log_level"},
 		{4, `unknown global option "color"`},
-		{7, "automatic TLS is not supported yet"},
+		{7, "port 80 is the http_port"},
 		{14, `path "chat" must start with "/"`},
 		{14, "route has no upstreams"},
 		{15, "lb_retries"},

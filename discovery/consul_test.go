@@ -286,7 +286,7 @@ func TestConsulRateLimit(t *testing.T) {
 	}
 	setCheck(t, cl, svc+"-2", api.HealthPassing)
 	elapsed := time.Since(start)
-	r.waitFor(t, "both after flapping", fresh(addr(20081), addr(20082)))
+	r.waitLatest(t, "both after flapping", fresh(addr(20081), addr(20082)))
 	after, _ := stateOf(c, svc)
 
 	queries := after.Queries - before.Queries

@@ -132,6 +132,33 @@ func (r *recorder) waitFor(t testing.TB, what string, ok func(Update) bool) Upda
 	}
 }
 
+// waitLatest waits until the latest Update satisfies ok, whether or not it
+// arrived after the last wait: a subscriber only ever sees the latest
+// state, so a change that was undone before the watch looked may never
+// show as an Update of its own.
+func (r *recorder) waitLatest(t testing.TB, what string, ok func(Update) bool) Update {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r.mu.Lock()
+		var last *Update
+		if len(r.all) > 0 {
+			last = &r.all[len(r.all)-1]
+		}
+		if last != nil && ok(*last) {
+			u := *last
+			r.next = len(r.all)
+			r.mu.Unlock()
+			return u
+		}
+		r.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("the latest update never had %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // count returns how many Updates r has received.
 func (r *recorder) count() int {
 	r.mu.Lock()

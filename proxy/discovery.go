@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strconv"
@@ -40,8 +39,24 @@ func consulConfig(c *config.Consul) discovery.ConsulConfig {
 	}
 }
 
+// startWatches starts what follows t's routes: active health checks of
+// static backends, and Consul watches. Each table subscribes anew (the
+// probes and watches are shared per backend and per query, so a reload
+// does not restart them) and its subscriptions end with t.stop.
+func (s *Server) startWatches(t *table) error {
+	for _, r := range t.routes {
+		if r.check == nil {
+			continue
+		}
+		for _, b := range r.set.Load().Backends() {
+			t.stops = append(t.stops, s.health.Watch(b, *r.check))
+		}
+	}
+	return s.startDiscovery(t)
+}
+
 // startDiscovery subscribes t's Consul routes to their services and waits
-// (briefly) for their first answers. The subscriptions end with t.stop.
+// (briefly) for their first answers.
 func (s *Server) startDiscovery(t *table) error {
 	var routes []*route
 	for _, r := range t.routes {
@@ -122,24 +137,15 @@ func (s *Server) onUpdate(r *route, first chan struct{}) func(discovery.Update) 
 // restart) to the client, 1001 to the backend. Spreading them avoids a
 // thundering herd of reconnections.
 func (s *Server) drain(r *route, addrs []string, window time.Duration) {
-	s.mu.Lock()
-	var victims []*relay.Session
-	for ss := range s.sessions {
-		c := ss.Tag.(*wsConn)
-		if c.route.query != nil && c.route.query.Key() == r.query.Key() && slices.Contains(addrs, c.backend.Addr) {
-			victims = append(victims, ss)
-		}
-	}
-	s.mu.Unlock()
+	key := r.query.Key()
+	victims := s.sessionsWhere(func(c *wsConn) bool {
+		return c.route.query != nil && c.route.query.Key() == key && slices.Contains(addrs, c.backend.Addr)
+	})
 	if len(victims) == 0 {
 		return
 	}
 	s.log.Info("draining connections of departed instances", "route", r.name, "instances", addrs, "connections", len(victims), "window", window)
-	for _, ss := range victims {
-		time.AfterFunc(rand.N(window), func() {
-			ss.Close(relay.CloseServiceRestart, relay.CloseGoingAway, "backend left the service")
-		})
-	}
+	closeSpread(victims, window, relay.CloseServiceRestart, relay.CloseGoingAway, "backend left the service")
 }
 
 // registerSelf registers the proxy in Consul if the config asks for it.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -49,9 +50,13 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 			if closeAfter {
 				ctx.SetConnectionClose()
 			}
+			s.logHTTP(ctx, r, b.Addr)
 			return
 		}
 		lastErr = err
+		if isDialError(err) && r.passive.MaxFails > 0 {
+			s.health.ReportFailure(b, set.Backends(), r.passive)
+		}
 		s.log.Warn("backend request failed", "route", r.name, "backend", b.Addr, "attempt", attempt+1, "err", err)
 		// Only a request that never reached the backend is safe to repeat.
 		if !isDialError(err) || ctx.Request.IsBodyStream() || !tried.Add(b) {
@@ -61,9 +66,22 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 	ctx.Response.Reset()
 	if lastErr == nil {
 		ctx.Error("no backend available\n", fasthttp.StatusServiceUnavailable)
-		return
+	} else {
+		ctx.Error("backend request failed\n", fasthttp.StatusBadGateway)
 	}
-	ctx.Error("backend request failed\n", fasthttp.StatusBadGateway)
+	s.logHTTP(ctx, r, "")
+}
+
+// logHTTP counts and logs a plain request. Bytes are the response's
+// Content-Length (-1 for a streamed body).
+func (s *Server) logHTTP(ctx *fasthttp.RequestCtx, r *route, backend string) {
+	status := ctx.Response.StatusCode()
+	s.metrics.httpRequests.WithLabelValues(r.name, strconv.Itoa(status)).Inc()
+	t := s.table.Load()
+	if t.access.on() {
+		t.access.http(ctx.RemoteAddr().String(), r.name, backend, string(ctx.Method()), string(ctx.RequestURI()),
+			status, ctx.Response.Header.ContentLength(), time.Since(ctx.Time()))
+	}
 }
 
 func isDialError(err error) bool {

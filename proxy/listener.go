@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	cryptotls "crypto/tls"
 	"net"
 	"sync/atomic"
 )
@@ -13,12 +14,24 @@ import (
 // WebSocket) or recycles the reader and closes the connection after the
 // hijack handler. With this wrapper it does the latter and its Close is a
 // no-op once the proxy owns the socket.
-type hijackableListener struct{ net.Listener }
+type hijackableListener struct {
+	net.Listener
+	// tlsConfig, if set, returns the TLS config to serve each new
+	// connection with, or nil to serve it plain (see tls.go).
+	tlsConfig func() *cryptotls.Config
+}
 
 func (l hijackableListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
+	}
+	if l.tlsConfig != nil {
+		if conf := l.tlsConfig(); conf != nil {
+			// The handshake runs at fasthttp's first read, within its
+			// ReadTimeout (handshake_timeout).
+			return &hijackableTLSConn{hijackableConn{Conn: cryptotls.Server(c, conf)}}, nil
+		}
 	}
 	return &hijackableConn{Conn: c}, nil
 }

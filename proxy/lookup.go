@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/config"
 )
 
 // Lookup is the answer to "where does this key go?", for publishers that
@@ -84,6 +85,7 @@ func (s *Server) Routes() []RouteInfo {
 // Status is the proxy's state at a glance.
 type Status struct {
 	ConfigFile     string    `json:"config_file"`
+	ConfigVersion  uint64    `json:"config_version"`
 	ConfigLoadedAt time.Time `json:"config_loaded_at"`
 	Started        time.Time `json:"started"`
 	Live           int       `json:"live_connections"`
@@ -92,7 +94,7 @@ type Status struct {
 // Status reports the running config and live connection count.
 func (s *Server) Status() Status {
 	t := s.table.Load()
-	return Status{ConfigFile: t.cfg.File, ConfigLoadedAt: t.loaded, Started: s.started, Live: s.Sessions()}
+	return Status{ConfigFile: t.cfg.File, ConfigVersion: t.version, ConfigLoadedAt: t.loaded, Started: s.started, Live: s.Sessions()}
 }
 
 // keyNames lists the route's hash key sources, as the config spells them.
@@ -106,3 +108,6 @@ func (r *route) keyNames() string {
 	}
 	return strings.Join(names, " ")
 }
+
+// Config returns the running configuration (do not modify it).
+func (s *Server) Config() *config.Config { return s.table.Load().cfg }

@@ -14,6 +14,7 @@ import (
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/discovery"
+	"github.com/wsproxy/wsproxy/health"
 	"github.com/wsproxy/wsproxy/keepalive"
 	"github.com/wsproxy/wsproxy/limit"
 	"github.com/wsproxy/wsproxy/proxy/relay"
@@ -24,17 +25,20 @@ import (
 // builds a new table and swaps the Server's pointer; requests that loaded
 // the old one finish with it.
 type table struct {
-	cfg    *config.Config
-	ports  map[int]*hostTable
-	routes []*route
-	byName map[string]*route
-	loaded time.Time
+	cfg     *config.Config
+	ports   map[int]*hostTable
+	routes  []*route
+	byName  map[string]*route
+	loaded  time.Time
+	version uint64 // 0 for the first config, +1 per reload
 
 	// clientIP finds a client's real address (trusted_proxies) for the
 	// per-IP limits.
 	clientIP balancer.KeySpec
 	perIP    *limit.PerIP
 	rate     *limit.Rate
+
+	access *accessLog
 
 	// Consul subscriptions of this table's routes, ended when it is retired.
 	consul *discovery.Consul
@@ -68,9 +72,11 @@ type route struct {
 	relay [3]relay.Config
 	live  atomic.Int64
 
-	tcp    keepalive.TCP    // applied to both legs' sockets
-	query  *discovery.Query // the Consul service the backends come from, if any
-	policy balancer.Policy
+	tcp     keepalive.TCP    // applied to both legs' sockets
+	query   *discovery.Query // the Consul service the backends come from, if any
+	check   *health.Check    // the active check of static backends, if any
+	passive health.Passive   // MaxFails 0: off
+	policy  balancer.Policy
 	// keys is the hash key spec; nil for non-hash policies.
 	keys          *balancer.KeySpec
 	rejectMissing bool
@@ -129,6 +135,16 @@ func (s *Server) compile(cfg *config.Config) (*table, error) {
 	} else {
 		t.perIP = limit.NewPerIP(g.MaxConnectionsPerIP)
 	}
+	if old := s.table.Load(); old != nil && old.cfg.Global.AccessLog == g.AccessLog && old.cfg.Global.AccessLogSample == g.AccessLogSample {
+		t.access = old.access
+	} else {
+		a, err := newAccessLog(g.AccessLog, g.AccessLogSample)
+		if err != nil {
+			return nil, err
+		}
+		t.access = a
+		s.keepAccessLog(a)
+	}
 	if old := s.table.Load(); old != nil && old.cfg.Global.HandshakeRatePerIP == g.HandshakeRatePerIP && old.cfg.Global.HandshakeBurstPerIP == g.HandshakeBurstPerIP {
 		t.rate = old.rate
 	} else {
@@ -140,6 +156,13 @@ func (s *Server) compile(cfg *config.Config) (*table, error) {
 			r, err := s.compileRoute(rc, &cfg.Global)
 			if err != nil {
 				return nil, fmt.Errorf("%s: route %q: %w", rc.Pos, rc.Name, err)
+			}
+			// An unchanged route is carried over as it runs: its live
+			// connections, counters and backends are not touched.
+			if old := s.table.Load(); old != nil {
+				if or := old.byName[rc.Name]; or != nil && sameRoute(or.cfg, rc, &old.cfg.Global, &cfg.Global) {
+					r = or
+				}
 			}
 			st.routes = append(st.routes, r)
 			t.routes = append(t.routes, r)
@@ -176,6 +199,18 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 	if err := r.compilePolicy(rc, g); err != nil {
 		return nil, err
 	}
+	if hc := rc.HealthCheck; hc != nil && rc.Consul == nil {
+		kind := health.HTTP
+		if hc.WebSocket {
+			kind = health.WebSocket
+		}
+		c := health.Check{Kind: kind, Path: hc.Path, Status: hc.Status, Interval: hc.Interval, Timeout: hc.Timeout, Rise: hc.Passes, Fall: hc.Fails}
+		if err := c.Validate(); err != nil {
+			return nil, err
+		}
+		r.check = &c
+	}
+	r.passive = health.Passive{MaxFails: rc.Passive.MaxFails, FailWindow: rc.Passive.FailWindow, EjectFor: rc.Passive.EjectFor, MaxEjectedPercent: rc.Passive.MaxEjectedPercent}
 	if rc.Consul != nil {
 		q := consulQuery(rc.Consul)
 		if err := q.Validate(); err != nil {
@@ -206,6 +241,7 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 		rc.Backend = relay.Rules{Masked: false, AllowedRSV: rsv[i], DeflateOnly: i == 1}
 		rc.Client.MaxFrame, rc.Client.MaxMessage = uint64(r.cfg.MaxFrame[0]), uint64(r.cfg.MaxMessage[0])
 		rc.Backend.MaxFrame, rc.Backend.MaxMessage = uint64(r.cfg.MaxFrame[1]), uint64(r.cfg.MaxMessage[1])
+		rc.OnPingRTT = s.metrics.observePing
 		rc.OnStart = s.sessionStarted
 		rc.OnDone = s.sessionDone
 	}

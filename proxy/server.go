@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -21,6 +22,7 @@ import (
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/discovery"
+	"github.com/wsproxy/wsproxy/health"
 	"github.com/wsproxy/wsproxy/keepalive"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
@@ -41,16 +43,26 @@ type Options struct {
 
 // Server runs one configuration. Its methods are safe for concurrent use.
 type Server struct {
-	log      *slog.Logger
-	opts     Options
-	pool     *relay.Pool
-	poller   *relay.Poller // nil where unavailable: a goroutine per direction
-	wheel    *keepalive.Wheel
-	live     atomic.Int64      // WebSockets admitted and not yet ended
-	backends balancer.Registry // live per-backend state, kept across reloads
+	log     *slog.Logger
+	opts    Options
+	pool    *relay.Pool
+	poller  *relay.Poller // nil where unavailable: a goroutine per direction
+	wheel   *keepalive.Wheel
+	metrics *metrics
+	health  *health.Checker
+	// ctx bounds backend dials; Shutdown cancels it. (fasthttp's
+	// RequestCtx is not used as a context: net.Dialer would watch it with
+	// a goroutine per dial, and its Done races with fasthttp's Shutdown.)
+	ctx      context.Context
+	cancel   context.CancelFunc
+	certs    func() map[string]time.Time // certificate expiry, when TLS is managed
+	live     atomic.Int64                // WebSockets admitted and not yet ended
+	backends balancer.Registry           // live per-backend state, kept across reloads
 	table    atomicTable
+	tls      tlsState // certificates of TLS sites; see tls.go
 
 	reloadMu    sync.Mutex // one reload at a time
+	retired     *table     // the table the last reload replaced; under reloadMu
 	releaseOnce sync.Once
 	mu          sync.Mutex
 	listeners   map[int]*listener
@@ -64,6 +76,7 @@ type Server struct {
 	consulCfg     discovery.ConsulConfig
 	retiredConsul []*discovery.Consul
 	deregister    func(context.Context) error
+	accessFiles   []io.Closer
 }
 
 type listener struct {
@@ -89,6 +102,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.idle = sync.NewCond(&s.mu)
 	s.wheel = keepalive.NewWheel(0, 0)
+	s.metrics = newMetrics(s)
+	s.health = health.NewChecker(s.log)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if p, err := relay.NewPoller(); err == nil {
 		s.poller = p
 	} else {
@@ -98,15 +114,21 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.initTLS(t); err != nil {
+		return nil, err
+	}
 	s.table.Store(t)
 	return s, nil
 }
 
 // Start opens every listener of the config and serves on it. It returns
 // once all are listening, or the first error (after closing what it opened).
+// With TLS sites it then obtains or loads their certificates (ACME, the
+// local CA of tls internal, files) before it returns; a site that gets none
+// is an error naming it with its file:line.
 func (s *Server) Start() error {
 	t := s.table.Load()
-	if err := s.startDiscovery(t); err != nil {
+	if err := s.startWatches(t); err != nil {
 		return err
 	}
 	ports := make([]int, 0, len(t.ports))
@@ -130,6 +152,10 @@ func (s *Server) Start() error {
 		s.mu.Unlock()
 		go s.serveListener(l)
 	}
+	if err := s.startTLS(); err != nil { // listening, so ACME challenges reach us
+		s.closeListeners()
+		return err
+	}
 	s.registerSelf(t)
 	return nil
 }
@@ -137,18 +163,19 @@ func (s *Server) Start() error {
 func (s *Server) serveListener(l *listener) {
 	defer close(l.done)
 	s.log.Info("listening", "addr", l.ln.Addr().String())
-	if err := l.srv.Serve(hijackableListener{l.ln}); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := l.srv.Serve(hijackableListener{Listener: l.ln, tlsConfig: s.listenerTLS(l.port)}); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Error("listener stopped", "port", l.port, "err", err)
 	}
 }
 
 // bindAddr chooses the interface for a port: loopback when every site on
-// it names a loopback host, all interfaces otherwise.
+// it names a loopback host, all interfaces otherwise. TLS sites count on
+// the HTTP port too (ACME challenges, redirects).
 func bindAddr(cfg *config.Config, port int) string {
 	loop := true
 	for _, st := range cfg.Sites {
 		for _, a := range st.Addresses {
-			if a.Port != port {
+			if a.Port != port && !(a.Scheme == "https" && port == cfg.Global.TLS.HTTPPort) {
 				continue
 			}
 			ip, err := netip.ParseAddr(a.Host)
@@ -195,6 +222,9 @@ func (s *Server) newHTTPServer(cfg *config.Config, port int) *fasthttp.Server {
 // serve is the entry point of every request.
 func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
 	t := s.table.Load()
+	if s.serveHTTPPort(ctx, t, port) { // ACME challenges, redirects to https
+		return
+	}
 	r := t.lookup(port, ctx.Host(), ctx.Path(), ctx.QueryArgs())
 	attempt := upgrade.IsAttempt(&ctx.Request.Header)
 	if r == nil {
@@ -211,8 +241,9 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
 	s.serveHTTP(ctx, r)
 }
 
-// Shutdown stops accepting, sends every live WebSocket a 1001 close and waits
-// until they end or ctx is done, when it closes what is left.
+// Shutdown stops accepting, sends every live WebSocket a 1001 close (spread
+// over up to half the grace period, at most 1,000 a second) and waits until
+// they end or ctx is done, when it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -229,9 +260,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range ls {
 		l.ln.Close()
 	}
-	for _, ss := range sessions {
-		ss.Close(relay.CloseGoingAway, relay.CloseGoingAway, "proxy shutting down")
-	}
+	// Spread, so that clients do not all reconnect to the next proxy at once.
+	closeSpread(sessions, s.table.Load().cfg.Global.GracePeriod/2, relay.CloseGoingAway, relay.CloseGoingAway, "proxy shutting down")
 	waited := make(chan struct{})
 	go func() {
 		s.mu.Lock()
@@ -267,7 +297,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.wheel.Close()
 		})
 	}
+	s.cancel()
 	s.table.Load().stop()
+	s.health.Close()
+	s.shutdownTLS()
+	s.closeAccessLogs()
 	s.mu.Lock()
 	dereg, consul, retired := s.deregister, s.consul, s.retiredConsul
 	s.mu.Unlock()
@@ -316,6 +350,8 @@ func (s *Server) sessionDone(ss *relay.Session) {
 	c.backend.Release()
 	s.release(c.route)
 	c.perIP.Release(c.ip)
+	s.metrics.recordEnd(c, ss)
+	s.table.Load().access.websocket(c, ss)
 	s.mu.Lock()
 	delete(s.sessions, ss)
 	if len(s.sessions) == 0 {

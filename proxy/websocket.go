@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,12 +33,15 @@ type wsConn struct {
 	start   time.Time
 	perIP   *limit.PerIP // the limiter the client's address was counted on
 	ip      netip.Addr
+
+	subprotocol string
 }
 
 // serveWebSocket checks the client's handshake, completes the backend's, and
 // only then answers 101 and hands both connections to the relay. A dead
 // backend is therefore a retry or a 502/503, never a 101 followed by a drop.
 func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
+	defer func() { s.metrics.handshakes.WithLabelValues(r.name, strconv.Itoa(ctx.Response.StatusCode())).Inc() }()
 	info, rej := upgrade.Check(&ctx.Request.Header, r.origins)
 	if rej != nil {
 		rej.WriteResponse(ctx)
@@ -86,7 +90,8 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 		if b == nil {
 			break
 		}
-		up, err := upgrade.Dial(ctx, b.Addr, r.cfg.DialTimeout, &req, r.cfg.UpstreamHandshakeTimeout)
+		up, err := upgrade.Dial(s.ctx, b.Addr, r.cfg.DialTimeout, &req, r.cfg.UpstreamHandshakeTimeout)
+		s.reportHealth(r, set, b, err)
 		if err == nil {
 			admitted = false // the connection owns the admission now
 			s.switchProtocols(ctx, r, b, up, info.Key, key, t.perIP, ip)
@@ -118,7 +123,9 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 // connection and runs the relay on it.
 func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer.Backend, up *upgrade.Upstream, wsKey, hashKey []byte, perIP *limit.PerIP, ip netip.Addr) {
 	resp := upgrade.AppendSwitchingProtocols(make([]byte, 0, 256), wsKey, &up.Handshake)
-	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), key: string(hashKey), start: time.Now(), perIP: perIP, ip: ip}
+	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols) // for the handshake metric; the 101 itself is written below
+	s.metrics.wsTotal.WithLabelValues(r.name, b.Addr).Inc()
+	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), key: string(hashKey), start: time.Now(), perIP: perIP, ip: ip, subprotocol: up.Handshake.Protocol}
 	cfg := r.relayConfig(up.Handshake.RSV)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(hc net.Conn) {
@@ -152,7 +159,7 @@ func unwrapHijacked(hc net.Conn) (net.Conn, []byte) {
 	if !ok {
 		return hc, nil
 	}
-	hj, ok := u.UnsafeConn().(*hijackableConn)
+	hj, ok := asHijackable(u.UnsafeConn())
 	if !ok {
 		return hc, nil
 	}
@@ -194,11 +201,26 @@ func (s *Server) release(r *route) {
 
 // tuneTCP applies the route's TCP keepalive and user timeout to a socket.
 func (s *Server) tuneTCP(r *route, c net.Conn) {
-	sc, ok := c.(syscall.Conn)
+	sc, ok := netConn(c).(syscall.Conn)
 	if !ok {
 		return
 	}
 	if err := keepalive.Apply(sc, r.tcp); err != nil {
 		s.log.Debug("TCP keepalive not applied", "route", r.name, "err", err)
+	}
+}
+
+// reportHealth feeds passive health: a failed dial or handshake counts
+// against the backend, a success clears its count. A backend's own HTTP
+// answer (e.g. 401) is neither.
+func (s *Server) reportHealth(r *route, set *balancer.Set, b *balancer.Backend, err error) {
+	if r.passive.MaxFails <= 0 {
+		return
+	}
+	switch {
+	case err == nil:
+		s.health.ReportSuccess(b)
+	case upgrade.Retryable(err):
+		s.health.ReportFailure(b, set.Backends(), r.passive)
 	}
 }

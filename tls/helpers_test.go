@@ -6,17 +6,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +20,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/wsproxy/wsproxy/tls/pebbletest"
 )
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
@@ -57,193 +55,23 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// pebbleVersion must match scripts/install-pebble.sh.
-const pebbleVersion = "v2.10.1"
-
-var pebbleInstall struct {
-	once sync.Once
-	bin  string
-	err  error
-}
-
-// pebbleBinary returns the pebble binary and the directory of its test
-// certificates, installing them with scripts/install-pebble.sh if needed.
-// PEBBLE_BIN overrides (its directory must hold pebble-challtestsrv and
-// certs/ as the script lays them out).
-func pebbleBinary(t testing.TB) (bin, certs string) {
-	t.Helper()
-	pebbleInstall.once.Do(func() {
-		if b := os.Getenv("PEBBLE_BIN"); b != "" {
-			pebbleInstall.bin = b
-			return
-		}
-		cmd := exec.Command("bash", filepath.Join("..", "scripts", "install-pebble.sh"))
-		cmd.Env = append(os.Environ(), "PEBBLE_VERSION="+pebbleVersion)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			pebbleInstall.err = fmt.Errorf("scripts/install-pebble.sh: %v\n%s", err, stderr.String())
-			return
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		pebbleInstall.bin = lines[len(lines)-1]
-	})
-	if pebbleInstall.err != nil {
-		t.Fatal(pebbleInstall.err)
-	}
-	return pebbleInstall.bin, filepath.Join(filepath.Dir(pebbleInstall.bin), "certs")
-}
-
-// freePort returns a loopback TCP port that was free a moment ago; with udp,
-// one free for UDP too.
-func freePort(t testing.TB, udp bool) int {
-	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		if udp {
-			pc, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-			if err != nil {
-				ln.Close()
-				continue
-			}
-			pc.Close()
-		}
-		ln.Close()
-		return port
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
-// pebble is a running Pebble ACME server with pebble-challtestsrv as its DNS
-// server, answering 127.0.0.1 for every name.
-type pebble struct {
-	Directory string         // ACME directory URL
-	MiniCA    string         // PEM file the ACME client trusts to reach Pebble
-	Roots     *x509.CertPool // Pebble's issuance root, for TLS clients
-	log       syncBuffer
-	procs     []*exec.Cmd
-}
+// pebble is a running Pebble ACME server (package pebbletest) with
+// pebble-challtestsrv as its DNS server, answering 127.0.0.1 for every name.
+type pebble struct{ *pebbletest.Server }
 
 // startPebble starts Pebble validating HTTP-01 on httpPort and TLS-ALPN-01 on
 // tlsPort of 127.0.0.1, refusing orders for blocked names. Both processes are
 // killed by PID when the test ends (or by stop).
 func startPebble(t testing.TB, httpPort, tlsPort int, blocked ...string) *pebble {
 	t.Helper()
-	bin, certs := pebbleBinary(t)
-	p := &pebble{MiniCA: filepath.Join(certs, "pebble.minica.pem")}
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("pebble:\n%s", p.log.String())
-		}
-	})
-
-	dnsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t, true))
-	p.run(t, filepath.Join(filepath.Dir(bin), "pebble-challtestsrv"), nil,
-		"-dnsserver", dnsAddr,
-		"-management", "127.0.0.1:"+strconv.Itoa(freePort(t, false)),
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
-		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
-
-	listen := "127.0.0.1:" + strconv.Itoa(freePort(t, false))
-	mgmt := "127.0.0.1:" + strconv.Itoa(freePort(t, false))
-	if blocked == nil {
-		blocked = []string{}
-	}
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress":                  listen,
-		"managementListenAddress":        mgmt,
-		"certificate":                    filepath.Join(certs, "cert.pem"),
-		"privateKey":                     filepath.Join(certs, "key.pem"),
-		"httpPort":                       httpPort,
-		"tlsPort":                        tlsPort,
-		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": false,
-		"domainBlocklist":                blocked,
-		"retryAfter":                     map[string]int{"authz": 0, "order": 0},
-		"keyAlgorithm":                   "ecdsa",
-	}}
-	data, _ := json.Marshal(cfg)
-	cfgFile := filepath.Join(t.TempDir(), "pebble-config.json")
-	if err := os.WriteFile(cfgFile, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p.run(t, bin, []string{
-		"PEBBLE_VA_NOSLEEP=1",      // validate at once
-		"PEBBLE_VA_ALWAYS_VALID=0", // really validate
-		"PEBBLE_WFE_NONCEREJECT=0", // no random badNonce errors
-		"PEBBLE_AUTHZREUSE=0",      // every order is validated
-	}, "-config", cfgFile, "-dnsserver", dnsAddr)
-
-	minica, err := os.ReadFile(p.MiniCA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(minica)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	defer client.CloseIdleConnections()
-
-	p.Directory = "https://" + listen + "/dir"
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get(p.Directory)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pebble did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	resp, err := client.Get("https://" + mgmt + "/roots/0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("pebble root: %v %d", err, resp.StatusCode)
-	}
-	p.Roots = x509.NewCertPool()
-	if !p.Roots.AppendCertsFromPEM(root) {
-		t.Fatalf("pebble root is not PEM: %q", root)
-	}
-	return p
-}
-
-func (p *pebble) run(t testing.TB, bin string, env []string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout = &p.log
-	cmd.Stderr = &p.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p.procs = append(p.procs, cmd)
+	return &pebble{pebbletest.Start(t, httpPort, tlsPort, blocked...)}
 }
 
 // stop kills Pebble and its DNS server by PID and waits for them.
-func (p *pebble) stop() {
-	for _, c := range p.procs {
-		_ = c.Process.Kill()
-		_ = c.Wait()
-	}
-	p.procs = nil
-}
+func (p *pebble) stop() { p.Stop() }
 
 // issued counts the certificates Pebble has issued.
-func (p *pebble) issued() int { return strings.Count(p.log.String(), "Issued certificate serial") }
+func (p *pebble) issued() int { return p.Issued() }
 
 // edge stands in for the proxy: a plain HTTP fasthttp server answering
 // challenges through the Manager, and a TLS fasthttp server using its

@@ -70,5 +70,5 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("demo: open http://" + *listen + "/ in a browser, or connect a WebSocket client to ws://" + *listen + "/ws?room=demo")
-	return serve(srv, cfg, log, cf.drain, nil)
+	return serve(srv, cfg, log, cf.pidFile, nil)
 }

@@ -18,8 +18,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"sync"
 	"syscall"
-	"time"
 
 	"github.com/wsproxy/wsproxy/admin"
 	"github.com/wsproxy/wsproxy/config"
@@ -40,6 +41,7 @@ commands:
   validate  check a config and print every error as file:line: message
   fmt       format a Caddyfile (to stdout, or in place with -w)
   route     print the backend a key goes to on a route: wsproxy route [-config FILE | -admin ADDR] ROUTE KEY
+  reload    make a running proxy re-read its config: wsproxy reload -pidfile FILE | -admin ADDR
   demo      run the proxy on 127.0.0.1:8080 in front of two built-in echo backends
   version   print the version
 `
@@ -61,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(args, stdout, stderr)
 	case "route":
 		return cmdRoute(args, stdout, stderr)
+	case "reload":
+		return cmdReload(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -88,12 +92,12 @@ func versionString() string {
 // commonFlags are the flags of run and demo.
 type commonFlags struct {
 	logFormat string
-	drain     time.Duration
+	pidFile   string
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
-	fs.DurationVar(&c.drain, "drain", 30*time.Second, "on SIGTERM, how long live WebSockets get to close before they are cut")
+	fs.StringVar(&c.pidFile, "pidfile", "", "write the process ID to this file (for wsproxy reload -pidfile)")
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -135,24 +139,45 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	reload := func() (*config.Config, error) {
+	reload := func() (proxy.ReloadReport, error) {
 		c, err := config.Load(*path)
 		if err != nil {
-			return nil, err
+			return proxy.ReloadReport{}, err
 		}
-		return c, srv.Reload(c)
+		return srv.Reload(c)
 	}
-	return serve(srv, cfg, log, cf.drain, reload)
+	return serve(srv, cfg, log, cf.pidFile, reload)
 }
 
 // serve starts srv and handles signals until it has shut down.
-func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, drain time.Duration, reload func() (*config.Config, error)) int {
+func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile string, reload func() (proxy.ReloadReport, error)) int {
 	if err := srv.Start(); err != nil {
 		log.Error("start failed", "err", err)
 		return 1
 	}
+	if pidFile != "" {
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			log.Error("cannot write the pid file", "err", err)
+			return 1
+		}
+		defer os.Remove(pidFile)
+	}
+	// SIGHUP and the admin API's POST /reload go through here, one at a time.
+	var reloads sync.Mutex
+	doReload := func() (proxy.ReloadReport, error) {
+		if reload == nil {
+			return proxy.ReloadReport{}, errors.New("this config cannot be reloaded")
+		}
+		reloads.Lock()
+		defer reloads.Unlock()
+		rep, err := reload()
+		if err != nil {
+			log.Error("reload failed; the running config stays", "err", err)
+		}
+		return rep, err
+	}
 	if cfg.Global.Admin != "" {
-		a, err := admin.Start(cfg.Global.Admin, versionString(), srv, log)
+		a, err := admin.Start(cfg.Global.Admin, admin.Options{Version: versionString(), Proxy: srv, Reload: doReload, Logger: log})
 		if err != nil {
 			log.Error("admin API failed to start", "addr", cfg.Global.Admin, "err", err)
 			return 1
@@ -164,19 +189,12 @@ func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, drain time.D
 	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			if reload == nil {
-				log.Warn("SIGHUP ignored: this config cannot be reloaded")
-				continue
-			}
-			if c, err := reload(); err != nil {
-				log.Error("reload failed; the running config stays", "err", err)
-			} else {
-				log.Info("config reloaded", "file", c.File)
-			}
+			doReload()
 			continue
 		}
-		log.Info("shutting down: closing live WebSockets with 1001", "signal", sig.String(), "drain", drain, "live", srv.Sessions())
-		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		grace := srv.Config().Global.GracePeriod
+		log.Info("shutting down: closing live WebSockets with 1001", "signal", sig.String(), "grace_period", grace, "live", srv.Sessions())
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		done := make(chan error, 1)
 		go func() { done <- srv.Shutdown(ctx) }()
 		select {

@@ -214,7 +214,7 @@ func TestRunReloadAndSIGTERM(t *testing.T) {
 		return fmt.Sprintf("127.0.0.1:%d {\n\troute /ws {\n\t\tto %s\n\t}\n}\n", port, backend)
 	}
 	path := writeFile(t, "Caddyfile", conf(backends[0].Addr()))
-	p := startProc(t, "run", "-config", path, "-drain", "5s")
+	p := startProc(t, "run", "-config", path)
 	p.waitLog(t, `msg=listening`)
 	url := fmt.Sprintf("ws://127.0.0.1:%d/ws", port)
 	live, id := echoID(t, url)
@@ -229,7 +229,9 @@ func TestRunReloadAndSIGTERM(t *testing.T) {
 		t.Fatalf("after a bad reload: backend %q", id)
 	}
 
-	os.WriteFile(path, []byte(conf(backends[1].Addr())), 0o644)
+	// The new config keeps the old backend and adds one: the live connection
+	// stays where it is, and least_conn sends the next one to the new one.
+	os.WriteFile(path, []byte(conf(backends[0].Addr()+" "+backends[1].Addr())), 0o644)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	p.waitLog(t, `config reloaded`)
 	c2, id := echoID(t, url)

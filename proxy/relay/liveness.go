@@ -215,6 +215,7 @@ func (l *leg) pingAtBoundary() {
 func (l *leg) notePing(now int64) {
 	l.seenAtPing.Store(l.seen.Load())
 	l.pingSentAt.Store(now)
+	l.rttFrom.Store(now)
 }
 
 // buildPing writes the proxy's ping frame into the leg's own buffer, masked

@@ -76,6 +76,10 @@ type Config struct {
 	// jitter so that connections opened together do not all reconnect
 	// together; 0 is off.
 	MaxLifetime time.Duration
+	// OnPingRTT, if set, is told the round-trip time of each proxy ping
+	// that was answered, and on which side. It runs on a relay goroutine
+	// and must not block.
+	OnPingRTT func(side Side, rtt time.Duration)
 	// OnStart, if set, is called with the new session before any byte is
 	// relayed, so the caller can register it (for Close on reload or
 	// shutdown).
@@ -164,6 +168,7 @@ type leg struct {
 	seen       atomic.Uint64
 	seenAtPing atomic.Uint64
 	pingSentAt atomic.Int64 // unix ns; 0 when no ping is unanswered
+	rttFrom    atomic.Int64 // unix ns of the last ping, until its pong (for OnPingRTT)
 	pingWanted atomic.Bool  // a ping waits for the forwarder's next boundary
 	live       liveness
 	pingBuf    [pingFrameMax]byte
@@ -614,6 +619,9 @@ func (d *direction) control(run []byte) {
 	frame := run[len(run)-h.Len-int(h.Length):]
 	if h.Opcode == OpPong && isOwnPong(frame, h) {
 		d.send(run[:len(run)-len(frame)], false) // the pong answers the proxy: drop it
+		if sent := d.src.rttFrom.Swap(0); sent != 0 && d.s.cfg.OnPingRTT != nil {
+			d.s.cfg.OnPingRTT(d.from, time.Duration(time.Now().UnixNano()-sent))
+		}
 		return
 	}
 	if h.Opcode != OpClose {

@@ -1,0 +1,476 @@
+package config
+
+import (
+	cryptotls "crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// knownGlobalTLS are the global options of automatic TLS, listed in
+// "unknown global option" errors after the others.
+const knownGlobalTLS = "acme_ca, acme_ca_root, email, http_port, https_port, storage"
+
+// Default ports of TLSOptions.
+const (
+	defaultHTTPPort  = 80
+	defaultHTTPSPort = 443
+)
+
+// TLSOptions are the global options of automatic TLS, shared by every site.
+type TLSOptions struct {
+	// Email is the ACME account's contact address. Directive: email ADDR.
+	// Default none (accepted by Let's Encrypt; recommended so that the CA
+	// can warn about expiring certificates).
+	Email string
+	// CA is the ACME directory URL. Directive: acme_ca URL. Default ""
+	// (Let's Encrypt's production directory).
+	CA string
+	// CARoot is a PEM file of root certificates trusted, besides the
+	// system's, when talking to the ACME CA (a private CA). Directive:
+	// acme_ca_root FILE. Parse checks that it holds a certificate.
+	CARoot string
+	// StorageDir holds certificates, keys, ACME accounts, locks and the
+	// local CA of `tls internal`; instances sharing it share certificates.
+	// Directive: storage DIR (or Caddy's storage file_system DIR and
+	// storage file_system { root DIR }). Default "": the tls package's,
+	// ${XDG_DATA_HOME:-$HOME/.local/share}/wsproxy.
+	StorageDir string
+	// HTTPPort is the plain HTTP port: HTTP-01 challenges arrive there and
+	// other requests are redirected to https when a site uses ACME or
+	// serves TLS on HTTPSPort; http:// addresses without a port listen on
+	// it. Directive: http_port N. Default 80.
+	HTTPPort int
+	// HTTPSPort is the TLS port: addresses without a scheme or port (and
+	// https:// ones without a port) listen on it, TLS-ALPN-01 challenges
+	// arrive there, and redirects point to it. Directive: https_port N.
+	// Default 443.
+	HTTPSPort int
+}
+
+// TLSMode says where a site's certificates come from.
+type TLSMode int
+
+const (
+	// TLSACME obtains certificates for the site's names from the ACME CA
+	// at start and renews them in the background: the mode of a site with
+	// https addresses and no `tls` directive, or `tls EMAIL`.
+	TLSACME TLSMode = iota
+	// TLSInternal issues certificates from a local CA kept in the storage
+	// directory (`tls internal`), for localhost, private names and IPs.
+	TLSInternal
+	// TLSFiles serves a certificate and key read from files (`tls CERT
+	// KEY`), read again on every reload.
+	TLSFiles
+	// TLSOnDemand obtains a certificate from the ACME CA at the first
+	// handshake for a name the Ask URL approves (`tls { on_demand; ask
+	// URL }`).
+	TLSOnDemand
+)
+
+// String returns the mode's Caddyfile spelling.
+func (m TLSMode) String() string {
+	switch m {
+	case TLSACME:
+		return "acme"
+	case TLSInternal:
+		return "internal"
+	case TLSFiles:
+		return "files"
+	case TLSOnDemand:
+		return "on_demand"
+	}
+	return "TLSMode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// SiteTLS is how a site's https addresses get their certificates: its
+// `tls` directive, or automatic ACME without one.
+//
+//	tls internal                   TLSInternal
+//	tls CERT_FILE KEY_FILE         TLSFiles
+//	tls [EMAIL] [{                 TLSACME (TLSOnDemand with on_demand)
+//		ca URL                     this site's ACME directory (acme_ca)
+//		ca_root FILE               and its root (acme_ca_root)
+//		on_demand                  obtain at the first handshake ...
+//		ask URL                    ... for names this URL approves (200)
+//		rate_limit N INTERVAL      at most N new certificates per INTERVAL
+//	}]
+type SiteTLS struct {
+	// Pos is the `tls` directive's place, or the site's without one.
+	Pos  Pos
+	Mode TLSMode
+	// CertFile and KeyFile are TLSFiles' PEM files. Parse reads them and
+	// checks that they form a pair; a reload parses again.
+	CertFile, KeyFile string
+	// Email, CA and CARoot override the global options for this site
+	// (TLSACME and TLSOnDemand). Empty: the global ones.
+	Email, CA, CARoot string
+	// Ask is TLSOnDemand's approval URL (required): a GET with
+	// ?domain=NAME added must answer 200 before a certificate is obtained.
+	Ask string
+	// RateBurst certificates at most are obtained on demand in any
+	// RateInterval. Zero: the tls package's default, 10 a minute.
+	RateBurst    int
+	RateInterval time.Duration
+}
+
+// addrDefaults are the rules for a site address's scheme and port. An
+// address is TLS (scheme "https") when it says https://, when it has
+// neither scheme nor port (a name, as in Caddy), or when it has no scheme
+// and its port is HTTPS's or its site has a tls directive; a port-less
+// address gets HTTP's or HTTPS's port.
+type addrDefaults struct {
+	httpPort, httpsPort int
+	tls                 bool // the site has a tls directive
+}
+
+func (d addrDefaults) isTLS(scheme string, port int) bool {
+	switch {
+	case scheme != "":
+		return scheme == "https"
+	case port == 0:
+		return true
+	case port == d.httpPort:
+		return false
+	}
+	return d.tls || port == d.httpsPort
+}
+
+// siteAddrDefaults returns the address rules of site block b.
+func (p *parser) siteAddrDefaults(b caddyfile.ServerBlock) addrDefaults {
+	d := addrDefaults{httpPort: p.cfg.Global.TLS.HTTPPort, httpsPort: p.cfg.Global.TLS.HTTPSPort}
+	for _, seg := range b.Segments {
+		if len(seg) > 0 && seg[0].Text == "tls" {
+			d.tls = true
+		}
+	}
+	return d
+}
+
+// globalTLS parses one global option of knownGlobalTLS; it reports a block
+// where none is allowed itself.
+func (p *parser) globalTLS(d directive) {
+	o := &p.cfg.Global.TLS
+	if d.name.Text != "storage" {
+		p.noBlock(d)
+	}
+	switch d.name.Text {
+	case "email":
+		if p.argCount(d, "email ADDRESS", 1, 1) {
+			if err := checkEmail(d.args[0].Text); err != nil {
+				p.errorf(d.pos(), "email: %v", err)
+				return
+			}
+			o.Email = d.args[0].Text
+		}
+	case "acme_ca":
+		if p.argCount(d, "acme_ca DIRECTORY_URL", 1, 1) {
+			if err := checkURL(d.args[0].Text); err != nil {
+				p.errorf(d.pos(), "acme_ca: %v", err)
+				return
+			}
+			o.CA = d.args[0].Text
+		}
+	case "acme_ca_root":
+		if p.argCount(d, "acme_ca_root PEM_FILE", 1, 1) {
+			if err := checkRootFile(d.args[0].Text); err != nil {
+				p.errorf(d.pos(), "acme_ca_root: %v", err)
+				return
+			}
+			o.CARoot = d.args[0].Text
+		}
+	case "storage":
+		p.storage(o, d)
+	case "http_port", "https_port":
+		if !p.argCount(d, d.name.Text+" PORT", 1, 1) {
+			return
+		}
+		n, err := parsePort(d.args[0].Text)
+		if err != nil {
+			p.errorf(d.pos(), "%s: %v", d.name.Text, err)
+			return
+		}
+		dst, other, otherName := &o.HTTPPort, o.HTTPSPort, "https_port"
+		if d.name.Text == "https_port" {
+			dst, other, otherName = &o.HTTPSPort, o.HTTPPort, "http_port"
+		}
+		if n == other {
+			p.errorf(d.pos(), "%s %d is also the %s; plain HTTP and TLS need a port each", d.name.Text, n, otherName)
+			return
+		}
+		*dst = n
+	}
+}
+
+// storage parses `storage DIR`, `storage file_system DIR` or
+// `storage file_system { root DIR }`.
+func (p *parser) storage(o *TLSOptions, d directive) {
+	const usage = "storage DIR | storage file_system { root DIR }"
+	if !p.argCount(d, usage, 1, 2) {
+		return
+	}
+	dir := ""
+	switch {
+	case len(d.args) == 2 && d.args[0].Text == "file_system":
+		p.noBlock(d)
+		dir = d.args[1].Text
+	case len(d.args) == 2:
+		p.errorf(d.pos(), "storage %q: the only storage is file_system; usage: %s", d.args[0].Text, usage)
+		return
+	case d.args[0].Text == "file_system" && d.hasBlock:
+		blk := d.block
+		for nesting := blk.Nesting(); blk.NextBlock(nesting); {
+			sub := splitDirective(blk.NextSegment())
+			if sub.name.Text != "root" {
+				p.errorf(sub.pos(), "unknown storage option %q; the only one is root", sub.name.Text)
+				continue
+			}
+			p.noBlock(sub)
+			if p.argCount(sub, "root DIR", 1, 1) {
+				dir = sub.args[0].Text
+			}
+		}
+		if dir == "" {
+			p.errorf(d.pos(), "storage file_system: missing root DIR; usage: %s", usage)
+			return
+		}
+	default:
+		p.noBlock(d)
+		dir = d.args[0].Text
+	}
+	if dir == "" {
+		p.errorf(d.pos(), "storage: empty directory")
+		return
+	}
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		p.errorf(d.pos(), "storage %s is a file, not a directory", dir)
+		return
+	}
+	o.StorageDir = dir
+}
+
+// siteTLS parses a site's `tls` directive.
+func (p *parser) siteTLS(s *Site, d directive) {
+	if s.TLS != nil {
+		p.errorf(d.pos(), "tls already set at %s", s.TLS.Pos)
+		return
+	}
+	st := &SiteTLS{Pos: d.pos()}
+	s.TLS = st
+	const usage = "tls internal | tls CERT_FILE KEY_FILE | tls [EMAIL] [{ on_demand; ask URL; rate_limit N INTERVAL; ca URL; ca_root FILE }]"
+	switch args := d.args; {
+	case len(args) == 0:
+	case len(args) == 1 && args[0].Text == "internal":
+		st.Mode = TLSInternal
+	case len(args) == 1 && strings.Contains(args[0].Text, "@"):
+		if err := checkEmail(args[0].Text); err != nil {
+			p.errorf(d.pos(), "tls: %v", err)
+		}
+		st.Email = args[0].Text
+	case len(args) == 1:
+		p.errorf(d.pos(), "tls %q: want internal, an email address or CERT_FILE KEY_FILE; usage: %s", args[0].Text, usage)
+	case len(args) == 2:
+		st.Mode = TLSFiles
+		st.CertFile, st.KeyFile = args[0].Text, args[1].Text
+		if err := checkKeyPair(st.CertFile, st.KeyFile); err != nil {
+			p.errorf(d.pos(), "tls: %v", err)
+		}
+	default:
+		p.errorf(d.pos(), "tls: too many arguments; usage: %s", usage)
+	}
+	if d.hasBlock {
+		p.siteTLSBlock(st, d)
+	}
+
+	https := false
+	for _, a := range s.Addresses {
+		https = https || a.Scheme == "https"
+	}
+	if len(s.Addresses) > 0 && !https {
+		p.errorf(d.pos(), "tls: the site has no TLS address (its http:// addresses, and those on http_port, are served plain)")
+	}
+}
+
+// siteTLSBlock parses the options block of `tls [EMAIL] { ... }`.
+func (p *parser) siteTLSBlock(st *SiteTLS, d directive) {
+	if st.Mode != TLSACME {
+		p.errorf(d.pos(), "tls %s takes no block; its options are for ACME certificates", st.Mode)
+		return
+	}
+	seen := map[string]Pos{}
+	var onDemand bool
+	var askPos, ratePos Pos
+	blk := d.block
+	for nesting := blk.Nesting(); blk.NextBlock(nesting); {
+		sub := splitDirective(blk.NextSegment())
+		p.noBlock(sub)
+		if !p.once(seen, sub) {
+			continue
+		}
+		switch sub.name.Text {
+		case "on_demand":
+			if p.argCount(sub, "on_demand", 0, 0) {
+				onDemand = true
+			}
+		case "ask":
+			askPos = sub.pos()
+			if p.argCount(sub, "ask URL", 1, 1) {
+				if err := checkURL(sub.args[0].Text); err != nil {
+					p.errorf(sub.pos(), "ask: %v", err)
+					continue
+				}
+				st.Ask = sub.args[0].Text
+			}
+		case "rate_limit":
+			ratePos = sub.pos()
+			if p.argCount(sub, "rate_limit N INTERVAL", 2, 2) {
+				n, err := strconv.Atoi(sub.args[0].Text)
+				if err != nil || n < 1 {
+					p.errorf(sub.pos(), "rate_limit %q: want a whole number of certificates of at least 1", sub.args[0].Text)
+					continue
+				}
+				iv, err := time.ParseDuration(sub.args[1].Text)
+				if err != nil || iv <= 0 {
+					p.errorf(sub.pos(), "rate_limit interval %q: want a positive duration such as 1m", sub.args[1].Text)
+					continue
+				}
+				st.RateBurst, st.RateInterval = n, iv
+			}
+		case "ca":
+			if p.argCount(sub, "ca DIRECTORY_URL", 1, 1) {
+				if err := checkURL(sub.args[0].Text); err != nil {
+					p.errorf(sub.pos(), "ca: %v", err)
+					continue
+				}
+				st.CA = sub.args[0].Text
+			}
+		case "ca_root":
+			if p.argCount(sub, "ca_root PEM_FILE", 1, 1) {
+				if err := checkRootFile(sub.args[0].Text); err != nil {
+					p.errorf(sub.pos(), "ca_root: %v", err)
+					continue
+				}
+				st.CARoot = sub.args[0].Text
+			}
+		default:
+			p.errorf(sub.pos(), "unknown tls option %q; known: ask, ca, ca_root, on_demand, rate_limit", sub.name.Text)
+		}
+	}
+	switch {
+	case onDemand:
+		st.Mode = TLSOnDemand
+		if askPos == (Pos{}) {
+			p.errorf(d.pos(), "tls on_demand needs \"ask URL\": an endpoint that approves names, so that no client can make the proxy request certificates for any name")
+		}
+	case askPos != (Pos{}):
+		p.errorf(askPos, "ask applies to on_demand only; add on_demand")
+	case ratePos != (Pos{}):
+		p.errorf(ratePos, "rate_limit applies to on_demand only; add on_demand")
+	}
+}
+
+// finishSiteTLS gives a site with TLS addresses and no tls directive
+// automatic ACME.
+func (p *parser) finishSiteTLS(s *Site) {
+	if s.TLS != nil {
+		return
+	}
+	for _, a := range s.Addresses {
+		if a.Scheme == "https" {
+			s.TLS = &SiteTLS{Pos: s.Pos, Mode: TLSACME}
+			return
+		}
+	}
+}
+
+// checkTLSPorts refuses a port that would serve both TLS and plain HTTP,
+// and TLS on the HTTP port.
+func (p *parser) checkTLSPorts() {
+	httpPort := p.cfg.Global.TLS.HTTPPort
+	type use struct {
+		scheme string
+		addr   Address
+	}
+	first := map[int]use{}
+	for _, s := range p.cfg.Sites {
+		for _, a := range s.Addresses {
+			pos := p.addrs[a]
+			if a.Scheme == "https" && a.Port == httpPort {
+				p.errorf(pos, "site address %s: port %d is the http_port (ACME challenges, redirects to https); use another port or set http_port", a, a.Port)
+				continue
+			}
+			u, ok := first[a.Port]
+			if !ok {
+				first[a.Port] = use{a.Scheme, a}
+				continue
+			}
+			if u.scheme != a.Scheme {
+				p.errorf(pos, "site address %s: port %d is already %s for %s at %s; a port serves either TLS or plain HTTP",
+					a, a.Port, schemeWord(u.scheme), u.addr, p.addrs[u.addr])
+			}
+		}
+	}
+}
+
+func schemeWord(scheme string) string {
+	if scheme == "https" {
+		return "TLS"
+	}
+	return "plain HTTP"
+}
+
+// checkKeyPair reads a certificate and key file and checks that they form
+// a pair.
+func checkKeyPair(certFile, keyFile string) error {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return fmt.Errorf("certificate file: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return fmt.Errorf("key file: %w", err)
+	}
+	if _, err := cryptotls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return fmt.Errorf("certificate %s with key %s: %w", certFile, keyFile, err)
+	}
+	return nil
+}
+
+// checkRootFile checks that a file holds at least one PEM certificate.
+func checkRootFile(file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		return fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return nil
+}
+
+// checkURL accepts an absolute http:// or https:// URL with a host.
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q: want an http:// or https:// URL with a host", s)
+	}
+	return nil
+}
+
+// checkEmail accepts local@domain without spaces.
+func checkEmail(s string) error {
+	local, domain, ok := strings.Cut(s, "@")
+	if !ok || local == "" || domain == "" || strings.ContainsAny(s, " \t<>") || strings.Contains(domain, "@") {
+		return fmt.Errorf("%q is not an email address", s)
+	}
+	return nil
+}
