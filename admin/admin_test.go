@@ -49,31 +49,10 @@ func TestAdminAPI(t *testing.T) {
 		addrs = append(addrs, b.Addr())
 		ids[b.ID()] = b.Addr()
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	text := fmt.Sprintf(":%d {\n\troute /chat {\n\t\tname chat\n\t\tto %s\n\t\tlb_policy hash query:room\n\t}\n}\n", port, strings.Join(addrs, " "))
-	cfg, err := config.Parse("admin-test", []byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := proxy.New(cfg, proxy.Options{Logger: log, Listeners: map[int]net.Listener{port: ln}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+	srv, ln, a := startProxyAndAPI(t, "admin-test", func(port int) string {
+		return fmt.Sprintf(":%d {\n\troute /chat {\n\t\tname chat\n\t\tto %s\n\t\tlb_policy hash query:room\n\t}\n}\n", port, strings.Join(addrs, " "))
+	})
 	defer srv.Shutdown(t.Context())
-	aln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := Serve(aln, Options{Version: "test", Proxy: srv, Logger: log})
-	defer a.Close()
 	base := "http://" + a.Addr().String()
 
 	for room := 0; room < 10; room++ {
@@ -110,4 +89,34 @@ func TestAdminAPI(t *testing.T) {
 	if code := get(t, base+"/debug/pprof/", nil); code != 200 {
 		t.Fatalf("pprof: %d", code)
 	}
+}
+
+// startProxyAndAPI starts a proxy on a loopback port with the config that
+// text makes for that port, and the admin API in front of it.
+func startProxyAndAPI(t *testing.T, name string, text func(port int) string) (*proxy.Server, net.Listener, *Server) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	cfg, err := config.Parse(name, []byte(text(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := proxy.New(cfg, proxy.Options{Logger: log, Listeners: map[int]net.Listener{port: ln}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Serve(aln, Options{Version: "test", Proxy: srv, Logger: log})
+	t.Cleanup(func() { a.Close() })
+	return srv, ln, a
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,9 +16,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
-	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/examples/echoserver"
-	"github.com/wsproxy/wsproxy/proxy"
 )
 
 // metricValue finds one sample in a Prometheus text exposition.
@@ -52,29 +48,11 @@ func TestMetricsAndAccessLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
 	logPath := filepath.Join(t.TempDir(), "access.log")
-	text := fmt.Sprintf("{\n\taccess_log %s\n}\n:%d {\n\troute /ws {\n\t\tname chat\n\t\tto %s\n\t\torigins https://ok.example\n\t\tping_client 100ms 2s\n\t}\n\troute /* {\n\t\tname api\n\t\tto %s\n\t}\n}\n",
-		logPath, port, b.Addr(), b.Addr())
-	cfg, err := config.Parse("metrics-test", []byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := proxy.New(cfg, proxy.Options{Logger: log, Listeners: map[int]net.Listener{port: ln}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	aln, _ := net.Listen("tcp", "127.0.0.1:0")
-	a := Serve(aln, Options{Version: "test", Proxy: srv, Logger: log})
-	defer a.Close()
+	srv, ln, a := startProxyAndAPI(t, "metrics-test", func(port int) string {
+		return fmt.Sprintf("{\n\taccess_log %s\n}\n:%d {\n\troute /ws {\n\t\tname chat\n\t\tto %s\n\t\torigins https://ok.example\n\t\tping_client 100ms 2s\n\t}\n\troute /* {\n\t\tname api\n\t\tto %s\n\t}\n}\n",
+			logPath, port, b.Addr(), b.Addr())
+	})
 
 	url := fmt.Sprintf("ws://%s/ws", ln.Addr())
 	hdr := http.Header{"Origin": {"https://ok.example"}}

@@ -252,9 +252,42 @@ func repeat(n int) []byte {
 	return bytes.Repeat([]byte("0123456789abcdef"), n/16+1)[:n]
 }
 
-func acceptFor(key string) string { return upgrade.AcceptKey([]byte(key)) }
-
-func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+// recordingBackend is a raw WebSocket backend that accepts one handshake
+// and reports the code of the first close frame it receives.
+func recordingBackend(t *testing.T) (addr string, closeCode <-chan uint16) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan uint16, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		n, _ := c.Read(buf)
+		key := ""
+		for _, l := range strings.Split(string(buf[:n]), "\r\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, "Sec-WebSocket-Key") {
+				key = strings.TrimSpace(v)
+			}
+		}
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", upgrade.AcceptKey([]byte(key)))
+		rc := &rawClient{t: t, conn: c, br: bufio.NewReader(c)}
+		for {
+			h, p := rc.next()
+			if h.Opcode == relay.OpClose && len(p) >= 2 {
+				got <- uint16(p[0])<<8 | uint16(p[1])
+				return
+			}
+		}
+	}()
+	return ln.Addr().String(), got
+}
 
 func openFDs(t testing.TB) int {
 	ents, err := os.ReadDir("/proc/self/fd")

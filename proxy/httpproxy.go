@@ -26,9 +26,8 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 	closeAfter := ctx.Request.Header.ConnectionClose()
 	prepareRequest(ctx)
 	var keyBuf [maxKeyLen]byte
-	key, ok := r.key(ctx, keyBuf[:0])
+	key, ok := r.requireKey(ctx, keyBuf[:0])
 	if !ok {
-		ctx.Error("missing routing key: this route needs one of "+r.keyNames()+"\n", fasthttp.StatusBadRequest)
 		return
 	}
 	set := r.set.Load()

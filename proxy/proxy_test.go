@@ -5,7 +5,6 @@ import (
 	"compress/flate"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -210,36 +209,8 @@ func TestBackendCrashGivesClient1011(t *testing.T) {
 
 func TestClientVanishingGivesBackend1001(t *testing.T) {
 	t.Parallel()
-	// The "backend" is the test itself: a raw server that records frames.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	got := make(chan uint16, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 4096)
-		n, _ := c.Read(buf)
-		key := ""
-		for _, l := range strings.Split(string(buf[:n]), "\r\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, "Sec-WebSocket-Key") {
-				key = strings.TrimSpace(v)
-			}
-		}
-		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", acceptFor(key))
-		rc := &rawClient{t: t, conn: c, br: bufioReader(c)}
-		h, p := rc.next()
-		if h.Opcode == relay.OpClose && len(p) >= 2 {
-			got <- uint16(p[0])<<8 | uint16(p[1])
-		}
-	}()
-	conf := strings.ReplaceAll(simpleConf, "{b0}", ln.Addr().String())
-	tp := startProxy(t, conf, 0)
+	addr, got := recordingBackend(t)
+	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
 	rc := dialRaw(t, tp.addr, "/ws")
 	rc.conn.Close()
 	select {

@@ -109,6 +109,16 @@ func (r *route) compilePolicy(rc *config.Route, g *config.Global) error {
 	return err
 }
 
+// requireKey is key, answering 400 when the route requires a key and the
+// request has none.
+func (r *route) requireKey(ctx *fasthttp.RequestCtx, dst []byte) ([]byte, bool) {
+	k, ok := r.key(ctx, dst)
+	if !ok {
+		ctx.Error("missing routing key: this route needs one of "+r.keyNames()+"\n", fasthttp.StatusBadRequest)
+	}
+	return k, ok
+}
+
 // maxKeyLen bounds the key a client can make the proxy hash.
 const maxKeyLen = 512
 

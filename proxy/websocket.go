@@ -76,9 +76,8 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 	req := upgrade.UpstreamRequest{Header: &ctx.Request.Header, ClientIP: clientIP.Unmap(), TLS: ctx.IsTLS()}
 
 	var keyBuf [maxKeyLen]byte
-	key, ok := r.key(ctx, keyBuf[:0])
+	key, ok := r.requireKey(ctx, keyBuf[:0])
 	if !ok {
-		ctx.Error("missing routing key: this route needs one of "+r.keyNames()+"\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose()
 		return
 	}

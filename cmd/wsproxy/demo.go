@@ -9,7 +9,6 @@ import (
 
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/examples/echoserver"
-	"github.com/wsproxy/wsproxy/proxy"
 )
 
 //go:embed demo.Caddyfile
@@ -59,15 +58,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log, err := newLogger(stderr, cf.logFormat, cfg.Global.LogLevel)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 2
-	}
-	srv, err := proxy.New(cfg, proxy.Options{Logger: log})
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+	srv, log, code := newServer(cfg, cf, stderr)
+	if srv == nil {
+		return code
 	}
 	log.Info("demo: open http://" + *listen + "/ in a browser, or connect a WebSocket client to ws://" + *listen + "/ws?room=demo")
 	return serve(srv, cfg, log, cf.pidFile, nil)

@@ -129,15 +129,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log, err := newLogger(stderr, cf.logFormat, cfg.Global.LogLevel)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 2
-	}
-	srv, err := proxy.New(cfg, proxy.Options{Logger: log})
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+	srv, log, code := newServer(cfg, cf, stderr)
+	if srv == nil {
+		return code
 	}
 	reload := func() (proxy.ReloadReport, error) {
 		c, err := config.Load(*path)
@@ -147,6 +141,22 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return srv.Reload(c)
 	}
 	return serve(srv, cfg, log, cf.pidFile, reload)
+}
+
+// newServer builds the logger and the proxy for cfg; on failure it says why
+// on stderr and returns the exit code.
+func newServer(cfg *config.Config, cf commonFlags, stderr io.Writer) (*proxy.Server, *slog.Logger, int) {
+	log, err := newLogger(stderr, cf.logFormat, cfg.Global.LogLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, nil, 2
+	}
+	srv, err := proxy.New(cfg, proxy.Options{Logger: log})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, nil, 1
+	}
+	return srv, log, 0
 }
 
 // serve starts srv and handles signals until it has shut down.
