@@ -117,12 +117,12 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// certExpiry is filled in by the TLS integration; none without it.
+// certExpiry is when each managed certificate expires; none without TLS.
 func (s *Server) certExpiry() map[string]time.Time {
-	if s.certs == nil {
-		return nil
+	if rt := s.tls.cur.Load(); rt != nil && rt.mgr != nil {
+		return rt.mgr.Expiry()
 	}
-	return s.certs()
+	return nil
 }
 
 // pingRTT records the round trip of an answered proxy ping.

@@ -55,9 +55,8 @@ type Server struct {
 	// a goroutine per dial, and its Done races with fasthttp's Shutdown.)
 	ctx      context.Context
 	cancel   context.CancelFunc
-	certs    func() map[string]time.Time // certificate expiry, when TLS is managed
-	live     atomic.Int64                // WebSockets admitted and not yet ended
-	backends balancer.Registry           // live per-backend state, kept across reloads
+	live     atomic.Int64      // WebSockets admitted and not yet ended
+	backends balancer.Registry // live per-backend state, kept across reloads
 	table    atomicTable
 	tls      tlsState // certificates of TLS sites; see tls.go
 

@@ -321,6 +321,20 @@ func TestTLSInternal(t *testing.T) {
 	if err := state.PeerCertificates[0].VerifyHostname("localhost"); err != nil {
 		t.Error(err)
 	}
+	// The certificate's expiry is exported for alerting.
+	mfs, err := tp.srv.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiry := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "wsproxy_certificate_expiry_timestamp_seconds" && len(mf.GetMetric()) > 0 {
+			expiry = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	if expiry < float64(time.Now().Unix()) {
+		t.Errorf("certificate expiry metric %v, want a time in the future", expiry)
+	}
 	if got := tp.srv.Sessions(); got != 1 {
 		t.Errorf("%d sessions, want 1", got)
 	}
