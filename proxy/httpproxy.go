@@ -94,6 +94,10 @@ func isDialError(err error) bool {
 // prepareRequest strips hop-by-hop headers, including those the Connection
 // header names, and sets X-Forwarded-For/-Proto/-Host.
 func prepareRequest(ctx *fasthttp.RequestCtx) {
+	// The backend leg is plain HTTP whatever the client's was; the client's
+	// scheme travels in X-Forwarded-Proto. (fasthttp's client refuses a
+	// request URI of another scheme.)
+	ctx.Request.URI().SetScheme("http")
 	h := &ctx.Request.Header
 	for _, name := range bytes.Split(h.Peek("Connection"), []byte{','}) {
 		if name = bytes.TrimSpace(name); len(name) > 0 {

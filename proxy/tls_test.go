@@ -321,6 +321,19 @@ func TestTLSInternal(t *testing.T) {
 	if err := state.PeerCertificates[0].VerifyHostname("localhost"); err != nil {
 		t.Error(err)
 	}
+	// Plain HTTP on the TLS site is proxied too (to a plain-HTTP backend).
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}}
+	req, _ := http.NewRequest("GET", "https://"+tp.addr+"/api/x", nil)
+	req.Host = "localhost:" + strconv.Itoa(tp.port)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Echo-X-Forwarded-Proto") != "https" {
+		t.Fatalf("HTTP over TLS: %d %q, X-Forwarded-Proto %q", resp.StatusCode, body, resp.Header.Get("X-Echo-X-Forwarded-Proto"))
+	}
 	// The certificate's expiry is exported for alerting.
 	mfs, err := tp.srv.Registry().Gather()
 	if err != nil {

@@ -17,6 +17,9 @@ WSPROXY_CONSUL_BIN="$(bash scripts/install-consul.sh)"
 PEBBLE_BIN="$(bash scripts/install-pebble.sh)"
 export WSPROXY_CONSUL_BIN PEBBLE_BIN
 
+# Headless Chromium for the browser end-to-end test (examples/e2e), from Debian.
+command -v chromium >/dev/null || if [ "$(id -u)" = 0 ]; then echo "== installing chromium"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; else echo "test.sh: chromium is missing and apt needs root: run 'apt-get install chromium' as root, or examples/e2e fails"; fi
+
 echo "== go vet"
 go vet ./...
 echo "== gofmt"
