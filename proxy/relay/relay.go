@@ -679,8 +679,3 @@ func (d *direction) setCarry(rest []byte) {
 	}
 	d.carryN = copy(d.carry[:], rest)
 }
-
-// IsClosedErr reports whether err only says a connection was closed.
-func IsClosedErr(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)
-}
