@@ -117,14 +117,14 @@ func (s *Server) join(ctx *fasthttp.RequestCtx) {
 		httpError(ctx, "chatserver: connection not accepted by this server\n", fasthttp.StatusInternalServerError)
 		return
 	}
-	if !s.beginUpgrade(tc) {
+	if !tc.BeginUpgrade() {
 		httpError(ctx, "chatserver: shutting down\n", fasthttp.StatusServiceUnavailable)
 		return
 	}
 	err = s.upgrader.Upgrade(ctx, func(ws *websocket.Conn) { s.serveClient(tc, ws, room, user) })
 	if err != nil {
 		// The upgrader has already written the error response.
-		s.abortUpgrade(tc)
+		tc.AbortUpgrade()
 	}
 }
 
@@ -174,8 +174,7 @@ func (s *Server) serveClient(tc *trackedConn, ws *websocket.Conn, room, user str
 	if !s.enter(c) {
 		return // Close is under way; fasthttp closes the connection.
 	}
-	s.wg.Add(1) // on a goroutine wg counts (the upgrade), see Server.wg
-	go s.writeLoop(c)
+	s.conns.Go(func() { s.writeLoop(c) }) // on a goroutine conns counts (the upgrade)
 	defer func() {
 		s.leave(c)
 		// The writer may be blocked on a client that does not read: the
@@ -225,7 +224,7 @@ func (s *Server) refuse(ws *websocket.Conn, code int, reason string) {
 func (s *Server) enter(c *client) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.conns.Closed() {
 		return false
 	}
 	members := s.rooms[c.room]
@@ -235,7 +234,7 @@ func (s *Server) enter(c *client) bool {
 	}
 	members[c] = struct{}{}
 	s.clients++
-	c.tc.client = c
+	c.tc.Data = c
 	joined, err := json.Marshal(System{System: SystemJoined, Backend: s.id, Room: c.room, User: c.user, Members: len(members)})
 	if err == nil {
 		c.push(joined, s.sendBuffer) // the first message, before any broadcast
@@ -254,7 +253,7 @@ func (s *Server) leave(c *client) {
 		delete(s.rooms, c.room)
 	}
 	c.finish()
-	c.tc.client = nil
+	c.tc.Data = nil
 	s.clients--
 	if s.clients == 0 && s.drained != nil {
 		close(s.drained)
@@ -279,7 +278,6 @@ func (s *Server) broadcast(room string, msg []byte) {
 // writeLoop sends a client's queued messages, in batches, until finish
 // has been called and the queue is empty, or a write fails.
 func (s *Server) writeLoop(c *client) {
-	defer s.wg.Done()
 	defer close(c.writerDone)
 	var batch [][]byte
 	for range c.wake {

@@ -16,15 +16,15 @@
 package chatserver
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
 	"github.com/valyala/fasthttp"
+
+	"github.com/wsproxy/wsproxy/examples/internal/serve"
 )
 
 // Defaults of Options.
@@ -57,9 +57,6 @@ const (
 
 	// wsBufferSize is the WebSocket read and write buffer size.
 	wsBufferSize = 4 << 10
-
-	// maxAcceptBackoff caps the wait after a temporary Accept error.
-	maxAcceptBackoff = time.Second
 )
 
 // Options configures a Server. The zero value is valid.
@@ -99,19 +96,11 @@ type Server struct {
 	ln       net.Listener
 	http     *fasthttp.Server
 	upgrader *websocket.FastHTTPUpgrader
-	done     chan struct{} // closed by Close, stops the accept loop's backoff
 
-	// wg counts the accept loop, one goroutine per accepted connection
-	// running fasthttp's ServeConn, every upgrade from the moment its
-	// handshake is accepted until fasthttp closes the hijacked connection,
-	// and every client's writer. Every Add happens on a goroutine that wg
-	// already counts, so no Add can race with the Wait in Close.
-	wg sync.WaitGroup
-
-	// mu guards everything below and every client's room membership.
+	// mu guards conns' state (including every trackedConn's Data),
+	// everything below and every client's room membership.
 	mu      sync.Mutex
-	closed  bool
-	conns   map[*trackedConn]struct{}       // every accepted TCP connection still open
+	conns   *serve.Conns[*client]           // also counts every client's writer
 	rooms   map[string]map[*client]struct{} // clients by room; empty rooms are deleted
 	clients int                             // clients in rooms
 	drained chan struct{}                   // closed when clients reaches 0 after Close
@@ -130,8 +119,6 @@ func Listen(addr string, opts Options) (*Server, error) {
 		sendBuffer:   opts.SendBuffer,
 		writeTimeout: opts.WriteTimeout,
 		ln:           ln,
-		done:         make(chan struct{}),
-		conns:        make(map[*trackedConn]struct{}),
 		rooms:        make(map[string]map[*client]struct{}),
 	}
 	if s.id == "" {
@@ -159,7 +146,7 @@ func Listen(addr string, opts Options) (*Server, error) {
 		NoDefaultContentType:         true,
 		ErrorHandler:                 requestError,
 		DisablePreParseMultipartForm: true,
-		Logger:                       discardLogger{},
+		Logger:                       serve.DiscardLogger{},
 	}
 	s.upgrader = &websocket.FastHTTPUpgrader{
 		ReadBufferSize:  wsBufferSize,
@@ -172,8 +159,8 @@ func Listen(addr string, opts Options) (*Server, error) {
 			httpError(ctx, reason.Error(), status)
 		},
 	}
-	s.wg.Add(1)
-	go s.acceptLoop()
+	s.conns = serve.New[*client](ln, s.http, &s.mu)
+	s.conns.Start()
 	return s, nil
 }
 
@@ -204,18 +191,16 @@ func (s *Server) Members(room string) int {
 // again waits for the first call and returns nil.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	if s.closed {
+	first, err := s.conns.Stop()
+	if !first {
 		s.mu.Unlock()
-		s.wg.Wait()
+		s.conns.Wait()
 		return nil
 	}
-	s.closed = true
-	close(s.done)
-	err := s.ln.Close()
 	deadline := time.Now().Add(closeGrace)
 	msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
-	for tc := range s.conns {
-		if tc.client == nil {
+	for tc := range s.conns.All() {
+		if tc.Data == nil {
 			// Idle keep-alive, mid-request or mid-handshake: nothing to
 			// say goodbye to.
 			_ = tc.Conn.Close()
@@ -225,7 +210,7 @@ func (s *Server) Close() error {
 		// Holding s.mu keeps the client in its room, so its reader cannot
 		// return and fasthttp cannot recycle the connection under the
 		// write. The shared deadline bounds the whole loop.
-		_ = tc.client.ws.WriteControl(websocket.CloseMessage, msg, deadline)
+		_ = tc.Data.ws.WriteControl(websocket.CloseMessage, msg, deadline)
 	}
 	var drained chan struct{}
 	if s.clients > 0 {
@@ -243,121 +228,15 @@ func (s *Server) Close() error {
 		timer.Stop()
 	}
 
-	s.closeAll()
-	s.wg.Wait()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
+	s.conns.CloseAll()
+	s.conns.Wait()
 	if err != nil {
 		return fmt.Errorf("chatserver: close listener: %w", err)
 	}
 	return nil
 }
 
-// closeAll closes every tracked TCP connection underneath fasthttp and the
-// WebSocket layer. The goroutines serving them notice on their next read or
-// write and return.
-func (s *Server) closeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for tc := range s.conns {
-		_ = tc.Conn.Close()
-	}
-}
-
-func (s *Server) acceptLoop() {
-	defer s.wg.Done()
-	var backoff time.Duration
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Temporary trouble such as running out of file descriptors:
-			// back off as net/http does, but stop at once on Close.
-			backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
-			timer := time.NewTimer(backoff)
-			select {
-			case <-s.done:
-				timer.Stop()
-				return
-			case <-timer.C:
-			}
-			continue
-		}
-		backoff = 0
-		tc := &trackedConn{Conn: c, srv: s}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			_ = c.Close()
-			return
-		}
-		s.conns[tc] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serveConn(tc)
-	}
-}
-
-// serveConn runs fasthttp on one connection. ServeConn returns when the
-// connection is closed or hijacked; a hijacked connection stays counted in
-// wg through its upgrade (see beginUpgrade).
-func (s *Server) serveConn(tc *trackedConn) {
-	defer s.wg.Done()
-	_ = s.http.ServeConn(tc)
-}
-
-// beginUpgrade counts an upgrade in wg before the handshake is answered.
-// It runs on the connection's serveConn goroutine. The count is released
-// by trackedConn.Close, which fasthttp calls either when writing the 101
-// response fails or after the hijack handler has returned, or by
-// abortUpgrade when the upgrader refuses the request.
-func (s *Server) beginUpgrade(tc *trackedConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	tc.upgrading.Store(true)
-	return true
-}
-
-func (s *Server) abortUpgrade(tc *trackedConn) {
-	if tc.upgrading.CompareAndSwap(true, false) {
-		s.wg.Done()
-	}
-}
-
-// trackedConn is an accepted TCP connection. fasthttp sees it as a plain
-// net.Conn and calls Close exactly once when it is done with it; the server
-// itself closes the embedded Conn directly, so that the bookkeeping in
-// Close always runs on fasthttp's schedule.
-type trackedConn struct {
-	net.Conn
-	srv       *Server
-	upgrading atomic.Bool // an upgrade counted in srv.wg is outstanding
-
-	// client is guarded by srv.mu. It is non-nil while the client is in a
-	// room; its reader cannot leave the room while srv.mu is held, so its
-	// WebSocket may be used (WriteControl only) under srv.mu.
-	client *client
-}
-
-// Close closes the connection, forgets it, and releases its upgrade count.
-func (tc *trackedConn) Close() error {
-	err := tc.Conn.Close()
-	tc.srv.mu.Lock()
-	delete(tc.srv.conns, tc)
-	tc.srv.mu.Unlock()
-	tc.srv.abortUpgrade(tc)
-	return err
-}
-
-// discardLogger silences fasthttp's connection error log: chat clients
-// vanish all the time.
-type discardLogger struct{}
-
-func (discardLogger) Printf(string, ...any) {}
+// trackedConn is an accepted TCP connection. Its Data is the client while
+// the client is in a room; the client's reader cannot leave the room while
+// mu is held, so its WebSocket may be used (WriteControl only) under mu.
+type trackedConn = serve.Conn[*client]

@@ -12,16 +12,16 @@
 package echoserver
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
 	"github.com/valyala/fasthttp"
+
+	"github.com/wsproxy/wsproxy/examples/internal/serve"
 )
 
 // DefaultReadLimit is the largest WebSocket message a Server accepts when
@@ -40,9 +40,6 @@ const (
 
 	// wsBufferSize is the WebSocket read and write buffer size.
 	wsBufferSize = 16 << 10
-
-	// maxAcceptBackoff caps the wait after a temporary Accept error.
-	maxAcceptBackoff = time.Second
 )
 
 // Options configures a Server. The zero value is valid.
@@ -84,21 +81,20 @@ type Server struct {
 	ln       net.Listener
 	http     *fasthttp.Server
 	upgrader *websocket.FastHTTPUpgrader
-	done     chan struct{} // closed by Close, stops the accept loop's backoff
 
-	// wg counts the accept loop, one goroutine per accepted connection
-	// running fasthttp's ServeConn, and every upgrade from the moment the
-	// handshake is accepted until fasthttp closes the hijacked connection.
-	// Every Add happens on a goroutine that wg already counts, so no Add
-	// can race with the Wait in Close.
-	wg sync.WaitGroup
-
+	// mu guards conns' state (including every trackedConn's Data) and
+	// everything below.
 	mu      sync.Mutex
-	closed  bool
-	conns   map[*trackedConn]struct{} // every accepted TCP connection still open
-	wsCount int                       // conns with ws != nil
-	drained chan struct{}             // closed when wsCount reaches 0 after Close
+	conns   *serve.Conns[*websocket.Conn]
+	wsCount int           // conns with a non-nil Data
+	drained chan struct{} // closed when wsCount reaches 0 after Close
 }
+
+// trackedConn is an accepted TCP connection. Its Data is the WebSocket
+// while the handler runs, and the handler cannot return while mu is held
+// (removeWS waits for it), so Data may be used (WriteControl only) under
+// mu.
+type trackedConn = serve.Conn[*websocket.Conn]
 
 // Listen starts an echo server on addr ("127.0.0.1:0" picks a free port)
 // and serves until Close. opts is copied: changing it, or the slices it
@@ -113,8 +109,6 @@ func Listen(addr string, opts Options) (*Server, error) {
 		protocols: append([]string(nil), opts.Subprotocols...),
 		readLimit: opts.ReadLimit,
 		ln:        ln,
-		done:      make(chan struct{}),
-		conns:     make(map[*trackedConn]struct{}),
 	}
 	if s.id == "" {
 		s.id = ln.Addr().String()
@@ -137,7 +131,7 @@ func Listen(addr string, opts Options) (*Server, error) {
 		NoDefaultDate:                true,
 		ErrorHandler:                 requestError,
 		DisablePreParseMultipartForm: true,
-		Logger:                       discardLogger{},
+		Logger:                       serve.DiscardLogger{},
 	}
 	s.upgrader = &websocket.FastHTTPUpgrader{
 		ReadBufferSize:    wsBufferSize,
@@ -153,8 +147,8 @@ func Listen(addr string, opts Options) (*Server, error) {
 		// Subprotocols stays nil: the upgrader would choose in the server's
 		// order, and we choose in the client's (see selectSubprotocol).
 	}
-	s.wg.Add(1)
-	go s.acceptLoop()
+	s.conns = serve.New[*websocket.Conn](ln, s.http, &s.mu)
+	s.conns.Start()
 	return s, nil
 }
 
@@ -178,18 +172,16 @@ func (s *Server) Conns() int {
 // ended. Calling Close again waits for the first call and returns nil.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	if s.closed {
+	first, err := s.conns.Stop()
+	if !first {
 		s.mu.Unlock()
-		s.wg.Wait()
+		s.conns.Wait()
 		return nil
 	}
-	s.closed = true
-	close(s.done)
-	err := s.ln.Close()
 	deadline := time.Now().Add(closeGrace)
 	msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
-	for tc := range s.conns {
-		if tc.ws == nil {
+	for tc := range s.conns.All() {
+		if tc.Data == nil {
 			// Idle keep-alive, mid-request or mid-handshake: nothing to
 			// say goodbye to.
 			_ = tc.Conn.Close()
@@ -199,7 +191,7 @@ func (s *Server) Close() error {
 		// writes. Holding s.mu keeps the handler from returning (removeWS
 		// waits for it), so fasthttp cannot recycle the connection under
 		// the write. The shared deadline bounds the whole loop.
-		_ = tc.ws.WriteControl(websocket.CloseMessage, msg, deadline)
+		_ = tc.Data.WriteControl(websocket.CloseMessage, msg, deadline)
 	}
 	var drained chan struct{}
 	if s.wsCount > 0 {
@@ -217,11 +209,8 @@ func (s *Server) Close() error {
 		timer.Stop()
 	}
 
-	s.closeAll()
-	s.wg.Wait()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
+	s.conns.CloseAll()
+	s.conns.Wait()
 	if err != nil {
 		return fmt.Errorf("echoserver: close listener: %w", err)
 	}
@@ -232,93 +221,16 @@ func (s *Server) Close() error {
 // sending close frames, as a crashed backend would. The server keeps
 // listening and accepts new connections; call Close as well to simulate a
 // backend that stays down.
-func (s *Server) Kill() { s.closeAll() }
-
-// closeAll closes every tracked TCP connection underneath fasthttp and the
-// WebSocket layer. The goroutines serving them notice on their next read or
-// write and return.
-func (s *Server) closeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for tc := range s.conns {
-		_ = tc.Conn.Close()
-	}
-}
-
-func (s *Server) acceptLoop() {
-	defer s.wg.Done()
-	var backoff time.Duration
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Temporary trouble such as running out of file descriptors:
-			// back off as net/http does, but stop at once on Close.
-			backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
-			timer := time.NewTimer(backoff)
-			select {
-			case <-s.done:
-				timer.Stop()
-				return
-			case <-timer.C:
-			}
-			continue
-		}
-		backoff = 0
-		tc := &trackedConn{Conn: c, srv: s}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			_ = c.Close()
-			return
-		}
-		s.conns[tc] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serveConn(tc)
-	}
-}
-
-// serveConn runs fasthttp on one connection. ServeConn returns when the
-// connection is closed or hijacked; a hijacked connection stays counted in
-// wg through its upgrade (see beginUpgrade).
-func (s *Server) serveConn(tc *trackedConn) {
-	defer s.wg.Done()
-	_ = s.http.ServeConn(tc)
-}
-
-// beginUpgrade counts an upgrade in wg before the handshake is answered.
-// It runs on the connection's serveConn goroutine. The count is released by
-// trackedConn.Close, which fasthttp calls either when writing the 101
-// response fails or after the hijack handler has returned, or by
-// abortUpgrade when the upgrader refuses the request.
-func (s *Server) beginUpgrade(tc *trackedConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	tc.upgrading.Store(true)
-	return true
-}
-
-func (s *Server) abortUpgrade(tc *trackedConn) {
-	if tc.upgrading.CompareAndSwap(true, false) {
-		s.wg.Done()
-	}
-}
+func (s *Server) Kill() { s.conns.CloseAll() }
 
 // addWS registers a live WebSocket connection so Close can reach it.
 func (s *Server) addWS(tc *trackedConn, ws *websocket.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.conns.Closed() {
 		return false
 	}
-	tc.ws = ws
+	tc.Data = ws
 	s.wsCount++
 	return true
 }
@@ -326,41 +238,10 @@ func (s *Server) addWS(tc *trackedConn, ws *websocket.Conn) bool {
 func (s *Server) removeWS(tc *trackedConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tc.ws = nil
+	tc.Data = nil
 	s.wsCount--
 	if s.wsCount == 0 && s.drained != nil {
 		close(s.drained)
 		s.drained = nil
 	}
 }
-
-// trackedConn is an accepted TCP connection. fasthttp sees it as a plain
-// net.Conn and calls Close exactly once when it is done with it; the server
-// itself closes the embedded Conn directly, so that the bookkeeping in Close
-// always runs on fasthttp's schedule.
-type trackedConn struct {
-	net.Conn
-	srv       *Server
-	upgrading atomic.Bool // an upgrade counted in srv.wg is outstanding
-
-	// ws is guarded by srv.mu. It is non-nil while the WebSocket handler
-	// runs, and the handler cannot return while srv.mu is held, so ws may
-	// be used (WriteControl only) under srv.mu.
-	ws *websocket.Conn
-}
-
-// Close closes the connection, forgets it, and releases its upgrade count.
-func (tc *trackedConn) Close() error {
-	err := tc.Conn.Close()
-	tc.srv.mu.Lock()
-	delete(tc.srv.conns, tc)
-	tc.srv.mu.Unlock()
-	tc.srv.abortUpgrade(tc)
-	return err
-}
-
-// discardLogger silences fasthttp's connection error log: clients of a test
-// backend vanish all the time.
-type discardLogger struct{}
-
-func (discardLogger) Printf(string, ...any) {}

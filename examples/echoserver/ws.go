@@ -35,14 +35,14 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx) {
 	if p := s.selectSubprotocol(ctx); p != "" {
 		ctx.Response.Header.Set("Sec-WebSocket-Protocol", p)
 	}
-	if !s.beginUpgrade(tc) {
+	if !tc.BeginUpgrade() {
 		httpError(ctx, "echoserver: shutting down", fasthttp.StatusServiceUnavailable)
 		return
 	}
 	err := s.upgrader.Upgrade(ctx, func(ws *websocket.Conn) { s.serveWS(tc, ws, hs) })
 	if err != nil {
 		// The upgrader has already written the error response.
-		s.abortUpgrade(tc)
+		tc.AbortUpgrade()
 	}
 }
 
