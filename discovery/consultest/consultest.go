@@ -14,9 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +23,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/wsproxy/wsproxy/internal/installed"
 )
 
 // Timeouts of the agent's life cycle.
@@ -315,59 +315,7 @@ func Binary() (string, error) {
 }
 
 func findBinary() (string, error) {
-	if p := os.Getenv("WSPROXY_CONSUL_BIN"); p != "" {
-		if err := isExecutable(p); err != nil {
-			return "", fmt.Errorf("WSPROXY_CONSUL_BIN=%s: %w", p, err)
-		}
-		return p, nil
-	}
-	script, err := findScript()
-	if err != nil {
-		return "", fmt.Errorf("no WSPROXY_CONSUL_BIN and %w", err)
-	}
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command("bash", script)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("no WSPROXY_CONSUL_BIN, and %s failed: %w\n%s", script, err, tailString(stderr.String(), 4096))
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	p := strings.TrimSpace(lines[len(lines)-1])
-	if err := isExecutable(p); err != nil {
-		return "", fmt.Errorf("%s printed %q: %w", script, p, err)
-	}
-	return p, nil
-}
-
-// findScript looks for scripts/install-consul.sh in the working directory
-// and its parents (go test runs in the package directory).
-func findScript() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		p := filepath.Join(dir, "scripts", "install-consul.sh")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no scripts/install-consul.sh above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func isExecutable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return errors.New("not an executable file")
-	}
-	return nil
+	return installed.Binary("WSPROXY_CONSUL_BIN", "install-consul.sh")
 }
 
 // syncBuffer is the agent's log: written by the process's pipes, read by

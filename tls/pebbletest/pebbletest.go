@@ -26,6 +26,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/internal/installed"
 )
 
 // Version is the Pebble release the tests expect; it must match
@@ -253,43 +255,7 @@ func Binary(t testing.TB) (bin, certs string) {
 }
 
 func findBinary() (string, error) {
-	if b := os.Getenv("PEBBLE_BIN"); b != "" {
-		return b, nil
-	}
-	script, err := findScript()
-	if err != nil {
-		return "", fmt.Errorf("no PEBBLE_BIN and %w", err)
-	}
-	cmd := exec.Command("bash", script)
-	cmd.Env = append(os.Environ(), "PEBBLE_VERSION="+Version)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("%s: %v\n%s", script, err, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return strings.TrimSpace(lines[len(lines)-1]), nil
-}
-
-// findScript looks for scripts/install-pebble.sh in the working directory
-// and its parents (go test runs in the package directory).
-func findScript() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		p := filepath.Join(dir, "scripts", "install-pebble.sh")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no scripts/install-pebble.sh above the working directory")
-		}
-		dir = parent
-	}
+	return installed.Binary("PEBBLE_BIN", "install-pebble.sh", "PEBBLE_VERSION="+Version)
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago; with
