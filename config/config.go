@@ -93,6 +93,9 @@ type Global struct {
 	// at random times so clients do not all reconnect at once. Directive:
 	// reload_drain DURATION. Default 10s.
 	ReloadDrain time.Duration
+	// WriteTimeout is the default of every route's write_timeout.
+	// Directive: write_timeout DURATION | off. Default 30s.
+	WriteTimeout time.Duration
 
 	// Consul is the global consul block; nil if the file has none (routes
 	// that name a Consul service then use Consul's environment defaults).
@@ -261,6 +264,12 @@ type Route struct {
 	// IdleTimeout closes a WebSocket with no data either way for this long
 	// (1001). Directive: idle_timeout DURATION | off. Default off.
 	IdleTimeout time.Duration
+	// WriteTimeout is how long bytes the proxy holds for a peer that is
+	// not reading may wait: past it the session ends as a slow consumer
+	// (the stalled side is dropped, the other side gets 1001 toward the
+	// backend or 1011 toward the client). -1 is off. Directive:
+	// write_timeout DURATION | off. Default the global write_timeout (30s).
+	WriteTimeout time.Duration
 	// MaxLifetime closes a WebSocket this long (less up to 10% jitter)
 	// after it opened (1001), so that long-lived connections rebalance.
 	// Directive: max_lifetime DURATION | off. Default off.

@@ -25,6 +25,7 @@ const (
 	defaultLogLevel                 = "info"
 	defaultLBRetries                = 2
 	defaultDialTimeout              = 5 * time.Second
+	defaultWriteTimeout             = 30 * time.Second
 	defaultUpstreamHandshakeTimeout = 10 * time.Second
 	defaultAllowEmptyOrigin         = true
 	defaultLBPolicy                 = balancer.NameLeastConn
@@ -37,9 +38,9 @@ const (
 
 // Known directives, listed in "unknown directive" errors.
 const (
-	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, trusted_proxies"
+	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, trusted_proxies, write_timeout"
 	knownSite   = "route, tls"
-	knownRoute  = "allow_empty_origin, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
+	knownRoute  = "allow_empty_origin, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights, write_timeout"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -77,6 +78,7 @@ func Parse(filename string, body []byte) (*Config, error) {
 				AccessLog:        "stdout",
 				AccessLogSample:  1,
 				ReloadDrain:      10 * time.Second,
+				WriteTimeout:     defaultWriteTimeout,
 				TLS:              TLSOptions{HTTPPort: defaultHTTPPort, HTTPSPort: defaultHTTPSPort},
 			},
 		},
@@ -88,6 +90,7 @@ func Parse(filename string, body []byte) (*Config, error) {
 	p.checkBraces(body)
 	p.blocks(blocks)
 	p.checkTLSPorts()
+	p.inheritGlobal()
 	if len(p.errs) > 0 {
 		sortErrors(p.errs, filename)
 		return nil, p.errs
@@ -301,6 +304,10 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 						g.AccessLogSample = v
 					}
 				}
+			}
+		case "write_timeout":
+			if p.once(seen, d) && p.argCount(d, "write_timeout DURATION | off", 1, 1) {
+				p.offDuration(d, &g.WriteTimeout)
 			}
 		case "grace_period", "reload_drain":
 			if p.once(seen, d) && p.argCount(d, d.name.Text+" DURATION", 1, 1) {
@@ -554,6 +561,10 @@ func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d
 				p.duration(d, &r.TCPUserTimeout)
 			}
 		}
+	case "write_timeout":
+		if p.once(seen, d) && p.argCount(d, "write_timeout DURATION | off", 1, 1) {
+			p.offDuration(d, &r.WriteTimeout)
+		}
 	case "idle_timeout":
 		if p.once(seen, d) && p.argCount(d, "idle_timeout DURATION | off", 1, 1) {
 			p.optDuration(d, &r.IdleTimeout)
@@ -782,6 +793,28 @@ func (p *parser) count(d directive, dst *int) {
 }
 
 // optDuration parses `NAME DURATION | off`.
+// offDuration parses a duration where "off" is -1, so that 0 can mean
+// "not set" (inherit the global value).
+func (p *parser) offDuration(d directive, dst *time.Duration) {
+	if d.args[0].Text == "off" {
+		*dst = -1
+		return
+	}
+	p.duration(d, dst)
+}
+
+// inheritGlobal gives routes the global defaults they did not override.
+func (p *parser) inheritGlobal() {
+	g := &p.cfg.Global
+	for _, st := range p.cfg.Sites {
+		for _, r := range st.Routes {
+			if r.WriteTimeout == 0 {
+				r.WriteTimeout = g.WriteTimeout
+			}
+		}
+	}
+}
+
 func (p *parser) optDuration(d directive, dst *time.Duration) {
 	if d.args[0].Text == "off" {
 		*dst = 0

@@ -30,15 +30,7 @@ func closeSpread(sessions []*relay.Session, window time.Duration, toClient, toBa
 
 // sessionsWhere returns the live sessions whose connection matches keep.
 func (s *Server) sessionsWhere(keep func(*wsConn) bool) []*relay.Session {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []*relay.Session
-	for ss := range s.sessions {
-		if keep(ss.Tag.(*wsConn)) {
-			out = append(out, ss)
-		}
-	}
-	return out
+	return s.sessions.list(func(ss *relay.Session) bool { return keep(ss.Tag.(*wsConn)) })
 }
 
 // sameRoute reports whether two route configs compile to the same route, so

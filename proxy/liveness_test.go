@@ -93,19 +93,14 @@ func TestTCPKeepaliveOnBothLegs(t *testing.T) {
 	c, _ := dialWS(t, "ws://"+tp.addr+"/ws", nil)
 	c.WriteMessage(websocket.TextMessage, []byte("x"))
 	c.ReadMessage()
-	tp.srv.mu.Lock()
-	var ss *relay.Session
-	for s := range tp.srv.sessions {
-		ss = s
+	live := tp.srv.sessions.list(nil)
+	if len(live) != 1 {
+		t.Fatalf("%d live sessions, want 1", len(live))
 	}
-	tp.srv.mu.Unlock()
-	if ss == nil {
-		t.Fatal("no live session")
-	}
-	client, backend := ss.Conns()
+	client, backend := live[0].Sockets()
 	want := keepalive.TCP{Idle: 17 * time.Second, Interval: 7 * time.Second, Count: 4, UserTimeout: 23 * time.Second}
-	for name, conn := range map[string]net.Conn{"client": client, "backend": backend} {
-		got, on, err := keepalive.Read(conn.(syscall.Conn))
+	for name, conn := range map[string]syscall.Conn{"client": client, "backend": backend} {
+		got, on, err := keepalive.Read(conn)
 		if err != nil || !on || got != want {
 			t.Errorf("%s leg: %+v on=%v err=%v, want %+v", name, got, on, err, want)
 		}

@@ -241,7 +241,10 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 	for i := range r.relay {
 		rc := &r.relay[i]
 		rc.Pool = s.pool
-		rc.Poller = s.poller
+		rc.Loops = s.loops
+		if r.cfg.WriteTimeout > 0 {
+			rc.WriteTimeout = r.cfg.WriteTimeout
+		}
 		rc.Wheel = s.wheel
 		rc.ClientPing = relay.Ping(r.cfg.ClientPing)
 		rc.BackendPing = relay.Ping(r.cfg.BackendPing)

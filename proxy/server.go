@@ -46,7 +46,7 @@ type Server struct {
 	log     *slog.Logger
 	opts    Options
 	pool    *relay.Pool
-	poller  *relay.Poller // nil where unavailable: a goroutine per direction
+	loops   *relay.Loops // nil where unavailable: a goroutine per direction
 	wheel   *keepalive.Wheel
 	metrics *metrics
 	health  *health.Checker
@@ -65,8 +65,7 @@ type Server struct {
 	releaseOnce sync.Once
 	mu          sync.Mutex
 	listeners   map[int]*listener
-	sessions    map[*relay.Session]struct{}
-	idle        *sync.Cond // signalled when sessions empties
+	sessions    registry
 	clients     map[string]*fasthttp.HostClient
 	closed      bool
 	started     time.Time
@@ -95,19 +94,18 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		opts:      opts,
 		pool:      relay.NewPool(opts.BufferSize),
 		listeners: map[int]*listener{},
-		sessions:  map[*relay.Session]struct{}{},
 		clients:   map[string]*fasthttp.HostClient{},
 		started:   time.Now(),
 	}
-	s.idle = sync.NewCond(&s.mu)
+	s.sessions.init()
 	s.wheel = keepalive.NewWheel(0, 0)
 	s.metrics = newMetrics(s)
 	s.health = health.NewChecker(s.log)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if p, err := relay.NewPoller(); err == nil {
-		s.poller = p
+	if ls, err := relay.NewLoops(0, opts.BufferSize); err == nil {
+		s.loops = ls
 	} else {
-		s.log.Warn("idle connections will keep their goroutines", "err", err)
+		s.log.Warn("no event loops: every connection keeps a goroutine per direction", "err", err)
 	}
 	t, err := s.compile(cfg)
 	if err != nil {
@@ -139,7 +137,10 @@ func (s *Server) Start() error {
 		ln := s.opts.Listeners[port]
 		if ln == nil {
 			var err error
-			ln, err = net.Listen("tcp", bindAddr(t.cfg, port))
+			// Accepted sockets get the route's TCP settings once the
+			// route is known, not Go's defaults first.
+			lc := net.ListenConfig{KeepAlive: -1}
+			ln, err = lc.Listen(context.Background(), "tcp", bindAddr(t.cfg, port))
 			if err != nil {
 				s.closeListeners()
 				return fmt.Errorf("listen on port %d: %w", port, err)
@@ -250,36 +251,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range s.listeners {
 		ls = append(ls, l)
 	}
-	sessions := make([]*relay.Session, 0, len(s.sessions))
-	for ss := range s.sessions {
-		sessions = append(sessions, ss)
-	}
 	s.mu.Unlock()
+	sessions := s.sessions.closeAll()
 
 	for _, l := range ls {
 		l.ln.Close()
 	}
 	// Spread, so that clients do not all reconnect to the next proxy at once.
 	closeSpread(sessions, s.table.Load().cfg.Global.GracePeriod/2, relay.CloseGoingAway, relay.CloseGoingAway, "proxy shutting down")
-	waited := make(chan struct{})
-	go func() {
-		s.mu.Lock()
-		for len(s.sessions) > 0 {
-			s.idle.Wait()
-		}
-		s.mu.Unlock()
-		close(waited)
-	}()
 	var err error
-	select {
-	case <-waited:
-	case <-ctx.Done():
+	if !s.sessions.wait(ctx) {
+		// Out of grace: drop what is left. Abort only posts to the loops,
+		// so a session stuck behind a peer that does not read cannot hold
+		// this up; wait a little for the loops to report them done.
 		err = ctx.Err()
-		s.mu.Lock()
-		for ss := range s.sessions {
-			ss.Close(relay.CloseGoingAway, relay.CloseGoingAway, "proxy shutting down")
+		for _, ss := range s.sessions.list(nil) {
+			ss.Abort()
 		}
-		s.mu.Unlock()
+		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s.sessions.wait(wctx)
+		cancel()
 	}
 	for _, l := range ls {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -287,11 +278,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		cancel()
 		<-l.done
 	}
-	if err == nil {
+	if s.sessions.len() == 0 {
 		s.releaseOnce.Do(func() {
-			// Once only: closing the poller twice could close a reused fd.
-			if s.poller != nil {
-				s.poller.Close()
+			// Once only: the loops' descriptors must not be closed twice.
+			if s.loops != nil {
+				s.loops.Close()
 			}
 			s.wheel.Close()
 		})
@@ -328,22 +319,16 @@ func (s *Server) closeListeners() {
 }
 
 // Sessions returns the number of live WebSocket connections.
-func (s *Server) Sessions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.sessions)
-}
+func (s *Server) Sessions() int { return s.sessions.len() }
 
 func (s *Server) sessionStarted(ss *relay.Session) {
-	s.mu.Lock()
-	s.sessions[ss] = struct{}{}
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	if !s.sessions.add(ss) {
 		ss.Close(relay.CloseGoingAway, relay.CloseGoingAway, "proxy shutting down")
 	}
 }
 
+// sessionDone runs on the session's loop when it has ended: nothing here
+// may block.
 func (s *Server) sessionDone(ss *relay.Session) {
 	c := ss.Tag.(*wsConn)
 	c.backend.Release()
@@ -351,12 +336,10 @@ func (s *Server) sessionDone(ss *relay.Session) {
 	c.perIP.Release(c.ip)
 	s.metrics.recordEnd(c, ss)
 	s.table.Load().access.websocket(c, ss)
-	s.mu.Lock()
-	delete(s.sessions, ss)
-	if len(s.sessions) == 0 {
-		s.idle.Broadcast()
+	s.sessions.remove(ss)
+	if ss.Stalled != relay.SideNone {
+		s.log.Warn("slow consumer dropped", "route", c.route.name, "side", ss.Stalled.String(), "client", c.client, "backend", c.backend.Addr)
 	}
-	s.mu.Unlock()
 	s.log.Debug("websocket closed",
 		"route", c.route.name, "backend", c.backend.Addr, "client", c.client, "key", c.key,
 		"duration", time.Since(c.start).Round(time.Millisecond),

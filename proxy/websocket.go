@@ -129,7 +129,12 @@ func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(hc net.Conn) {
 		conn, pre := unwrapHijacked(hc)
-		if _, err := conn.Write(resp); err != nil {
+		// The 101 fits any socket buffer; the deadline only guards against
+		// a client that vanished.
+		conn.SetWriteDeadline(time.Now().Add(r.cfg.UpstreamHandshakeTimeout))
+		_, err := conn.Write(resp)
+		conn.SetWriteDeadline(time.Time{})
+		if err != nil {
 			conn.Close()
 			up.Conn.Close()
 			b.Release()

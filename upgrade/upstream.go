@@ -594,7 +594,9 @@ func Dial(ctx context.Context, addr string, dialTimeout time.Duration, req *Upst
 	if dialTimeout <= 0 {
 		dialTimeout = DefaultDialTimeout
 	}
-	d := net.Dialer{Timeout: dialTimeout}
+	// No keepalive from the dialer: the caller tunes the socket once, with
+	// the route's own settings, instead of having them set twice.
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: -1}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if ctx.Err() != nil {

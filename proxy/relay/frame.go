@@ -11,7 +11,10 @@
 // extensions such as permessage-deflate pass end to end.
 package relay
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"unicode/utf8"
+)
 
 // WebSocket opcodes (RFC 6455 §5.2).
 const (
@@ -30,6 +33,8 @@ const (
 	CloseProtocolError   = 1002
 	CloseNoStatus        = 1005 // never on the wire: "no code in the frame"
 	CloseAbnormal        = 1006 // never on the wire: "no close frame at all"
+	CloseInvalidPayload  = 1007
+	ClosePolicyViolation = 1008
 	CloseTooBig          = 1009
 	CloseInternalError   = 1011
 	CloseServiceRestart  = 1012
@@ -348,3 +353,6 @@ func AppendClose(dst []byte, code uint16, reason string, mask [4]byte, masked bo
 	n := 2 + copy(p[2:], reason)
 	return AppendFrame(dst, OpClose, p[:n], mask, masked)
 }
+
+// validUTF8 reports whether a close reason is valid UTF-8.
+func validUTF8(b []byte) bool { return utf8.Valid(b) }

@@ -57,17 +57,15 @@ func startHarness(t testing.TB, cfg Config, clientPre, backendPre []byte) *harne
 	}
 	cfg.Client.Masked = true
 	cfg.OnDone = func(s *Session) { h.done <- s }
-	if strings.HasSuffix(t.Name(), "/poller") {
-		cfg.Poller = testPoller
-		if cfg.ParkAfter == 0 {
-			cfg.ParkAfter = 20 * time.Millisecond // park often, to test it
-		}
+	var pcc, pbc net.Conn = pc, pb
+	if strings.HasSuffix(t.Name(), "/goroutines") {
+		// Not a *net.TCPConn: the session keeps a goroutine per direction,
+		// as it does for a TLS leg.
+		pcc, pbc = opaqueConn{pc.(*net.TCPConn)}, opaqueConn{pb.(*net.TCPConn)}
+	} else if cfg.Loops == nil {
+		cfg.Loops = testLoops
 	}
-	if cfg.Poller != nil {
-		NewSession(&cfg).Start(pc, clientPre, pb, backendPre)
-	} else {
-		go Run(pc, clientPre, pb, backendPre, &cfg)
-	}
+	NewSession(&cfg).Start(pcc, clientPre, pbc, backendPre)
 	t.Cleanup(func() { c.Close(); b.Close() })
 	return h
 }
@@ -134,24 +132,31 @@ func expectEOF(t testing.TB, c net.Conn) {
 
 var testMask = [4]byte{0x11, 0x22, 0x33, 0x44}
 
-// testPoller serves every test that runs in poller mode.
-var testPoller *Poller
+// testLoops serve every test that runs in loop mode.
+var testLoops *Loops
 
 func TestMain(m *testing.M) {
-	p, err := NewPoller()
+	ls, err := NewLoops(2, 0)
 	if err != nil {
 		panic(err)
 	}
-	testPoller = p
+	testLoops = ls
 	code := m.Run()
-	p.Close()
+	ls.Close()
 	os.Exit(code)
 }
 
-// forModes runs a relay test with a goroutine per direction, and with idle
-// directions parked in a Poller; startHarness picks the mode from the name.
+// opaqueConn hides a TCP connection's type, so the relay drives it with
+// goroutines as it would a TLS connection.
+type opaqueConn struct{ *net.TCPConn }
+
+func (c opaqueConn) CloseWrite() error { return c.TCPConn.CloseWrite() }
+
+// forModes runs a relay test on the event loops, and with a goroutine per
+// direction (the driver of TLS legs); startHarness picks the mode from the
+// name.
 func forModes(t *testing.T, body func(t *testing.T)) {
-	for _, mode := range []string{"goroutines", "poller"} {
+	for _, mode := range []string{"loop", "goroutines"} {
 		t.Run(mode, func(t *testing.T) {
 			if !strings.Contains(t.Name(), "NoGoroutineLeak") {
 				t.Parallel()
@@ -384,14 +389,6 @@ func TestRelayNoGoroutineLeak(t *testing.T) {
 
 func benchRelay(b *testing.B, size int) {
 	cfg := Config{Pool: NewPool(0)}
-	if strings.Contains(b.Name(), "Poller") {
-		p, err := NewPoller()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer p.Close()
-		cfg.Poller = p
-	}
 	h := startHarness(b, cfg, nil, nil)
 	msg := frame(true, 0, OpBinary, make([]byte, size), true, testMask)
 	echo := frame(true, 0, OpBinary, make([]byte, size), false, testMask)
@@ -426,34 +423,22 @@ func benchRelay(b *testing.B, size int) {
 }
 
 // BenchmarkRelayEcho measures one round trip client→proxy→backend→proxy→client
-// over loopback TCP. Allocations are the whole process's, so 0 allocs/op
-// means the steady-state relay allocates nothing per frame.
-func BenchmarkRelayEcho64(b *testing.B) { benchRelay(b, 64) }
-func BenchmarkRelayEcho4K(b *testing.B) { benchRelay(b, 4096) }
-func BenchmarkRelayEcho64K(b *testing.B) {
-	benchRelay(b, 64<<10)
-}
+// over loopback TCP through the event loops. Allocations are the whole
+// process's, so 0 allocs/op means the relay allocates nothing per frame.
+func BenchmarkRelayEcho64(b *testing.B)  { benchRelay(b, 64) }
+func BenchmarkRelayEcho4K(b *testing.B)  { benchRelay(b, 4096) }
+func BenchmarkRelayEcho64K(b *testing.B) { benchRelay(b, 64<<10) }
 
-// The same through a Poller: idle directions park without a goroutine.
-func BenchmarkRelayPollerEcho64(b *testing.B)  { benchRelay(b, 64) }
-func BenchmarkRelayPollerEcho4K(b *testing.B)  { benchRelay(b, 4096) }
-func BenchmarkRelayPollerEcho64K(b *testing.B) { benchRelay(b, 64<<10) }
-
-// TestRelayPollerParksIdleSessions: idle sessions in poller mode hold no
-// goroutine, and wake up when data arrives.
-func TestRelayPollerParksIdleSessions(t *testing.T) {
-	p, err := NewPoller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+// TestRelayIdleSessionsHoldNoGoroutine: sessions on the loops hold no
+// goroutine, idle or busy.
+func TestRelayIdleSessionsHoldNoGoroutine(t *testing.T) {
 	base := runtime.NumGoroutine()
 	const n = 200
 	hs := make([]*harness, n)
 	for i := range hs {
-		hs[i] = startHarness(t, Config{Poller: p, ParkAfter: 50 * time.Millisecond}, nil, nil)
+		hs[i] = startHarness(t, Config{}, nil, nil)
 	}
-	waitGoroutines(t, base+10)
+	waitGoroutines(t, base+2)
 	msg := frame(true, 0, OpText, []byte("wake"), true, testMask)
 	for _, h := range hs {
 		h.client.Write(msg)
@@ -461,7 +446,7 @@ func TestRelayPollerParksIdleSessions(t *testing.T) {
 			t.Fatal("frame altered")
 		}
 	}
-	waitGoroutines(t, base+10)
+	waitGoroutines(t, base+2)
 	for _, h := range hs {
 		h.client.Close()
 		h.backend.Close()

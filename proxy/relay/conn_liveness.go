@@ -1,0 +1,180 @@
+package relay
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/wsproxy/wsproxy/keepalive"
+)
+
+// pingPayload marks the proxy's own pings, so that the pongs answering them
+// are swallowed while the endpoints' own pings and pongs pass.
+var pingPayload = []byte("wsproxy")
+
+// pingFrameMax is a ping frame with pingPayload, masked.
+const pingFrameMax = 2 + 4 + 7
+
+// liveness is one goroutine-driven leg's ping state. It belongs to the
+// session's timer, whose Fire calls never overlap.
+type liveness struct {
+	ping       Ping
+	lastSeen   uint64 // bytes read from the peer at the last check
+	lastActive int64  // when they last changed (unix ns)
+	seenAtPing uint64
+	pingSentAt int64 // unix ns; 0 when no ping is unanswered
+}
+
+// startTimers arms the session's timer if it has any deadline to keep.
+func (s *goSession) startTimers() {
+	cfg := s.cfg
+	if cfg.Wheel == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	s.client.live = liveness{ping: cfg.ClientPing, lastActive: now}
+	s.backend.live = liveness{ping: cfg.BackendPing, lastActive: now}
+	s.idleSince = now
+	if cfg.MaxLifetime > 0 {
+		s.endOfLife = now + int64(keepalive.Jitter(cfg.MaxLifetime, 0.1))
+	}
+	if cfg.ClientPing.Interval <= 0 && cfg.BackendPing.Interval <= 0 && cfg.IdleTimeout <= 0 && cfg.MaxLifetime <= 0 {
+		return
+	}
+	s.timer.Init(s)
+	s.timerArmed = true
+	cfg.Wheel.Schedule(&s.timer, s.nextCheck(now))
+}
+
+// nextCheck is the delay to the session's first deadline from now.
+func (s *goSession) nextCheck(now int64) time.Duration {
+	next := int64(math.MaxInt64)
+	for _, l := range [2]*gleg{&s.client, &s.backend} {
+		if l.live.ping.Interval > 0 {
+			next = min(next, l.live.lastActive+int64(l.live.ping.Interval))
+		}
+	}
+	if d := s.cfg.IdleTimeout; d > 0 {
+		next = min(next, s.idleSince+int64(d))
+	}
+	if s.endOfLife > 0 {
+		next = min(next, s.endOfLife)
+	}
+	return time.Duration(next - now)
+}
+
+// Fire runs on the wheel's goroutine: it pings quiet peers, closes dead
+// ones, and enforces the idle timeout and lifetime. It never blocks: what
+// writes runs on a goroutine of its own.
+func (s *goSession) Fire(t time.Time) {
+	if s.ended.Load() >= 2 || s.closing.Load() {
+		return
+	}
+	now := t.UnixNano()
+	next := int64(math.MaxInt64)
+	for _, l := range [2]*gleg{&s.client, &s.backend} {
+		lv := &l.live
+		if lv.ping.Interval <= 0 {
+			continue
+		}
+		timeout := int64(lv.ping.timeout())
+		seen := l.seen.Load()
+		if lv.pingSentAt != 0 {
+			if seen == lv.seenAtPing {
+				if now >= lv.pingSentAt+timeout {
+					s.peerDead(l)
+					return
+				}
+				next = min(next, lv.pingSentAt+timeout)
+				continue
+			}
+			lv.pingSentAt = 0 // the peer spoke: alive
+		}
+		if seen != lv.lastSeen {
+			lv.lastSeen, lv.lastActive = seen, now
+		}
+		if now-lv.lastActive >= int64(lv.ping.Interval) {
+			lv.seenAtPing, lv.pingSentAt = seen, now
+			go l.sendPing(s)
+			lv.lastActive = now
+			next = min(next, now+timeout)
+			continue
+		}
+		next = min(next, lv.lastActive+int64(lv.ping.Interval))
+	}
+	if d := int64(s.cfg.IdleTimeout); d > 0 {
+		if total := s.client.seen.Load() + s.backend.seen.Load(); total != s.idleSeen {
+			s.idleSeen, s.idleSince = total, now
+		}
+		if now-s.idleSince >= d {
+			go s.closeFor(CloseGoingAway, CloseGoingAway, "idle timeout")
+			return
+		}
+		next = min(next, s.idleSince+d)
+	}
+	if s.endOfLife > 0 {
+		if now >= s.endOfLife {
+			go s.closeFor(CloseGoingAway, CloseGoingAway, "connection lifetime reached")
+			return
+		}
+		next = min(next, s.endOfLife)
+	}
+	s.cfg.Wheel.Schedule(&s.timer, time.Duration(next-now))
+}
+
+// closeFor closes the session from the proxy's side and records why.
+func (s *goSession) closeFor(toClient, toBackend uint16, reason string) {
+	s.pub.noteReason(reason)
+	s.close(toClient, toBackend, reason)
+}
+
+// peerDead drops a leg whose peer missed its pong deadline. Closing its
+// socket ends the direction reading it, which tells the other side with
+// the usual code: 1001 toward the backend, 1011 toward the client.
+func (s *goSession) peerDead(l *gleg) {
+	s.pub.noteReason(l.side.String() + " ping timeout")
+	l.dead.Store(true)
+	l.conn.Close()
+}
+
+// sendPing writes the proxy's ping if the leg is between frames; a leg in
+// the middle of a frame is busy, which proves nothing about the peer, and
+// the pong deadline still applies.
+func (l *gleg) sendPing(s *goSession) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closeSent || l.dead.Load() || l.midFrame || l.pending != nil {
+		return
+	}
+	var buf [pingFrameMax]byte
+	s.writeConn(l, appendPing(buf[:0], l.masked))
+}
+
+// appendPing appends the proxy's ping frame, masked with a fresh key when
+// it goes to a backend.
+func appendPing(dst []byte, masked bool) []byte {
+	var mask [4]byte
+	if masked {
+		v := rand.Uint32()
+		mask = [4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}
+	}
+	return AppendFrame(dst, OpPing, pingPayload, mask, masked)
+}
+
+// isOwnPong reports whether a whole pong frame answers the proxy's ping.
+func isOwnPong(frame []byte, h *Header) bool {
+	if h.Length != uint64(len(pingPayload)) {
+		return false
+	}
+	p := frame[h.Len:]
+	if !h.Masked {
+		return bytes.Equal(p[:len(pingPayload)], pingPayload)
+	}
+	for i, c := range pingPayload {
+		if p[i]^h.Mask[i&3] != c {
+			return false
+		}
+	}
+	return true
+}

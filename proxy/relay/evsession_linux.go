@@ -1,0 +1,657 @@
+//go:build linux
+
+package relay
+
+import (
+	"errors"
+	"math"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsproxy/wsproxy/keepalive"
+)
+
+// evSession is a session driven by a loop. Everything in it belongs to the
+// loop's thread, except what post touches.
+type evSession struct {
+	pub *Session
+	cfg *Config
+	lp  *loop
+	c   evLeg // the client's socket
+	b   evLeg // the backend's socket
+
+	timer    keepalive.Timer
+	timerAt  int64       // the deadline the timer is set for; 0 if none
+	timerRun atomic.Bool // a timer task is queued on the loop
+
+	closing   bool
+	closeBy   int64 // when closing gives up on the peers
+	idleSince int64
+	endOfLife int64
+	done      bool
+}
+
+// evLeg is one socket of a session: the source of one direction and the
+// destination of the other.
+type evLeg struct {
+	s        *evSession
+	peer     *evLeg
+	fd       int
+	gen      int32
+	side     Side
+	masked   bool   // frames the proxy writes here are masked (backend)
+	interest uint32 // what the epoll set watches
+
+	// As a source.
+	t        Tracker
+	stats    *DirStats
+	carry    *[MaxCarry]byte // an incomplete header or control frame
+	carryN   int
+	eof      bool // read returned EOF or an error: this direction ended
+	discard  bool // nothing more from here may be forwarded
+	closeIn  bool // a close frame came from here
+	lastRead int64
+
+	// As a destination.
+	out       *[]byte // bytes the socket did not take, borrowed from the pool
+	outOff    int
+	outSince  int64
+	closeSent bool // a close frame went out: nothing may follow it
+	dead      bool // the socket failed or was dropped
+	shutWant  bool // send FIN once out is empty
+	wantPing  bool
+	wantClose bool
+	closeCode uint16
+	closeWhy  string
+
+	ping       Ping
+	pingSentAt int64  // 0 when no ping is unanswered
+	preBytes   []byte // read before the relay started, forwarded first
+}
+
+// startOnLoop hands the session to a loop if both connections can leave
+// Go's poller.
+func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte) bool {
+	if !canDetach(client) || !canDetach(backend) {
+		return false
+	}
+	cfd, ok := detach(client)
+	if !ok {
+		return false
+	}
+	bfd, ok := detach(backend)
+	if !ok {
+		unix.Close(cfd)
+		client.Close()
+		backend.Close()
+		return true // the session is lost either way: nothing to relay
+	}
+	lp := s.cfg.Loops.pick()
+	e := &evSession{pub: s, cfg: s.cfg, lp: lp}
+	e.c = evLeg{s: e, fd: cfd, side: SideClient, stats: &s.ClientToBackend, ping: s.cfg.ClientPing}
+	e.b = evLeg{s: e, fd: bfd, side: SideBackend, masked: true, stats: &s.BackendToClient, ping: s.cfg.BackendPing}
+	e.c.peer, e.b.peer = &e.b, &e.c
+	e.c.t.Rules, e.b.t.Rules = s.cfg.Client, s.cfg.Backend
+	// Pre-read bytes are few (frames sent before the 101 arrived): they
+	// wait in carry-sized copies, or a pool buffer if larger.
+	e.c.pre(clientPre)
+	e.b.pre(backendPre)
+	e.timer.Init(e)
+	s.ev = e
+	lp.post(task{s: e, op: opStart})
+	return true
+}
+
+// pre keeps bytes read before the relay started, to be forwarded first.
+func (lg *evLeg) pre(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	b := make([]byte, len(p))
+	copy(b, p)
+	lg.preBytes = b
+}
+
+// wheel is the session's timer wheel: the Config's, else the loops' own.
+func (e *evSession) wheel() *keepalive.Wheel {
+	if e.cfg.Wheel != nil {
+		return e.cfg.Wheel
+	}
+	return e.lp.wheel
+}
+
+func (e *evSession) post(op uint8, toClient, toBackend uint16, reason string) {
+	e.lp.post(task{s: e, op: op, toClient: toClient, toBackend: toBackend, reason: reason})
+}
+
+// begin runs on the loop: the session's sockets join the epoll set.
+func (e *evSession) begin() {
+	lp := e.lp
+	now := lp.now
+	if now == 0 {
+		now = time.Now().UnixNano()
+	}
+	if e.cfg.OnStart != nil {
+		e.cfg.OnStart(e.pub)
+	}
+	lp.register(&e.c)
+	lp.register(&e.b)
+	e.c.lastRead, e.b.lastRead, e.idleSince = now, now, now
+	if e.cfg.MaxLifetime > 0 {
+		e.endOfLife = now + int64(keepalive.Jitter(e.cfg.MaxLifetime, 0.1))
+	}
+	for _, lg := range [2]*evLeg{&e.c, &e.b} {
+		if p := lg.preBytes; p != nil {
+			lg.preBytes = nil
+			lg.forward(p)
+		}
+	}
+	e.needTimer(e.liveness(now))
+	e.sync()
+}
+
+// event handles what epoll reported for one of the session's sockets.
+func (e *evSession) event(lg *evLeg, ev uint32) {
+	if ev&unix.EPOLLOUT != 0 && lg.out != nil {
+		lg.flush()
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 && lg.readable() {
+		lg.read()
+	}
+	e.sync()
+}
+
+// readable reports whether the leg is to be read now: it has not ended and
+// its peer is not holding bytes back.
+func (lg *evLeg) readable() bool {
+	return !lg.eof && lg.fd >= 0 && (lg.peer.out == nil || lg.peer.dead)
+}
+
+// read reads the socket once into the loop's buffer (after any carried
+// partial frame) and forwards what it can.
+func (lg *evLeg) read() {
+	lp := lg.s.lp
+	start := MaxCarry - lg.carryN
+	if lg.carryN > 0 {
+		copy(lp.buf[start:], lg.carry[:lg.carryN])
+	}
+	n, err := readFD(lg.fd, lp.buf[MaxCarry:])
+	switch {
+	case err == syscall.EAGAIN:
+		return // a stale or spurious event
+	case err != nil || n == 0:
+		lg.ended()
+		return
+	}
+	lg.lastRead = lp.now
+	lg.forward(lp.buf[start : MaxCarry+n])
+}
+
+// forward passes b (carry included at its start) through the tracker and
+// sends what may go to the peer.
+func (lg *evLeg) forward(b []byte) {
+	lg.setCarry(nil)
+	for len(b) > 0 {
+		if lg.discard {
+			return
+		}
+		fwd, ev := lg.t.Advance(b)
+		switch ev {
+		case EvNone:
+			lg.send(b[:fwd], false)
+			lg.setCarry(b[fwd:])
+			return
+		case EvControl:
+			lg.control(b[:fwd])
+		case EvViolation:
+			lg.send(b[:fwd], false)
+			lg.violation()
+			return
+		}
+		b = b[fwd:]
+	}
+}
+
+func (lg *evLeg) setCarry(rest []byte) {
+	if len(rest) == 0 {
+		if lg.carry != nil {
+			carryPool.Put(lg.carry)
+			lg.carry, lg.carryN = nil, 0
+		}
+		return
+	}
+	if lg.carry == nil {
+		lg.carry = carryPool.Get().(*[MaxCarry]byte)
+	}
+	lg.carryN = copy(lg.carry[:], rest)
+}
+
+// control forwards a run of bytes ending with a whole control frame.
+func (lg *evLeg) control(run []byte) {
+	h := &lg.t.Control
+	frame := run[len(run)-h.Len-int(h.Length):]
+	e := lg.s
+	if h.Opcode == OpPong && isOwnPong(frame, h) {
+		lg.send(run[:len(run)-len(frame)], false) // it answers the proxy: drop it
+		if sent := lg.pingSentAt; sent != 0 {
+			lg.pingSentAt = 0
+			if e.cfg.OnPingRTT != nil {
+				e.cfg.OnPingRTT(lg.side, time.Duration(e.lp.now-sent))
+			}
+		}
+		return
+	}
+	if h.Opcode != OpClose {
+		lg.send(run, false)
+		return
+	}
+	code, v := checkClose(frame, h, e.lp.scratch[:0])
+	if v.Code != 0 {
+		lg.send(run[:len(run)-len(frame)], false)
+		lg.t.Violation = v
+		lg.violation()
+		return
+	}
+	lg.closeIn = true
+	e.pub.noteClose(code, lg.side)
+	lg.send(run, true)
+	e.startClosing()
+	// Close frames have gone both ways: as the server toward the client the
+	// proxy closes first (RFC 6455 §7.1.1); the backend closes toward us.
+	if e.c.closeIn && e.b.closeIn {
+		e.c.shutWant = true
+		e.c.maybeShut()
+	}
+}
+
+// send forwards p to the peer; isClose marks a forwarded close frame.
+func (lg *evLeg) send(p []byte, isClose bool) {
+	if len(p) == 0 || lg.discard {
+		return
+	}
+	lg.stats.Bytes += uint64(len(p))
+	dst := lg.peer
+	dst.write(p)
+	if isClose {
+		dst.closeSent = true
+	}
+	if lg.t.AtBoundary() && (dst.wantClose || dst.wantPing) {
+		dst.emitOwn()
+	}
+}
+
+// write sends p now, and keeps what the socket does not take.
+func (lg *evLeg) write(p []byte) {
+	if lg.closeSent || lg.dead || lg.fd < 0 {
+		return
+	}
+	if lg.out != nil {
+		lg.queue(p)
+		return
+	}
+	n, err := writeFD(lg.fd, p)
+	if err != nil {
+		lg.fail()
+		return
+	}
+	if n < len(p) {
+		lg.queue(p[n:])
+	}
+}
+
+// queue keeps bytes for the socket in its one borrowed buffer. The source
+// is not read while they wait, so this is at most one read's worth plus
+// the proxy's own control frames.
+func (lg *evLeg) queue(p []byte) {
+	if lg.out == nil {
+		lg.out = lg.s.lp.pool.get()
+		*lg.out = (*lg.out)[:0]
+		lg.outOff = 0
+		lg.outSince = lg.s.lp.now
+		if wt := lg.s.cfg.WriteTimeout; wt > 0 {
+			lg.s.needTimer(lg.outSince + int64(wt))
+		}
+	}
+	*lg.out = append(*lg.out, p...)
+}
+
+// flush writes what the socket did not take before.
+func (lg *evLeg) flush() {
+	if lg.dead || lg.fd < 0 {
+		lg.releaseOut()
+		return
+	}
+	n, err := writeFD(lg.fd, (*lg.out)[lg.outOff:])
+	if err != nil {
+		lg.fail()
+		return
+	}
+	lg.outOff += n
+	if lg.outOff == len(*lg.out) {
+		lg.releaseOut()
+		lg.maybeShut()
+	}
+}
+
+func (lg *evLeg) releaseOut() {
+	if lg.out != nil {
+		*lg.out = (*lg.out)[:cap(*lg.out)]
+		lg.s.lp.pool.put(lg.out)
+		lg.out, lg.outOff, lg.outSince = nil, 0, 0
+	}
+}
+
+// fail marks a socket whose write failed: nothing more goes to it, and its
+// read side will report the error too.
+func (lg *evLeg) fail() {
+	lg.dead = true
+	lg.releaseOut()
+	lg.peer.discard = true
+}
+
+// maybeShut half-closes the socket once everything for it has gone out.
+func (lg *evLeg) maybeShut() {
+	if lg.shutWant && lg.out == nil && !lg.dead && lg.fd >= 0 {
+		lg.shutWant = false
+		unix.Shutdown(lg.fd, unix.SHUT_WR)
+	}
+}
+
+// sendOwnClose sends the proxy's close frame to the leg now, or at the next
+// frame boundary of what is forwarded to it. It reports whether the leg
+// will get it.
+func (lg *evLeg) sendOwnClose(code uint16, reason string) bool {
+	if lg.closeSent || lg.dead || lg.wantClose || lg.fd < 0 {
+		return false
+	}
+	lg.wantClose, lg.closeCode, lg.closeWhy = true, code, reason
+	if lg.peer.t.AtBoundary() {
+		lg.emitOwn()
+	}
+	return true
+}
+
+// emitOwn writes the proxy's own frames that wait for a frame boundary.
+func (lg *evLeg) emitOwn() {
+	lp := lg.s.lp
+	var mask [4]byte
+	if lg.masked {
+		mask = newMask()
+	}
+	switch {
+	case lg.wantClose:
+		lg.wantClose, lg.wantPing = false, false
+		lg.write(AppendClose(lp.scratch[:0], lg.closeCode, lg.closeWhy, mask, lg.masked))
+		lg.closeSent = true
+	case lg.wantPing:
+		lg.wantPing = false
+		lg.write(AppendFrame(lp.scratch[:0], OpPing, pingPayload, mask, lg.masked))
+	}
+}
+
+// violation closes both sides with the violation's code and stops forwarding.
+func (lg *evLeg) violation() {
+	v := lg.t.Violation
+	lg.discard = true
+	lg.s.pub.noteClose(v.Code, SideProxy)
+	lg.peer.sendOwnClose(v.Code, v.Reason)
+	lg.sendOwnClose(v.Code, v.Reason)
+	lg.s.startClosing()
+}
+
+// ended is the end of the direction read from lg: its peer is told (1001
+// toward the backend, 1011 toward the client) unless a close frame already
+// passed, and gets a FIN after what it is owed.
+func (lg *evLeg) ended() {
+	lg.eof = true
+	lg.setCarry(nil)
+	lg.stats.Frames, lg.stats.Messages = lg.t.Frames, lg.t.Messages
+	dst := lg.peer
+	if !lg.closeIn && lg.t.AtBoundary() {
+		code, reason := goneCode(lg.side)
+		if dst.sendOwnClose(code, reason) {
+			lg.s.pub.noteClose(code, SideProxy)
+		}
+	}
+	if !dst.eof {
+		// Both ended: the close that follows sends the FIN anyway.
+		dst.shutWant = true
+		dst.maybeShut()
+	}
+	lg.s.startClosing()
+}
+
+// drop closes the leg's socket at once, discarding what it was owed; the
+// peer of a socket that will not read gets a reset, not our queue.
+func (lg *evLeg) drop() {
+	if lg.fd >= 0 {
+		unix.SetsockoptLinger(lg.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		lg.s.lp.unregister(lg)
+	}
+	lg.interest = 0
+	lg.dead = true
+	lg.releaseOut()
+	if !lg.eof {
+		lg.ended()
+	}
+}
+
+// sync brings the epoll set in line with what each leg waits for, and
+// ends the session once both directions have.
+func (e *evSession) sync() {
+	if e.done {
+		return
+	}
+	if e.c.eof && e.b.eof {
+		e.finish()
+		return
+	}
+	for _, lg := range [2]*evLeg{&e.c, &e.b} {
+		var want uint32
+		if lg.readable() {
+			want |= unix.EPOLLIN | unix.EPOLLRDHUP
+		}
+		if lg.out != nil && !lg.dead {
+			want |= unix.EPOLLOUT
+		}
+		e.lp.setInterest(lg, want)
+	}
+}
+
+// proxyClose is Session.Close on the loop.
+func (e *evSession) proxyClose(toClient, toBackend uint16, reason string) {
+	if e.done {
+		return
+	}
+	e.pub.noteClose(toClient, SideProxy)
+	e.c.sendOwnClose(toClient, reason)
+	e.b.sendOwnClose(toBackend, reason)
+	e.startClosing()
+	e.sync()
+}
+
+func (e *evSession) closeFor(reason string) {
+	e.pub.noteReason(reason)
+	e.proxyClose(CloseGoingAway, CloseGoingAway, reason)
+}
+
+// startClosing gives the peers CloseTimeout to finish the close handshake.
+func (e *evSession) startClosing() {
+	if e.closing {
+		return
+	}
+	e.closing = true
+	d := e.cfg.CloseTimeout
+	if d <= 0 {
+		d = DefaultCloseTimeout
+	}
+	e.closeBy = e.lp.now + int64(d)
+	e.needTimer(e.closeBy)
+}
+
+// finish closes both sockets and reports the session done.
+func (e *evSession) finish() {
+	if e.done {
+		return
+	}
+	e.done = true
+	for _, lg := range [2]*evLeg{&e.c, &e.b} {
+		e.lp.unregister(lg)
+		lg.releaseOut()
+		lg.setCarry(nil)
+		lg.stats.Frames, lg.stats.Messages = lg.t.Frames, lg.t.Messages
+	}
+	if e.timerAt != 0 {
+		e.wheel().Stop(&e.timer)
+		e.timerAt = 0
+	}
+	if e.cfg.OnDone != nil {
+		e.cfg.OnDone(e.pub)
+	}
+}
+
+// needTimer makes sure the session's timer fires by at (unix ns).
+func (e *evSession) needTimer(at int64) {
+	if e.done || at <= 0 || at == math.MaxInt64 {
+		return
+	}
+	if e.timerAt != 0 && e.timerAt <= at {
+		return
+	}
+	e.timerAt = at
+	e.wheel().Schedule(&e.timer, time.Duration(at-e.lp.now))
+}
+
+// Fire runs on the wheel's goroutine: it hands the work to the loop.
+func (e *evSession) Fire(time.Time) {
+	if e.timerRun.CompareAndSwap(false, true) {
+		e.lp.post(task{s: e, op: opTimer})
+	}
+}
+
+// onTimer runs on the loop: closing and write deadlines, pings, idle
+// timeout and lifetime; then the timer is set for the next deadline.
+func (e *evSession) onTimer() {
+	e.timerRun.Store(false)
+	if e.done {
+		return
+	}
+	now := time.Now().UnixNano()
+	e.lp.now = now
+	e.timerAt = 0
+	if e.closing && now >= e.closeBy {
+		e.finish()
+		return
+	}
+	next := int64(math.MaxInt64)
+	if e.closing {
+		next = e.closeBy
+	}
+	if wt := int64(e.cfg.WriteTimeout); wt > 0 {
+		for _, lg := range [2]*evLeg{&e.c, &e.b} {
+			if lg.out == nil {
+				continue
+			}
+			if now-lg.outSince >= wt {
+				e.slowConsumer(lg)
+				e.sync()
+				return
+			}
+			next = min(next, lg.outSince+wt)
+		}
+	}
+	if !e.closing {
+		next = min(next, e.liveness(now))
+	}
+	e.sync()
+	if !e.done && next != math.MaxInt64 {
+		e.needTimer(next)
+	}
+}
+
+// liveness pings quiet peers, drops those that miss their deadline, and
+// enforces the idle timeout and lifetime. It returns the next deadline.
+func (e *evSession) liveness(now int64) int64 {
+	next := int64(math.MaxInt64)
+	for _, lg := range [2]*evLeg{&e.c, &e.b} {
+		iv := int64(lg.ping.Interval)
+		if iv <= 0 || lg.eof {
+			continue
+		}
+		timeout := int64(lg.ping.timeout())
+		if sent := lg.pingSentAt; sent != 0 {
+			if lg.lastRead < sent {
+				if now >= sent+timeout {
+					e.pub.noteReason(lg.side.String() + " ping timeout")
+					lg.drop()
+					return now
+				}
+				next = min(next, sent+timeout)
+				continue
+			}
+			lg.pingSentAt = 0 // the peer spoke: alive
+		}
+		if now-lg.lastRead >= iv {
+			lg.pingSentAt = now
+			if !lg.closeSent && !lg.dead && !lg.wantClose {
+				lg.wantPing = true
+				if lg.peer.t.AtBoundary() {
+					lg.emitOwn()
+				}
+			}
+			next = min(next, now+timeout)
+			continue
+		}
+		next = min(next, lg.lastRead+iv)
+	}
+	if d := int64(e.cfg.IdleTimeout); d > 0 {
+		e.idleSince = max(e.idleSince, e.c.lastRead, e.b.lastRead)
+		if now-e.idleSince >= d {
+			e.closeFor("idle timeout")
+			return e.closeBy
+		}
+		next = min(next, e.idleSince+d)
+	}
+	if e.endOfLife > 0 {
+		if now >= e.endOfLife {
+			e.closeFor("connection lifetime reached")
+			return e.closeBy
+		}
+		next = min(next, e.endOfLife)
+	}
+	return next
+}
+
+// slowConsumer drops a socket that took nothing for WriteTimeout; the
+// other side is told as if the stalled one had gone away.
+func (e *evSession) slowConsumer(lg *evLeg) {
+	e.pub.closeMu.Lock()
+	if e.pub.Stalled == SideNone {
+		e.pub.Stalled = lg.side
+	}
+	e.pub.closeMu.Unlock()
+	e.pub.noteReason("slow consumer: " + lg.side.String())
+	lg.drop()
+}
+
+func (e *evSession) sockets() (client, backend syscall.Conn) {
+	return fdSocket(e.c.fd), fdSocket(e.b.fd)
+}
+
+// fdSocket lets a descriptor the loop owns be inspected through
+// syscall.Conn.
+type fdSocket int
+
+func (f fdSocket) SyscallConn() (syscall.RawConn, error) { return f, nil }
+
+func (f fdSocket) Control(fn func(uintptr)) error {
+	fn(uintptr(f))
+	return nil
+}
+
+func (f fdSocket) Read(func(uintptr) bool) error  { return errors.New("relay: inspection only") }
+func (f fdSocket) Write(func(uintptr) bool) error { return errors.New("relay: inspection only") }

@@ -1,0 +1,325 @@
+//go:build linux
+
+package relay
+
+import (
+	"errors"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsproxy/wsproxy/keepalive"
+)
+
+// Loops is a fixed set of event loops that own every relayed plain-TCP
+// leg. Each loop runs on its own locked OS thread with its own
+// level-triggered epoll set and read buffer. A session's two sockets belong
+// to one loop for their whole life: the loop reads a readable socket once,
+// tracks the frames, and writes to the peer without blocking. What the peer
+// does not take waits in one pooled buffer while the source is not read,
+// so TCP pushes back on the sender. Close, drains, timers and shutdown are
+// tasks posted to the owning loop; nothing waits behind a write.
+//
+// Loops is safe for concurrent use. Close it after every session has ended.
+type Loops struct {
+	loops []*loop
+	next  atomic.Uint32
+	wheel *keepalive.Wheel // the sessions' timers, fired into their loops
+}
+
+// NewLoops starts n loops (GOMAXPROCS if n is not positive) whose read
+// buffers are bufSize bytes (DefaultBufferSize if not positive).
+func NewLoops(n, bufSize int) (*Loops, error) {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	if bufSize <= 0 {
+		bufSize = DefaultBufferSize
+	}
+	ls := &Loops{wheel: keepalive.NewWheel(0, 0)}
+	for i := 0; i < n; i++ {
+		l, err := newLoop(bufSize, ls.wheel)
+		if err != nil {
+			ls.Close()
+			return nil, err
+		}
+		ls.loops = append(ls.loops, l)
+	}
+	return ls, nil
+}
+
+// Close stops the loops. Sessions still on them are dropped (their
+// connections closed, OnDone called) first.
+func (ls *Loops) Close() error {
+	for _, l := range ls.loops {
+		l.post(task{op: opStop})
+		<-l.done
+		unix.Close(l.evfd)
+		unix.Close(l.epfd)
+	}
+	ls.loops = nil
+	ls.wheel.Close()
+	return nil
+}
+
+func (ls *Loops) pick() *loop {
+	return ls.loops[int(ls.next.Add(1))%len(ls.loops)]
+}
+
+// Task operations posted to a loop.
+const (
+	opStart = iota + 1
+	opClose
+	opAbort
+	opTimer
+	opStop
+)
+
+type task struct {
+	s                   *evSession
+	op                  uint8
+	toClient, toBackend uint16
+	reason              string
+}
+
+type loop struct {
+	epfd, evfd int
+	mu         sync.Mutex
+	queue      []task // posted, not yet run; under mu
+	running    []task // the batch being run; loop thread only
+
+	legs    []*evLeg // by file descriptor
+	gen     int32    // tags registrations, so a stale event finds no leg
+	buf     []byte   // the read buffer: MaxCarry bytes of carry, then reads
+	scratch [maxControlFrameBytes]byte
+	pool    *Pool
+	wheel   *keepalive.Wheel
+	now     int64 // unix ns, taken once per wakeup
+	done    chan struct{}
+}
+
+func newLoop(bufSize int, wheel *keepalive.Wheel) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, err
+	}
+	l := &loop{epfd: epfd, evfd: evfd, buf: make([]byte, MaxCarry+bufSize), pool: NewPool(bufSize), wheel: wheel, done: make(chan struct{})}
+	go l.run()
+	return l, nil
+}
+
+// post queues t for the loop and wakes it if the queue was empty: one
+// eventfd write per batch of tasks, not per task.
+func (l *loop) post(t task) {
+	l.mu.Lock()
+	l.queue = append(l.queue, t)
+	first := len(l.queue) == 1
+	l.mu.Unlock()
+	if first {
+		var one = [8]byte{1, 0, 0, 0, 0, 0, 0, 0}
+		unix.Write(l.evfd, one[:])
+	}
+}
+
+func (l *loop) run() {
+	// The loop's thread does nothing else, so its blocking epoll_wait costs
+	// no other goroutine a thread.
+	runtime.LockOSThread()
+	defer close(l.done)
+	events := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(l.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			panic("relay: epoll_wait: " + err.Error())
+		}
+		l.now = time.Now().UnixNano()
+		tasks := false
+		for i := 0; i < n; i++ {
+			ev := &events[i]
+			if int(ev.Fd) == l.evfd {
+				tasks = true
+				continue
+			}
+			if lg := l.leg(ev.Fd, ev.Pad); lg != nil {
+				lg.s.event(lg, ev.Events)
+			}
+		}
+		// Tasks run after the batch's socket events: a task may register a
+		// socket whose number a stale event of this batch still names.
+		if tasks && !l.runTasks() {
+			l.dropAll()
+			return
+		}
+	}
+}
+
+func (l *loop) leg(fd, gen int32) *evLeg {
+	if int(fd) >= len(l.legs) {
+		return nil
+	}
+	lg := l.legs[fd]
+	if lg == nil || lg.gen != gen {
+		return nil
+	}
+	return lg
+}
+
+// runTasks runs what was posted; false when the loop must stop.
+func (l *loop) runTasks() bool {
+	var cnt [8]byte
+	unix.Read(l.evfd, cnt[:]) // reset before taking the queue, so no post is missed
+	l.mu.Lock()
+	l.running, l.queue = l.queue, l.running[:0]
+	l.mu.Unlock()
+	stop := false
+	for i := range l.running {
+		t := &l.running[i]
+		switch t.op {
+		case opStop:
+			stop = true
+		case opStart:
+			t.s.begin()
+		case opClose:
+			t.s.proxyClose(t.toClient, t.toBackend, t.reason)
+		case opAbort:
+			t.s.finish()
+		case opTimer:
+			t.s.onTimer()
+		}
+		l.running[i] = task{} // drop references for the GC
+	}
+	return !stop
+}
+
+// dropAll ends the sessions still on a stopping loop.
+func (l *loop) dropAll() {
+	for _, lg := range l.legs {
+		if lg != nil && !lg.s.done {
+			lg.s.finish()
+		}
+	}
+}
+
+// register adds a leg's socket to the loop.
+func (l *loop) register(lg *evLeg) {
+	for lg.fd >= len(l.legs) {
+		l.legs = append(l.legs, nil)
+	}
+	l.gen++
+	lg.gen = l.gen
+	l.legs[lg.fd] = lg
+}
+
+// unregister forgets a leg and closes its socket (which also removes it
+// from the epoll set: the loop holds its only descriptor).
+func (l *loop) unregister(lg *evLeg) {
+	if lg.fd < 0 {
+		return
+	}
+	if l.legs[lg.fd] == lg {
+		l.legs[lg.fd] = nil
+	}
+	unix.Close(lg.fd)
+	lg.fd = -1
+}
+
+// setInterest makes the epoll set watch lg for events (0: not at all).
+// Level-triggered: an event repeats while the condition holds, so bytes
+// left unread bring the loop back without a read that finds EAGAIN.
+func (l *loop) setInterest(lg *evLeg, events uint32) {
+	if lg.fd < 0 || events == lg.interest {
+		return
+	}
+	ev := unix.EpollEvent{Events: events, Fd: int32(lg.fd), Pad: lg.gen}
+	var err error
+	switch {
+	case events == 0:
+		// EPOLLHUP and EPOLLERR are reported even with no interest: a
+		// socket the loop does not want to hear from must leave the set.
+		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, lg.fd, nil)
+	case lg.interest == 0:
+		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, lg.fd, &ev)
+	default:
+		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, lg.fd, &ev)
+	}
+	if err == nil {
+		lg.interest = events
+	}
+}
+
+// detach takes a plain TCP connection away from Go's poller: it duplicates
+// the descriptor (which shares the open socket, already non-blocking) and
+// closes the net.Conn, whose close deregisters it from the runtime's epoll
+// set. Costs: one fcntl, one epoll_ctl and one close, against a second
+// registration that would wake Go's poller for every event of the loop's.
+func detach(c net.Conn) (int, bool) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return -1, false
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return -1, false
+	}
+	fd := -1
+	raw.Control(func(s uintptr) {
+		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err != nil || fd < 0 {
+		return -1, false
+	}
+	tc.Close()
+	return fd, true
+}
+
+// canDetach reports whether c is a connection the loops can take over.
+func canDetach(c net.Conn) bool {
+	_, ok := c.(*net.TCPConn)
+	return ok
+}
+
+// readFD reads once, retrying only EINTR.
+func readFD(fd int, p []byte) (int, error) {
+	for {
+		n, err := syscall.Read(fd, p)
+		if err == syscall.EINTR {
+			continue
+		}
+		return n, err
+	}
+}
+
+// writeFD writes once without waiting; a full socket is 0, nil.
+func writeFD(fd int, p []byte) (int, error) {
+	for {
+		n, err := syscall.Write(fd, p)
+		switch err {
+		case nil:
+			return n, nil
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, nil
+		}
+		return 0, err
+	}
+}

@@ -1,0 +1,36 @@
+//go:build !linux
+
+package relay
+
+import (
+	"errors"
+	"net"
+	"syscall"
+)
+
+// Loops are implemented on Linux only; elsewhere every session runs a
+// goroutine per direction.
+type Loops struct{}
+
+// NewLoops fails on this platform.
+func NewLoops(n, bufSize int) (*Loops, error) {
+	return nil, errors.New("relay: event loops need Linux")
+}
+
+// Close does nothing.
+func (ls *Loops) Close() error { return nil }
+
+type evSession struct{}
+
+func (e *evSession) sockets() (client, backend syscall.Conn) { return nil, nil }
+
+func (e *evSession) post(op uint8, toClient, toBackend uint16, reason string) {}
+
+func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte) bool {
+	return false
+}
+
+const (
+	opClose = iota + 2
+	opAbort
+)
