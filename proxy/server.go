@@ -203,11 +203,14 @@ func (s *Server) Addr(port int) net.Addr {
 func (s *Server) newHTTPServer(cfg *config.Config, port int) *fasthttp.Server {
 	g := cfg.Global
 	return &fasthttp.Server{
-		Handler:                      func(ctx *fasthttp.RequestCtx) { s.serve(ctx, port) },
-		Name:                         "wsproxy",
-		ReadBufferSize:               g.MaxHeaderBytes,
-		ReadTimeout:                  g.HandshakeTimeout,
-		IdleTimeout:                  90 * time.Second,
+		Handler:        func(ctx *fasthttp.RequestCtx) { s.serve(ctx, port) },
+		Name:           "wsproxy",
+		ReadBufferSize: g.MaxHeaderBytes,
+		ReadTimeout:    g.HandshakeTimeout,
+		IdleTimeout:    90 * time.Second,
+		// Workers that served a burst of handshakes go soon: each is a
+		// goroutine and a stack that relayed connections do not need.
+		MaxIdleWorkerDuration:        2 * time.Second,
 		MaxRequestBodySize:           64 << 20,
 		StreamRequestBody:            true,
 		KeepHijackedConns:            false, // see hijackableListener

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -151,6 +152,8 @@ func (s *Server) command(ws *websocket.Conn, msg []byte, hs *handshake) (bool, e
 			return true, err
 		}
 		reply = b
+	case strings.HasPrefix(cmd, "__flood "):
+		return true, s.flood(ws, strings.TrimPrefix(cmd, "__flood "))
 	case cmd == "__close" || strings.HasPrefix(cmd, "__close "):
 		payload, err := closePayload(strings.TrimPrefix(cmd, "__close"))
 		if err != nil {
@@ -201,4 +204,30 @@ func (s *Server) finish(ws *websocket.Conn, err error) {
 			return
 		}
 	}
+}
+
+// Bounds of "__flood COUNT SIZE": a test that needs a backend that keeps
+// sending (to a client that stops reading, say) gets one, within reason.
+const (
+	maxFloodCount = 1_000_000
+	maxFloodSize  = 1 << 20
+	floodWait     = time.Minute // how long one message may wait for the socket
+)
+
+// flood sends COUNT binary messages of SIZE bytes as fast as the
+// connection takes them, then answers "flooded".
+func (s *Server) flood(ws *websocket.Conn, args string) error {
+	var count, size int
+	if _, err := fmt.Sscanf(args, "%d %d", &count, &size); err != nil || count < 0 || count > maxFloodCount || size < 0 || size > maxFloodSize {
+		return ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("error: __flood COUNT SIZE, COUNT up to %d, SIZE up to %d", maxFloodCount, maxFloodSize)))
+	}
+	msg := make([]byte, size)
+	for i := 0; i < count; i++ {
+		ws.SetWriteDeadline(time.Now().Add(floodWait))
+		if err := ws.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+			return err
+		}
+	}
+	ws.SetWriteDeadline(time.Time{})
+	return ws.WriteMessage(websocket.TextMessage, []byte("flooded"))
 }
