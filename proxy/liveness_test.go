@@ -218,3 +218,44 @@ func TestPerIPLimits(t *testing.T) {
 		t.Fatalf("fifth handshake within the burst window: %d, want 429", s)
 	}
 }
+
+// TestWriteTimeoutDropsSlowConsumer: a client that stops reading while its
+// backend keeps sending is dropped after write_timeout; the backend gets
+// 1001, and the metric counts a slow consumer on the client side.
+func TestWriteTimeoutDropsSlowConsumer(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, ":{port} {\n\troute /* {\n\t\tname flood\n\t\tto {b0}\n\t\twrite_timeout 500ms\n\t}\n}", 1)
+	rc := dialRaw(t, tp.addr, "/ws")
+	rc.send(wireFrame(true, 0, relay.OpText, []byte("__flood 100000 65536"), true))
+	// Never read: the proxy must give up on this client by itself.
+	deadline := time.Now().Add(10 * time.Second)
+	for tp.srv.Sessions() > 0 || slowConsumers(t, tp, "flood", "client") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions, %v slow consumers after 10s", tp.srv.Sessions(), slowConsumers(t, tp, "flood", "client"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func slowConsumers(t *testing.T, tp *testProxy, route, side string) float64 {
+	t.Helper()
+	mfs, err := tp.srv.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "wsproxy_websocket_slow_consumers_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["route"] == route && labels["side"] == side {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}

@@ -32,6 +32,7 @@ type metrics struct {
 	messages     *prometheus.CounterVec
 	bytes        *prometheus.CounterVec
 	closes       *prometheus.CounterVec // side, code
+	slow         *prometheus.CounterVec // route, side
 	duration     *prometheus.HistogramVec
 	pingRTT      *prometheus.HistogramVec // side
 	reloads      *prometheus.CounterVec   // result
@@ -51,6 +52,7 @@ func newMetrics(s *Server) *metrics {
 	m.messages = counter("websocket_messages_total", "Data messages relayed by ended connections, by route and direction.", "route", "direction")
 	m.bytes = counter("websocket_bytes_total", "Bytes relayed by ended connections, by route and direction.", "route", "direction")
 	m.closes = counter("websocket_closes_total", "Ended connections by the side that closed first and the close code.", "side", "code")
+	m.slow = counter("websocket_slow_consumers_total", "Connections ended because one side stopped reading for longer than write_timeout, by route and that side.", "route", "side")
 	m.reloads = counter("config_reloads_total", "Config reloads by result.", "result")
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "wsproxy", Name: "websocket_connection_duration_seconds",
 		Help: "Lifetime of ended WebSocket connections.", Buckets: prometheus.ExponentialBuckets(0.1, 4, 12)}, []string{"route"})
@@ -281,6 +283,9 @@ func (m *metrics) recordEnd(c *wsConn, ss *relay.Session) {
 		m.bytes.WithLabelValues(r, dir).Add(float64(st.Bytes))
 	}
 	m.closes.WithLabelValues(ss.ClosedBy.String(), strconv.Itoa(int(ss.CloseCode))).Inc()
+	if ss.Stalled != relay.SideNone {
+		m.slow.WithLabelValues(r, ss.Stalled.String()).Inc()
+	}
 	m.duration.WithLabelValues(r).Observe(time.Since(c.start).Seconds())
 }
 

@@ -270,11 +270,11 @@ func (lg *evLeg) control(run []byte) {
 
 // send forwards p to the peer; isClose marks a forwarded close frame.
 func (lg *evLeg) send(p []byte, isClose bool) {
-	if len(p) == 0 || lg.discard {
-		return
+	dst := lg.peer
+	if len(p) == 0 || lg.discard || dst.closeSent || dst.dead || dst.fd < 0 {
+		return // bytes nobody will get are not counted as relayed
 	}
 	lg.stats.Bytes += uint64(len(p))
-	dst := lg.peer
 	dst.write(p)
 	if isClose {
 		dst.closeSent = true
@@ -298,6 +298,7 @@ func (lg *evLeg) write(p []byte) {
 		lg.fail()
 		return
 	}
+
 	if n < len(p) {
 		lg.queue(p[n:])
 	}
