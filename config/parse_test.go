@@ -68,6 +68,7 @@ func defaultRoute() Route {
 		ClientPing:               Ping{Interval: 30 * time.Second, Timeout: 15 * time.Second},
 		TCPKeepalive:             TCPKeepalive{Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3},
 		TCPUserTimeout:           60 * time.Second,
+		WriteTimeout:             30 * time.Second,
 		MaxMessage:               [2]int64{64 << 20, 0},
 		Passive:                  defaultPassive(),
 	}
@@ -110,6 +111,7 @@ func TestParseValidFile(t *testing.T) {
 			LogLevel:         "warn",
 			ClientIPHeader:   "X-Forwarded-For",
 			GracePeriod:      30 * time.Second,
+			WriteTimeout:     30 * time.Second,
 			ReloadDrain:      10 * time.Second,
 			AccessLog:        "stdout",
 			AccessLogSample:  1,
@@ -200,7 +202,7 @@ func TestParseDefaults(t *testing.T) {
 	r.Upstreams = []Upstream{{Pos: Pos{File: testFile, Line: 3}, Addr: "127.0.0.1:9000", Weight: 1}}
 	want := &Config{
 		File:   testFile,
-		Global: Global{MaxHeaderBytes: 16384, HandshakeTimeout: 10 * time.Second, LogLevel: "info", ClientIPHeader: "X-Forwarded-For", GracePeriod: 30 * time.Second, ReloadDrain: 10 * time.Second, AccessLog: "stdout", AccessLogSample: 1, TLS: TLSOptions{HTTPPort: 80, HTTPSPort: 443}},
+		Global: Global{MaxHeaderBytes: 16384, HandshakeTimeout: 10 * time.Second, LogLevel: "info", ClientIPHeader: "X-Forwarded-For", GracePeriod: 30 * time.Second, ReloadDrain: 10 * time.Second, WriteTimeout: 30 * time.Second, AccessLog: "stdout", AccessLogSample: 1, TLS: TLSOptions{HTTPPort: 80, HTTPSPort: 443}},
 		Sites: []*Site{{
 			Pos:       Pos{File: testFile, Line: 1},
 			Addresses: []Address{{Scheme: "http", Port: 8080}},
@@ -633,5 +635,25 @@ func TestAddressString(t *testing.T) {
 		if got := tt.a.String(); got != tt.want {
 			t.Errorf("%#v.String() = %q, want %q", tt.a, got, tt.want)
 		}
+	}
+}
+
+// TestWriteTimeoutInheritsAndOverrides: routes take the global
+// write_timeout unless they set their own; "off" is -1 either way.
+func TestWriteTimeoutInheritsAndOverrides(t *testing.T) {
+	cfg, err := Parse("t", []byte("{\n\twrite_timeout 5s\n}\n:1 {\n\troute /a {\n\t\tto 127.0.0.1:9\n\t}\n\troute /b {\n\t\tto 127.0.0.1:9\n\t\twrite_timeout off\n\t}\n\troute /c {\n\t\tto 127.0.0.1:9\n\t\twrite_timeout 1m\n\t}\n}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []time.Duration{}
+	for _, r := range cfg.Sites[0].Routes {
+		got = append(got, r.WriteTimeout)
+	}
+	if want := []time.Duration{5 * time.Second, -1, time.Minute}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("write timeouts %v, want %v", got, want)
+	}
+	_, err = Parse("t", []byte(":1 {\n\troute /a {\n\t\tto 127.0.0.1:9\n\t\twrite_timeout soon\n\t}\n}\n"))
+	if err == nil || !strings.Contains(err.Error(), "t:4: write_timeout \"soon\"") {
+		t.Fatalf("bad duration: %v", err)
 	}
 }
