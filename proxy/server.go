@@ -48,6 +48,7 @@ type Server struct {
 	pool    *relay.Pool
 	loops   *relay.Loops // nil where unavailable: a goroutine per direction
 	wheel   *keepalive.Wheel
+	mem     *memReleaser
 	metrics *metrics
 	health  *health.Checker
 	// ctx bounds backend dials; Shutdown cancels it. (fasthttp's
@@ -99,6 +100,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.sessions.init()
 	s.wheel = keepalive.NewWheel(0, 0)
+	s.mem = newMemReleaser(s.wheel)
 	s.metrics = newMetrics(s)
 	s.health = health.NewChecker(s.log)
 	s.ctx, s.cancel = context.WithCancel(context.Background())

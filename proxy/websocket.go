@@ -42,6 +42,7 @@ type wsConn struct {
 // backend is therefore a retry or a 502/503, never a 101 followed by a drop.
 func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 	defer func() { s.metrics.handshakes.WithLabelValues(r.name, strconv.Itoa(ctx.Response.StatusCode())).Inc() }()
+	s.mem.handshake()
 	info, rej := upgrade.Check(&ctx.Request.Header, r.origins)
 	if rej != nil {
 		rej.WriteResponse(ctx)

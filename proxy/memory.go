@@ -1,0 +1,62 @@
+package proxy
+
+import (
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/wsproxy/wsproxy/keepalive"
+)
+
+// memReleaser gives memory back to the OS once a burst of handshakes is
+// over. A burst leaves behind what only the handshakes needed (fasthttp's
+// header readers, worker stacks, the backend handshake's buffers): garbage
+// that Go's background scavenger returns slowly, so a proxy that just took
+// a reconnect storm would report several MiB more per idle connection
+// than it holds. After a second with no handshake, following at least
+// releaseAfter of them, one forced collection returns it, at most every
+// releaseEvery.
+type memReleaser struct {
+	wheel     *keepalive.Wheel
+	timer     keepalive.Timer
+	count     atomic.Uint64 // handshakes so far
+	seen      uint64        // count at the last tick
+	released  uint64        // count at the last release
+	lastFreed time.Time
+}
+
+const (
+	releaseTick  = time.Second
+	releaseAfter = 256
+	releaseEvery = 10 * time.Second
+)
+
+func newMemReleaser(w *keepalive.Wheel) *memReleaser {
+	m := &memReleaser{wheel: w}
+	m.timer.Init(m)
+	w.Schedule(&m.timer, releaseTick)
+	return m
+}
+
+func (m *memReleaser) handshake() { m.count.Add(1) }
+
+// Fire runs on the wheel: it must not block, so the collection runs on a
+// goroutine of its own.
+func (m *memReleaser) Fire(now time.Time) {
+	if m.due(now) {
+		go debug.FreeOSMemory()
+	}
+	m.wheel.Schedule(&m.timer, releaseTick)
+}
+
+// due reports whether a burst has just ended and memory is to be released.
+func (m *memReleaser) due(now time.Time) bool {
+	n := m.count.Load()
+	quiet := n == m.seen
+	m.seen = n
+	if quiet && n-m.released >= releaseAfter && now.Sub(m.lastFreed) >= releaseEvery {
+		m.released, m.lastFreed = n, now
+		return true
+	}
+	return false
+}
