@@ -63,6 +63,7 @@ type evLeg struct {
 	closeSent bool // a close frame went out: nothing may follow it
 	dead      bool // the socket failed or was dropped
 	shutWant  bool // send FIN once out is empty
+	shut      bool // FIN sent
 	wantPing  bool
 	wantClose bool
 	closeCode uint16
@@ -356,8 +357,8 @@ func (lg *evLeg) fail() {
 
 // maybeShut half-closes the socket once everything for it has gone out.
 func (lg *evLeg) maybeShut() {
-	if lg.shutWant && lg.out == nil && !lg.dead && lg.fd >= 0 {
-		lg.shutWant = false
+	if lg.shutWant && !lg.shut && lg.out == nil && !lg.dead && lg.fd >= 0 {
+		lg.shut = true
 		unix.Shutdown(lg.fd, unix.SHUT_WR)
 	}
 }
