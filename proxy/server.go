@@ -162,7 +162,9 @@ func (s *Server) Start() error {
 func (s *Server) serveListener(l *listener) {
 	defer close(l.done)
 	s.log.Info("listening", "addr", l.ln.Addr().String())
-	if err := l.srv.Serve(hijackableListener{Listener: l.ln, tlsConfig: s.listenerTLS(l.port)}); err != nil && !errors.Is(err, net.ErrClosed) {
+	rl := s.resilient(l)
+	defer rl.release()
+	if err := l.srv.Serve(hijackableListener{Listener: rl, tlsConfig: s.listenerTLS(l.port)}); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Error("listener stopped", "port", l.port, "err", err)
 	}
 }
