@@ -43,6 +43,12 @@ type Global struct {
 	// request header (slowloris). Directive: handshake_timeout DURATION.
 	// Default 10s.
 	HandshakeTimeout time.Duration
+	// RequestBodyTimeout is how long a plain HTTP request's body may go
+	// without a byte arriving while it streams to the backend (idle, not
+	// total: a large upload may take as long as it keeps moving); 0 is no
+	// limit. When it fires the client gets 408 and the connection is
+	// closed. Directive: request_body_timeout DURATION | off. Default 60s.
+	RequestBodyTimeout time.Duration
 	// LogLevel is one of debug, info, warn, error. Directive: log_level. Default info.
 	LogLevel string
 	// TrustedProxies are the peers whose client-address header (see

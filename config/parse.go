@@ -22,6 +22,7 @@ import (
 const (
 	defaultMaxHeaderBytes           = 16 << 10
 	defaultHandshakeTimeout         = 10 * time.Second
+	defaultRequestBodyTimeout       = 60 * time.Second
 	defaultLogLevel                 = "info"
 	defaultLBRetries                = 2
 	defaultDialTimeout              = 5 * time.Second
@@ -37,7 +38,7 @@ const (
 
 // Known directives, listed in "unknown directive" errors.
 const (
-	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, trusted_proxies"
+	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, request_body_timeout, trusted_proxies"
 	knownSite   = "route, tls"
 	knownRoute  = "allow_empty_origin, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
 )
@@ -69,15 +70,16 @@ func Parse(filename string, body []byte) (*Config, error) {
 		cfg: &Config{
 			File: filename,
 			Global: Global{
-				MaxHeaderBytes:   defaultMaxHeaderBytes,
-				HandshakeTimeout: defaultHandshakeTimeout,
-				LogLevel:         defaultLogLevel,
-				ClientIPHeader:   defaultClientIPHeader,
-				GracePeriod:      30 * time.Second,
-				AccessLog:        "stdout",
-				AccessLogSample:  1,
-				ReloadDrain:      10 * time.Second,
-				TLS:              TLSOptions{HTTPPort: defaultHTTPPort, HTTPSPort: defaultHTTPSPort},
+				MaxHeaderBytes:     defaultMaxHeaderBytes,
+				HandshakeTimeout:   defaultHandshakeTimeout,
+				RequestBodyTimeout: defaultRequestBodyTimeout,
+				LogLevel:           defaultLogLevel,
+				ClientIPHeader:     defaultClientIPHeader,
+				GracePeriod:        30 * time.Second,
+				AccessLog:          "stdout",
+				AccessLogSample:    1,
+				ReloadDrain:        10 * time.Second,
+				TLS:                TLSOptions{HTTPPort: defaultHTTPPort, HTTPSPort: defaultHTTPSPort},
 			},
 		},
 	}
@@ -243,6 +245,10 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 		case "handshake_timeout":
 			if p.once(seen, d) && p.argCount(d, "handshake_timeout DURATION", 1, 1) {
 				p.duration(d, &g.HandshakeTimeout)
+			}
+		case "request_body_timeout":
+			if p.once(seen, d) && p.argCount(d, "request_body_timeout DURATION | off", 1, 1) {
+				p.optDuration(d, &g.RequestBodyTimeout)
 			}
 		case "log_level":
 			if p.once(seen, d) && p.argCount(d, "log_level debug|info|warn|error", 1, 1) {

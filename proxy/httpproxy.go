@@ -24,10 +24,15 @@ var hopHeaders = []string{
 // response body streams back without being buffered whole.
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 	closeAfter := ctx.Request.Header.ConnectionClose()
+	body := s.watchBody(ctx)
+	if body != nil {
+		defer body.unwatch()
+	}
 	prepareRequest(ctx)
 	var keyBuf [maxKeyLen]byte
 	key, ok := r.requireKey(ctx, keyBuf[:0])
 	if !ok {
+		closeIfBodyUnread(ctx)
 		return
 	}
 	set := r.set.Load()
@@ -62,13 +67,86 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 			break
 		}
 	}
-	ctx.Response.Reset()
-	if lastErr == nil {
+	switch {
+	case body != nil && body.bodyErr != nil:
+		if isTimeout(body.bodyErr) {
+			ctx.Error("request body timed out\n", fasthttp.StatusRequestTimeout)
+		} else {
+			ctx.Error("request body could not be read\n", fasthttp.StatusBadRequest)
+		}
+	case lastErr == nil:
 		ctx.Error("no backend available\n", fasthttp.StatusServiceUnavailable)
-	} else {
+	default:
 		ctx.Error("backend request failed\n", fasthttp.StatusBadGateway)
 	}
+	closeIfBodyUnread(ctx)
 	s.logHTTP(ctx, r, "")
+}
+
+// headerReceived moves a request with a body from handshake_timeout to
+// request_body_timeout once its header is in: fasthttp reads up to 8 KiB
+// of the body before the handler runs, under this deadline, and watchBody
+// takes over from there.
+func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if h.ContentLength() == 0 {
+		return fasthttp.RequestConfig{}
+	}
+	d := s.table.Load().cfg.Global.RequestBodyTimeout
+	if d <= 0 {
+		d = noBodyTimeout
+	}
+	return fasthttp.RequestConfig{ReadTimeout: d}
+}
+
+// noBodyTimeout stands for "request_body_timeout off" where fasthttp only
+// takes a positive duration.
+const noBodyTimeout = 100 * 365 * 24 * time.Hour
+
+// watchBody puts a request whose body is still to be read under
+// request_body_timeout, renewed by every read, instead of fasthttp's
+// ReadTimeout (handshake_timeout), which counts from the request's first
+// byte. It returns the connection to unwatch when the handler is done, or
+// nil for a request without a body.
+func (s *Server) watchBody(ctx *fasthttp.RequestCtx) *hijackableConn {
+	if ctx.Request.Header.ContentLength() == 0 {
+		return nil
+	}
+	c, ok := asHijackable(ctx.Conn())
+	if !ok {
+		return nil
+	}
+	c.bodyIdle = s.table.Load().cfg.Global.RequestBodyTimeout
+	if c.bodyIdle > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.bodyIdle))
+	} else {
+		c.bodyIdle = -1 // no limit, but bodyErr is still recorded
+		c.Conn.SetReadDeadline(time.Time{})
+	}
+	return c
+}
+
+func (c *hijackableConn) unwatch() { c.bodyIdle, c.bodyErr = 0, nil }
+
+// closeIfBodyUnread closes the connection after an answer of the proxy's
+// own to a request with a body: the body may not have been read to its
+// end, and its unread bytes must never be parsed as a next request
+// (request smuggling). A backend's answer needs no such care: the request
+// was sent whole before it was read.
+func closeIfBodyUnread(ctx *fasthttp.RequestCtx) {
+	if bodyMayRemain(ctx) {
+		ctx.SetConnectionClose()
+	}
+}
+
+// bodyMayRemain reports whether the request has a body (a Content-Length
+// above 0, or chunked).
+func bodyMayRemain(ctx *fasthttp.RequestCtx) bool {
+	return ctx.Request.Header.ContentLength() != 0
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // logHTTP counts and logs a plain request. Bytes are the response's

@@ -47,6 +47,26 @@ func (l hijackableListener) Accept() (net.Conn, error) {
 type hijackableConn struct {
 	net.Conn
 	taken atomic.Bool
+
+	// bodyIdle, while a handler streams a request body to a backend, is
+	// the request_body_timeout each read renews: fasthttp's ReadTimeout
+	// (handshake_timeout) would otherwise bound the whole upload.
+	// bodyErr is the first read error meanwhile, so the handler can tell
+	// a client's failure from a backend's. Both belong to the goroutine
+	// serving the connection.
+	bodyIdle time.Duration
+	bodyErr  error
+}
+
+func (c *hijackableConn) Read(p []byte) (int, error) {
+	if c.bodyIdle > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.bodyIdle))
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil && c.bodyIdle != 0 && c.bodyErr == nil {
+		c.bodyErr = err
+	}
+	return n, err
 }
 
 // take hands the underlying connection to the caller; fasthttp's later

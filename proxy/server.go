@@ -208,6 +208,7 @@ func (s *Server) newHTTPServer(cfg *config.Config, port int) *fasthttp.Server {
 		Name:                         "wsproxy",
 		ReadBufferSize:               g.MaxHeaderBytes,
 		ReadTimeout:                  g.HandshakeTimeout,
+		HeaderReceived:               s.headerReceived,
 		IdleTimeout:                  90 * time.Second,
 		MaxRequestBodySize:           64 << 20,
 		StreamRequestBody:            true,
@@ -222,6 +223,11 @@ func (s *Server) newHTTPServer(cfg *config.Config, port int) *fasthttp.Server {
 
 // serve is the entry point of every request.
 func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
+	if why := framingError(&ctx.Request.Header); why != "" {
+		ctx.Error("bad request: "+why+"\n", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose() // where this request ends is in doubt
+		return
+	}
 	t := s.table.Load()
 	if s.serveHTTPPort(ctx, t, port) { // ACME challenges, redirects to https
 		return
@@ -230,7 +236,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
 	attempt := upgrade.IsAttempt(&ctx.Request.Header)
 	if r == nil {
 		ctx.Error("no route for this request\n", fasthttp.StatusNotFound)
-		if attempt {
+		if attempt || bodyMayRemain(ctx) {
 			ctx.SetConnectionClose()
 		}
 		return
