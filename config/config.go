@@ -291,4 +291,11 @@ type Route struct {
 	// clients) when Origins is set. Directive: allow_empty_origin true|false.
 	// Default true: browsers always send Origin, so cross-site attacks carry one.
 	AllowEmptyOrigin bool
+	// AllowEncodedSlash admits paths with an encoded slash (%2F) or a
+	// backslash (raw or %5C), which are otherwise refused with 400 because
+	// backends disagree on whether they separate segments. They are kept
+	// encoded (a backslash becomes %5C), both for matching and in what the
+	// backend is sent. Directive: allow_encoded_slash [true|false].
+	// Default false.
+	AllowEncodedSlash bool
 }

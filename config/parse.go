@@ -40,7 +40,7 @@ const (
 const (
 	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, request_body_timeout, trusted_proxies"
 	knownSite   = "route, tls"
-	knownRoute  = "allow_empty_origin, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
+	knownRoute  = "allow_empty_origin, allow_encoded_slash, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -503,6 +503,19 @@ func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d
 					continue
 				}
 				r.Origins = append(r.Origins, o)
+			}
+		}
+	case "allow_encoded_slash":
+		if p.once(seen, d) && p.argCount(d, "allow_encoded_slash [true|false]", 0, 1) {
+			r.AllowEncodedSlash = true
+			if len(d.args) == 1 {
+				switch d.args[0].Text {
+				case "true":
+				case "false":
+					r.AllowEncodedSlash = false
+				default:
+					p.errorf(d.pos(), "allow_encoded_slash %q: want true or false", d.args[0].Text)
+				}
 			}
 		}
 	case "allow_empty_origin":

@@ -228,12 +228,25 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
 		ctx.SetConnectionClose() // where this request ends is in doubt
 		return
 	}
-	t := s.table.Load()
-	if s.serveHTTPPort(ctx, t, port) { // ACME challenges, redirects to https
+	var buf [256]byte
+	tg, why := parseTarget(ctx, buf[:0])
+	if why != "" {
+		ctx.Error("bad request: "+why+"\n", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
 		return
 	}
-	r := t.lookup(port, ctx.Host(), ctx.Path(), ctx.QueryArgs())
+	t := s.table.Load()
+	if s.serveHTTPPort(ctx, t, port, tg.path) { // ACME challenges, redirects to https
+		return
+	}
+	r := t.lookup(port, ctx.Host(), tg.path, ctx.QueryArgs())
 	attempt := upgrade.IsAttempt(&ctx.Request.Header)
+	if r != nil && tg.encodedSlash && !r.cfg.AllowEncodedSlash {
+		ctx.Error("bad request: encoded slash or backslash in the path\n", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+		return
+	}
+	tg.forward(ctx)
 	if r == nil {
 		ctx.Error("no route for this request\n", fasthttp.StatusNotFound)
 		if attempt || bodyMayRemain(ctx) {
