@@ -229,6 +229,19 @@ type Route struct {
 	LBRetries int
 	// DialTimeout bounds connecting to a backend. Directive: dial_timeout. Default 5s.
 	DialTimeout time.Duration
+	// ResponseTimeout bounds, for plain HTTP, how long a backend may take
+	// to begin its response once the request is sent, and any pause while
+	// it sends or reads (idle, renewed by every read and write: a response
+	// that keeps streaming is never cut). The client gets 504 when it
+	// fires before the response began. Directive: response_timeout
+	// DURATION | off. Default 60s.
+	ResponseTimeout time.Duration
+	// MaxConnsPerBackend caps the plain HTTP connections to each backend
+	// (shared by routes with the same settings); requests past it wait in
+	// a queue for up to MaxConnsWait for one to free up, then get 503.
+	// Directive: max_conns_per_backend N [WAIT]. Default 1024, 30s.
+	MaxConnsPerBackend int
+	MaxConnsWait       time.Duration
 	// UpstreamHandshakeTimeout bounds sending the backend handshake and reading
 	// its response. Directive: upstream_handshake_timeout. Default 10s.
 	UpstreamHandshakeTimeout time.Duration

@@ -26,6 +26,9 @@ const (
 	defaultLogLevel                 = "info"
 	defaultLBRetries                = 2
 	defaultDialTimeout              = 5 * time.Second
+	defaultResponseTimeout          = 60 * time.Second
+	defaultMaxConnsPerBackend       = 1024
+	defaultMaxConnsWait             = 30 * time.Second
 	defaultUpstreamHandshakeTimeout = 10 * time.Second
 	defaultAllowEmptyOrigin         = true
 	defaultLBPolicy                 = balancer.NameLeastConn
@@ -40,7 +43,7 @@ const (
 const (
 	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, request_body_timeout, trusted_proxies"
 	knownSite   = "route, tls"
-	knownRoute  = "allow_empty_origin, allow_encoded_slash, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
+	knownRoute  = "allow_empty_origin, allow_encoded_slash, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_conns_per_backend, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, response_timeout, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -398,6 +401,9 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 		Pos:                      d.pos(),
 		LBRetries:                defaultLBRetries,
 		DialTimeout:              defaultDialTimeout,
+		ResponseTimeout:          defaultResponseTimeout,
+		MaxConnsPerBackend:       defaultMaxConnsPerBackend,
+		MaxConnsWait:             defaultMaxConnsWait,
 		UpstreamHandshakeTimeout: defaultUpstreamHandshakeTimeout,
 		AllowEmptyOrigin:         defaultAllowEmptyOrigin,
 		LBPolicy:                 defaultLBPolicy,
@@ -489,6 +495,27 @@ func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d
 	case "dial_timeout":
 		if p.once(seen, d) && p.argCount(d, "dial_timeout DURATION", 1, 1) {
 			p.duration(d, &r.DialTimeout)
+		}
+	case "response_timeout":
+		if p.once(seen, d) && p.argCount(d, "response_timeout DURATION | off", 1, 1) {
+			p.optDuration(d, &r.ResponseTimeout)
+		}
+	case "max_conns_per_backend":
+		if p.once(seen, d) && p.argCount(d, "max_conns_per_backend N [WAIT]", 1, 2) {
+			n, err := strconv.Atoi(d.args[0].Text)
+			if err != nil || n < 1 {
+				p.errorf(d.pos(), "max_conns_per_backend %q: want a whole number of at least 1", d.args[0].Text)
+				return true
+			}
+			r.MaxConnsPerBackend = n
+			if len(d.args) == 2 {
+				v, err := time.ParseDuration(d.args[1].Text)
+				if err != nil || v < 0 {
+					p.errorf(d.pos(), "max_conns_per_backend wait %q: want a duration such as 30s, or 0 to answer 503 at once", d.args[1].Text)
+					return true
+				}
+				r.MaxConnsWait = v
+			}
 		}
 	case "upstream_handshake_timeout":
 		if p.once(seen, d) && p.argCount(d, "upstream_handshake_timeout DURATION", 1, 1) {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // recorder is a plain HTTP backend that records the request-targets and
@@ -205,4 +207,129 @@ func TestFailedUpgradeClosesConnection(t *testing.T) {
 		t.Fatalf("status %d, Connection %q, want 502 and close", r.status, r.header["connection"])
 	}
 	expectClosed(t, c, br)
+}
+
+// longPollBackend answers every plain request after hold.
+func longPollBackend(t testing.TB, hold time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			time.Sleep(hold)
+			ctx.SetBodyString("done")
+		},
+		ReadTimeout:  30 * time.Second,
+		WriteTimeout: 30 * time.Second,
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	return ln.Addr().String()
+}
+
+// getStatus does one request on a fresh connection and returns the status,
+// or the error that prevented one.
+func getStatus(addr, path string, timeout time.Duration) (int, error) {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// concurrentGets runs n requests at once and counts them by status (0 for
+// a failed request).
+func concurrentGets(addr string, n int, timeout time.Duration) map[int]int {
+	var mu sync.Mutex
+	counts := map[int]int{}
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, _ := getStatus(addr, "/poll", timeout)
+			mu.Lock()
+			counts[code]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return counts
+}
+
+// TestThousandLongPolls holds 1,000 plain requests open on one backend at
+// once: all are answered (fasthttp's default of 512 connections per host
+// answered the rest 502 at once).
+func TestThousandLongPolls(t *testing.T) {
+	t.Parallel()
+	backend := longPollBackend(t, time.Second)
+	tp := startProxy(t, "{\n\taccess_log off\n}\n:{port} {\n\troute /* {\n\t\tto "+backend+"\n\t}\n}", 0)
+	if counts := concurrentGets(tp.addr, 1000, 30*time.Second); counts[200] != 1000 {
+		t.Fatalf("1,000 long-polls: %v, want all 200", counts)
+	}
+}
+
+// TestBackendConnCapQueues caps connections to a backend: requests past
+// the cap wait for one and are all answered; with a short wait the late
+// ones get 503, not 502.
+func TestBackendConnCapQueues(t *testing.T) {
+	t.Parallel()
+	backend := longPollBackend(t, 100*time.Millisecond)
+	tp := startProxy(t, "{\n\taccess_log off\n}\n:{port} {\n\troute /* {\n\t\tto "+backend+"\n\t\tmax_conns_per_backend 10 10s\n\t}\n}", 0)
+	if counts := concurrentGets(tp.addr, 100, 20*time.Second); counts[200] != 100 {
+		t.Fatalf("100 requests over 10 connections: %v, want all 200", counts)
+	}
+	slow := longPollBackend(t, time.Second)
+	tp2 := startProxy(t, "{\n\taccess_log off\n}\n:{port} {\n\troute /* {\n\t\tto "+slow+"\n\t\tmax_conns_per_backend 1 200ms\n\t}\n}", 0)
+	if counts := concurrentGets(tp2.addr, 3, 10*time.Second); counts[200] != 1 || counts[503] != 2 {
+		t.Fatalf("3 requests over 1 connection with a 200ms wait: %v, want 1 x 200 and 2 x 503", counts)
+	}
+}
+
+// TestResponseTimeout: a backend that never answers costs the client
+// response_timeout and a 504, not forever.
+func TestResponseTimeout(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // accepts and never answers
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	tp := startProxy(t, ":{port} {\n\troute /* {\n\t\tto "+ln.Addr().String()+"\n\t\tresponse_timeout 300ms\n\t}\n}", 0)
+	start := time.Now()
+	code, err := getStatus(tp.addr, "/never", 5*time.Second)
+	if err != nil || code != 504 {
+		t.Fatalf("status %d, %v after %v, want 504", code, err, time.Since(start).Round(time.Millisecond))
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("504 came after %v", d)
+	}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/config"
 )
 
 // hopHeaders are meaningful for one connection only (RFC 9110 §7.6.1) and
@@ -76,6 +78,10 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 		}
 	case lastErr == nil:
 		ctx.Error("no backend available\n", fasthttp.StatusServiceUnavailable)
+	case errors.Is(lastErr, fasthttp.ErrNoFreeConns):
+		ctx.Error("backend busy: no connection to it freed up in time\n", fasthttp.StatusServiceUnavailable)
+	case !isDialError(lastErr) && isTimeout(lastErr):
+		ctx.Error("backend did not answer in time\n", fasthttp.StatusGatewayTimeout)
 	default:
 		ctx.Error("backend request failed\n", fasthttp.StatusBadGateway)
 	}
@@ -145,8 +151,8 @@ func bodyMayRemain(ctx *fasthttp.RequestCtx) bool {
 }
 
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
 }
 
 // logHTTP counts and logs a plain request. Bytes are the response's
@@ -199,17 +205,37 @@ func prepareRequest(ctx *fasthttp.RequestCtx) {
 	h.SetBytesV("X-Forwarded-Host", ctx.Host())
 }
 
-// hostClient returns the pooled client for a backend address, made on first
-// use and kept across reloads so its idle connections survive them.
+// hostClient returns the pooled client for a backend address with a
+// route's settings, made on first use and kept across reloads so its idle
+// connections survive them. Routes with the same settings share it, and
+// so its connection cap.
+//
+// MaxConns is max_conns_per_backend; requests past it wait for a
+// connection in fasthttp's queue for up to the cap's wait (503 after it)
+// instead of failing at once, as fasthttp's default (512, no wait) did.
+// response_timeout is an idle timeout on the backend connection's reads
+// and writes, renewed by each: it bounds the wait for a response to begin
+// and any pause within it, so a long-poll answered within it and a
+// stream that keeps sending both live. (HostClient's ReadTimeout would
+// stay set while a streamed response body is relayed, cutting streams.)
 func (s *Server) hostClient(addr string, r *route) *fasthttp.HostClient {
+	key := addr + r.clientKey
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	hc := s.clients[addr]
+	hc := s.clients[key]
 	if hc == nil {
-		dialTimeout := r.cfg.DialTimeout
+		dialTimeout, idle := r.cfg.DialTimeout, r.cfg.ResponseTimeout
 		hc = &fasthttp.HostClient{
-			Addr:                          addr,
-			Dial:                          func(addr string) (net.Conn, error) { return dialTCP(addr, dialTimeout) },
+			Addr: addr,
+			Dial: func(addr string) (net.Conn, error) {
+				c, err := dialTCP(addr, dialTimeout)
+				if err != nil || idle <= 0 {
+					return c, err
+				}
+				return &idleConn{Conn: c, idle: idle}, nil
+			},
+			MaxConns:                      r.cfg.MaxConnsPerBackend,
+			MaxConnWaitTimeout:            r.cfg.MaxConnsWait,
 			StreamResponseBody:            true,
 			MaxIdleConnDuration:           60 * time.Second,
 			MaxIdemponentCallAttempts:     1,
@@ -218,9 +244,33 @@ func (s *Server) hostClient(addr string, r *route) *fasthttp.HostClient {
 			NoDefaultUserAgentHeader:      true,
 			MaxResponseBodySize:           0,
 		}
-		s.clients[addr] = hc
+		s.clients[key] = hc
 	}
 	return hc
+}
+
+// clientKey is what, besides the address, tells a route's HostClient apart.
+func clientKey(rc *config.Route) string {
+	return fmt.Sprintf("|%v|%v|%d|%v", rc.DialTimeout, rc.ResponseTimeout, rc.MaxConnsPerBackend, rc.MaxConnsWait)
+}
+
+// idleConn renews a deadline before each read and write to a backend.
+// fasthttp clears its own deadlines (none are configured) before it
+// writes a request and before it reads a response, so these are the ones
+// in force.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+	return c.Conn.Write(p)
 }
 
 func dialTCP(addr string, timeout time.Duration) (net.Conn, error) {

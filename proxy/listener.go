@@ -101,7 +101,8 @@ const (
 // accepts one client into the freed slot, closes it, and reserves the fd
 // again. When even that fails (another goroutine took the fd) it backs off.
 // An episode is logged when it starts and when accepts work again (after a
-// second without failures), with its count of errors and refused clients; each error is counted in wsproxy_accept_errors_total.
+// second without failures), with its count of errors and refused clients;
+// each error is counted in wsproxy_accept_errors_total.
 //
 // Accept must not be called concurrently (fasthttp calls it from one
 // goroutine); release closes the reserve after Serve has returned.
