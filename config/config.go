@@ -61,10 +61,15 @@ type Global struct {
 	// X-Forwarded-For.
 	ClientIPHeader string
 	// Admin is the admin API's listen address, "" when off. Directive:
-	// admin ADDR [allow_remote] | off. Default off. A non-loopback address
-	// needs allow_remote.
+	// admin ADDR [allow_remote] [{ token TOKEN }] | off. Default off. A
+	// non-loopback address needs allow_remote, and allow_remote needs a
+	// token.
 	Admin            string
 	AdminAllowRemote bool
+	// AdminToken, if set, is required of every admin request as
+	// "Authorization: Bearer TOKEN"; write it as {$WSPROXY_ADMIN_TOKEN}
+	// to keep it out of the file.
+	AdminToken string
 
 	// TLS holds the automatic TLS options (email, acme_ca, acme_ca_root,
 	// storage, http_port, https_port); see TLSOptions.

@@ -325,9 +325,10 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 			}
 			continue // takes a block
 		case "admin":
-			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] | admin off", 1, 2) {
+			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] [{ token TOKEN }] | admin off", 1, 2) {
 				p.admin(g, d)
 			}
+			continue // may take a block
 		case "email", "acme_ca", "acme_ca_root", "storage", "http_port", "https_port":
 			if p.once(seen, d) {
 				p.globalTLS(d) // see tls.go
@@ -919,8 +920,8 @@ func parseTrusted(s string) ([]netip.Prefix, error) {
 func (p *parser) admin(g *Global, d directive) {
 	addr := d.args[0].Text
 	if addr == "off" {
-		if len(d.args) > 1 {
-			p.errorf(d.pos(), "admin off takes no other argument")
+		if len(d.args) > 1 || d.hasBlock {
+			p.errorf(d.pos(), "admin off takes no other argument or block")
 		}
 		return
 	}
@@ -944,6 +945,33 @@ func (p *parser) admin(g *Global, d directive) {
 	loopback := host == "localhost" || err == nil && ip.IsLoopback()
 	if !loopback && !g.AdminAllowRemote {
 		p.errorf(d.pos(), "admin %q is not a loopback address: the admin API can reload and inspect the proxy; add allow_remote if you mean it", addr)
+		return
+	}
+	if d.hasBlock {
+		blk := d.block
+		seen := map[string]Pos{}
+		for nesting := blk.Nesting(); blk.NextBlock(nesting); {
+			sub := splitDirective(blk.NextSegment())
+			if sub.name.Text != "token" {
+				p.errorf(sub.pos(), "unknown option %q in admin; known: token", sub.name.Text)
+				continue
+			}
+			if !p.once(seen, sub) {
+				continue
+			}
+			if len(sub.args) == 0 || sub.args[0].Text == "" {
+				// {$VAR} of an unset variable leaves no argument at all.
+				p.errorf(sub.pos(), "admin token is missing or empty (is the environment variable it names set?)")
+				continue
+			}
+			if p.argCount(sub, "token TOKEN", 1, 1) {
+				g.AdminToken = sub.args[0].Text
+			}
+			p.noBlock(sub)
+		}
+	}
+	if g.AdminAllowRemote && g.AdminToken == "" {
+		p.errorf(d.pos(), "admin allow_remote requires a token: admin %s allow_remote { token {$WSPROXY_ADMIN_TOKEN} }", addr)
 		return
 	}
 	g.Admin = addr
