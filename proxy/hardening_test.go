@@ -272,9 +272,9 @@ func concurrentGets(addr string, n int, timeout time.Duration) map[int]int {
 
 // TestThousandLongPolls holds 1,000 plain requests open on one backend at
 // once: all are answered (fasthttp's default of 512 connections per host
-// answered the rest 502 at once).
+// answered the rest 502 at once). Not parallel: its load would skew the
+// timing tests.
 func TestThousandLongPolls(t *testing.T) {
-	t.Parallel()
 	backend := longPollBackend(t, time.Second)
 	tp := startProxy(t, "{\n\taccess_log off\n}\n:{port} {\n\troute /* {\n\t\tto "+backend+"\n\t}\n}", 0)
 	if counts := concurrentGets(tp.addr, 1000, 30*time.Second); counts[200] != 1000 {
