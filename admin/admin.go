@@ -9,12 +9,17 @@ package admin
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +47,19 @@ type Options struct {
 	Reload func() (proxy.ReloadReport, error)
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
+
+	// Token, if set, is required of every request as "Authorization:
+	// Bearer TOKEN" (401 otherwise), compared in constant time. The config
+	// requires one with AllowRemote.
+	Token string
+	// AllowRemote accepts, besides the addresses below, a Host naming any
+	// IP address with the API's port, for clients on other machines.
+	// Default false.
+	AllowRemote bool
+	// ListenAddr is the address as configured (e.g. "localhost:2019"),
+	// accepted as a Host besides the bound address and the loopback names
+	// (127.0.0.1, localhost, [::1]) with its port. Start sets it.
+	ListenAddr string
 }
 
 // Server is a running admin API.
@@ -57,17 +75,19 @@ func Start(addr string, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.ListenAddr = addr
 	return Serve(ln, o), nil
 }
 
-// Serve serves the API on ln, which it owns from then on.
+// Serve serves the API on ln, which it owns from then on, behind the
+// checks of guard.
 func Serve(ln net.Listener, o Options) *Server {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	s := &Server{ln: ln, done: make(chan struct{})}
-	s.srv = &http.Server{Handler: Handler(o), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: guard(o, ln.Addr(), Handler(o)), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -90,7 +110,70 @@ func (s *Server) Close() error {
 	return err
 }
 
-// Handler returns the API's routes:
+// guard refuses, before next sees them, requests that a browser could have
+// been made to send or that lack the token:
+//
+//   - a Host that is not this API's address (403): a page on another
+//     site that rebinds its own name to 127.0.0.1 reaches the loopback
+//     port, but its requests carry that name as their Host;
+//   - an Origin header that is present and not this API's (403): a page
+//     on another site posting to http://127.0.0.1:2019/reload;
+//   - without "Authorization: Bearer TOKEN" when a token is set (401).
+//
+// Clients that are not browsers (curl, wsproxy reload, Prometheus) send
+// the address they dialled as Host and no Origin.
+func guard(o Options, bound net.Addr, next http.Handler) http.Handler {
+	_, port, _ := net.SplitHostPort(bound.String())
+	hosts := map[string]bool{
+		strings.ToLower(bound.String()): true,
+		"localhost:" + port:             true,
+		"127.0.0.1:" + port:             true,
+		"[::1]:" + port:                 true,
+	}
+	if o.ListenAddr != "" {
+		hosts[strings.ToLower(o.ListenAddr)] = true
+	}
+	ours := func(host string) bool {
+		host = strings.ToLower(host)
+		if port == "80" && !strings.Contains(host, ":") {
+			host += ":80"
+		}
+		if hosts[host] {
+			return true
+		}
+		h, p, err := net.SplitHostPort(host)
+		if err != nil || p != port || !o.AllowRemote {
+			return false
+		}
+		_, err = netip.ParseAddr(h)
+		return err == nil
+	}
+	want := sha256.Sum256([]byte("Bearer " + o.Token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ours(r.Host) {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "Host " + strconv.Quote(r.Host) + " is not this admin API's address"})
+			return
+		}
+		if origin, ok := r.Header["Origin"]; ok && (len(origin) != 1 || !strings.HasPrefix(origin[0], "http://") || !ours(origin[0][len("http://"):])) {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "cross-origin requests are refused"})
+			return
+		}
+		if o.Token != "" {
+			// Hashed first, so that the comparison takes the same time
+			// whatever the length of what was sent.
+			got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="wsproxy admin"`)
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "a valid Authorization: Bearer token is required"})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Handler returns the API's routes, without the checks Serve puts in
+// front of them (see guard):
 //
 //	GET /status               version, config file and load time, uptime, live connections
 //	GET /routes               every route with its policy and backends (health, live connections)

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wsproxy/wsproxy/balancer"
 )
@@ -76,6 +77,9 @@ func TestBalancingErrors(t *testing.T) {
 		{"client ip header", "{\n client_ip_header X-Real-IP\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "want X-Forwarded-For or Forwarded"}}},
 		{"admin remote", "{\n admin 0.0.0.0:2019\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "not a loopback address"}}},
 		{"admin bad", "{\n admin nowhere\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "want HOST:PORT"}}},
+		{"admin remote without token", "{\n admin 0.0.0.0:2019 allow_remote\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "allow_remote requires a token"}}},
+		{"admin empty token", "{\n admin 0.0.0.0:2019 allow_remote {\n  token {$WSPROXY_TEST_UNSET_TOKEN}\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "requires a token"}, {3, "token is missing or empty"}}},
+		{"admin unknown option", "{\n admin 127.0.0.1:2019 {\n  user bob\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{3, "known: token"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -84,11 +88,56 @@ func TestBalancingErrors(t *testing.T) {
 			checkErrors(t, testFile, err, c.want)
 		})
 	}
-	cfg := mustParse(t, testFile, "{\n admin 0.0.0.0:2019 allow_remote\n}\n:1 {\n route {\n  to a:1\n }\n}")
-	if !cfg.Global.AdminAllowRemote || cfg.Global.Admin != "0.0.0.0:2019" {
+	cfg := mustParse(t, testFile, "{\n admin 0.0.0.0:2019 allow_remote {\n  token s3cret\n }\n}\n:1 {\n route {\n  to a:1\n }\n}")
+	if !cfg.Global.AdminAllowRemote || cfg.Global.Admin != "0.0.0.0:2019" || cfg.Global.AdminToken != "s3cret" {
 		t.Fatalf("allow_remote: %+v", cfg.Global)
 	}
 	if cfg := mustParse(t, testFile, "{\n admin off\n}\n:1 {\n route {\n  to a:1\n }\n}"); cfg.Global.Admin != "" {
 		t.Fatalf("admin off: %q", cfg.Global.Admin)
+	}
+}
+
+func TestHardeningDirectives(t *testing.T) {
+	t.Parallel()
+	cfg := mustParse(t, testFile, `{
+ request_body_timeout off
+}
+:1 {
+ route /files/* {
+  to a:1
+  allow_encoded_slash
+  response_timeout 5s
+  max_conns_per_backend 64 2s
+ }
+ route {
+  to a:1
+  response_timeout off
+  max_conns_per_backend 8
+  allow_encoded_slash false
+ }
+}`)
+	if cfg.Global.RequestBodyTimeout != 0 {
+		t.Errorf("request_body_timeout off: %v", cfg.Global.RequestBodyTimeout)
+	}
+	r := cfg.Sites[0].Routes[0]
+	if !r.AllowEncodedSlash || r.ResponseTimeout != 5*time.Second || r.MaxConnsPerBackend != 64 || r.MaxConnsWait != 2*time.Second {
+		t.Errorf("first route: %+v", r)
+	}
+	r = cfg.Sites[0].Routes[1]
+	if r.AllowEncodedSlash || r.ResponseTimeout != 0 || r.MaxConnsPerBackend != 8 || r.MaxConnsWait != 30*time.Second {
+		t.Errorf("second route: %+v", r)
+	}
+	for _, c := range []struct {
+		name, body string
+		want       []wantErr
+	}{
+		{"body timeout", "{\n request_body_timeout soon\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "want a duration"}}},
+		{"response timeout", ":1 {\n route {\n  to a:1\n  response_timeout -1s\n }\n}", []wantErr{{4, "greater than zero"}}},
+		{"conns", ":1 {\n route {\n  to a:1\n  max_conns_per_backend 0\n }\n}", []wantErr{{4, "at least 1"}}},
+		{"conns wait", ":1 {\n route {\n  to a:1\n  max_conns_per_backend 4 later\n }\n}", []wantErr{{4, "wait"}}},
+		{"encoded slash", ":1 {\n route {\n  to a:1\n  allow_encoded_slash yes\n }\n}", []wantErr{{4, "want true or false"}}},
+	} {
+		_, err := Parse(testFile, []byte(c.body))
+		t.Run(c.name, func(t *testing.T) { checkErrors(t, testFile, err, c.want) })
 	}
 }

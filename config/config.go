@@ -43,6 +43,12 @@ type Global struct {
 	// request header (slowloris). Directive: handshake_timeout DURATION.
 	// Default 10s.
 	HandshakeTimeout time.Duration
+	// RequestBodyTimeout is how long a plain HTTP request's body may go
+	// without a byte arriving while it streams to the backend (idle, not
+	// total: a large upload may take as long as it keeps moving); 0 is no
+	// limit. When it fires the client gets 408 and the connection is
+	// closed. Directive: request_body_timeout DURATION | off. Default 60s.
+	RequestBodyTimeout time.Duration
 	// LogLevel is one of debug, info, warn, error. Directive: log_level. Default info.
 	LogLevel string
 	// TrustedProxies are the peers whose client-address header (see
@@ -55,10 +61,15 @@ type Global struct {
 	// X-Forwarded-For.
 	ClientIPHeader string
 	// Admin is the admin API's listen address, "" when off. Directive:
-	// admin ADDR [allow_remote] | off. Default off. A non-loopback address
-	// needs allow_remote.
+	// admin ADDR [allow_remote] [{ token TOKEN }] | off. Default off. A
+	// non-loopback address needs allow_remote, and allow_remote needs a
+	// token.
 	Admin            string
 	AdminAllowRemote bool
+	// AdminToken, if set, is required of every admin request as
+	// "Authorization: Bearer TOKEN"; write it as {$WSPROXY_ADMIN_TOKEN}
+	// to keep it out of the file.
+	AdminToken string
 
 	// TLS holds the automatic TLS options (email, acme_ca, acme_ca_root,
 	// storage, http_port, https_port); see TLSOptions.
@@ -226,6 +237,19 @@ type Route struct {
 	LBRetries int
 	// DialTimeout bounds connecting to a backend. Directive: dial_timeout. Default 5s.
 	DialTimeout time.Duration
+	// ResponseTimeout bounds, for plain HTTP, how long a backend may take
+	// to begin its response once the request is sent, and any pause while
+	// it sends or reads (idle, renewed by every read and write: a response
+	// that keeps streaming is never cut). The client gets 504 when it
+	// fires before the response began. Directive: response_timeout
+	// DURATION | off. Default 60s.
+	ResponseTimeout time.Duration
+	// MaxConnsPerBackend caps the plain HTTP connections to each backend
+	// (shared by routes with the same settings); requests past it wait in
+	// a queue for up to MaxConnsWait for one to free up, then get 503.
+	// Directive: max_conns_per_backend N [WAIT]. Default 1024, 30s.
+	MaxConnsPerBackend int
+	MaxConnsWait       time.Duration
 	// UpstreamHandshakeTimeout bounds sending the backend handshake and reading
 	// its response. Directive: upstream_handshake_timeout. Default 10s.
 	UpstreamHandshakeTimeout time.Duration
@@ -294,4 +318,11 @@ type Route struct {
 	// clients) when Origins is set. Directive: allow_empty_origin true|false.
 	// Default true: browsers always send Origin, so cross-site attacks carry one.
 	AllowEmptyOrigin bool
+	// AllowEncodedSlash admits paths with an encoded slash (%2F) or a
+	// backslash (raw or %5C), which are otherwise refused with 400 because
+	// backends disagree on whether they separate segments. They are kept
+	// encoded (a backslash becomes %5C), both for matching and in what the
+	// backend is sent. Directive: allow_encoded_slash [true|false].
+	// Default false.
+	AllowEncodedSlash bool
 }

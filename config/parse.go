@@ -22,10 +22,14 @@ import (
 const (
 	defaultMaxHeaderBytes           = 16 << 10
 	defaultHandshakeTimeout         = 10 * time.Second
+	defaultRequestBodyTimeout       = 60 * time.Second
 	defaultLogLevel                 = "info"
 	defaultLBRetries                = 2
 	defaultDialTimeout              = 5 * time.Second
 	defaultWriteTimeout             = 30 * time.Second
+	defaultResponseTimeout          = 60 * time.Second
+	defaultMaxConnsPerBackend       = 1024
+	defaultMaxConnsWait             = 30 * time.Second
 	defaultUpstreamHandshakeTimeout = 10 * time.Second
 	defaultAllowEmptyOrigin         = true
 	defaultLBPolicy                 = balancer.NameLeastConn
@@ -38,9 +42,9 @@ const (
 
 // Known directives, listed in "unknown directive" errors.
 const (
-	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, trusted_proxies, write_timeout"
+	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, request_body_timeout, trusted_proxies, write_timeout"
 	knownSite   = "route, tls"
-	knownRoute  = "allow_empty_origin, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights, write_timeout"
+	knownRoute  = "allow_empty_origin, allow_encoded_slash, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_conns_per_backend, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, response_timeout, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights, write_timeout"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -70,16 +74,17 @@ func Parse(filename string, body []byte) (*Config, error) {
 		cfg: &Config{
 			File: filename,
 			Global: Global{
-				MaxHeaderBytes:   defaultMaxHeaderBytes,
-				HandshakeTimeout: defaultHandshakeTimeout,
-				LogLevel:         defaultLogLevel,
-				ClientIPHeader:   defaultClientIPHeader,
-				GracePeriod:      30 * time.Second,
-				AccessLog:        "stdout",
-				AccessLogSample:  1,
-				ReloadDrain:      10 * time.Second,
-				WriteTimeout:     defaultWriteTimeout,
-				TLS:              TLSOptions{HTTPPort: defaultHTTPPort, HTTPSPort: defaultHTTPSPort},
+				MaxHeaderBytes:     defaultMaxHeaderBytes,
+				HandshakeTimeout:   defaultHandshakeTimeout,
+				RequestBodyTimeout: defaultRequestBodyTimeout,
+				LogLevel:           defaultLogLevel,
+				ClientIPHeader:     defaultClientIPHeader,
+				GracePeriod:        30 * time.Second,
+				AccessLog:          "stdout",
+				AccessLogSample:    1,
+				ReloadDrain:        10 * time.Second,
+				WriteTimeout:       defaultWriteTimeout,
+				TLS:                TLSOptions{HTTPPort: defaultHTTPPort, HTTPSPort: defaultHTTPSPort},
 			},
 		},
 	}
@@ -247,6 +252,10 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 			if p.once(seen, d) && p.argCount(d, "handshake_timeout DURATION", 1, 1) {
 				p.duration(d, &g.HandshakeTimeout)
 			}
+		case "request_body_timeout":
+			if p.once(seen, d) && p.argCount(d, "request_body_timeout DURATION | off", 1, 1) {
+				p.optDuration(d, &g.RequestBodyTimeout)
+			}
 		case "log_level":
 			if p.once(seen, d) && p.argCount(d, "log_level debug|info|warn|error", 1, 1) {
 				switch v := strings.ToLower(d.args[0].Text); v {
@@ -323,9 +332,10 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 			}
 			continue // takes a block
 		case "admin":
-			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] | admin off", 1, 2) {
+			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] [{ token TOKEN }] | admin off", 1, 2) {
 				p.admin(g, d)
 			}
+			continue // may take a block
 		case "email", "acme_ca", "acme_ca_root", "storage", "http_port", "https_port":
 			if p.once(seen, d) {
 				p.globalTLS(d) // see tls.go
@@ -399,6 +409,9 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 		Pos:                      d.pos(),
 		LBRetries:                defaultLBRetries,
 		DialTimeout:              defaultDialTimeout,
+		ResponseTimeout:          defaultResponseTimeout,
+		MaxConnsPerBackend:       defaultMaxConnsPerBackend,
+		MaxConnsWait:             defaultMaxConnsWait,
 		UpstreamHandshakeTimeout: defaultUpstreamHandshakeTimeout,
 		AllowEmptyOrigin:         defaultAllowEmptyOrigin,
 		LBPolicy:                 defaultLBPolicy,
@@ -491,6 +504,27 @@ func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d
 		if p.once(seen, d) && p.argCount(d, "dial_timeout DURATION", 1, 1) {
 			p.duration(d, &r.DialTimeout)
 		}
+	case "response_timeout":
+		if p.once(seen, d) && p.argCount(d, "response_timeout DURATION | off", 1, 1) {
+			p.optDuration(d, &r.ResponseTimeout)
+		}
+	case "max_conns_per_backend":
+		if p.once(seen, d) && p.argCount(d, "max_conns_per_backend N [WAIT]", 1, 2) {
+			n, err := strconv.Atoi(d.args[0].Text)
+			if err != nil || n < 1 {
+				p.errorf(d.pos(), "max_conns_per_backend %q: want a whole number of at least 1", d.args[0].Text)
+				return true
+			}
+			r.MaxConnsPerBackend = n
+			if len(d.args) == 2 {
+				v, err := time.ParseDuration(d.args[1].Text)
+				if err != nil || v < 0 {
+					p.errorf(d.pos(), "max_conns_per_backend wait %q: want a duration such as 30s, or 0 to answer 503 at once", d.args[1].Text)
+					return true
+				}
+				r.MaxConnsWait = v
+			}
+		}
 	case "upstream_handshake_timeout":
 		if p.once(seen, d) && p.argCount(d, "upstream_handshake_timeout DURATION", 1, 1) {
 			p.duration(d, &r.UpstreamHandshakeTimeout)
@@ -504,6 +538,19 @@ func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d
 					continue
 				}
 				r.Origins = append(r.Origins, o)
+			}
+		}
+	case "allow_encoded_slash":
+		if p.once(seen, d) && p.argCount(d, "allow_encoded_slash [true|false]", 0, 1) {
+			r.AllowEncodedSlash = true
+			if len(d.args) == 1 {
+				switch d.args[0].Text {
+				case "true":
+				case "false":
+					r.AllowEncodedSlash = false
+				default:
+					p.errorf(d.pos(), "allow_encoded_slash %q: want true or false", d.args[0].Text)
+				}
 			}
 		}
 	case "allow_empty_origin":
@@ -906,8 +953,8 @@ func parseTrusted(s string) ([]netip.Prefix, error) {
 func (p *parser) admin(g *Global, d directive) {
 	addr := d.args[0].Text
 	if addr == "off" {
-		if len(d.args) > 1 {
-			p.errorf(d.pos(), "admin off takes no other argument")
+		if len(d.args) > 1 || d.hasBlock {
+			p.errorf(d.pos(), "admin off takes no other argument or block")
 		}
 		return
 	}
@@ -931,6 +978,33 @@ func (p *parser) admin(g *Global, d directive) {
 	loopback := host == "localhost" || err == nil && ip.IsLoopback()
 	if !loopback && !g.AdminAllowRemote {
 		p.errorf(d.pos(), "admin %q is not a loopback address: the admin API can reload and inspect the proxy; add allow_remote if you mean it", addr)
+		return
+	}
+	if d.hasBlock {
+		blk := d.block
+		seen := map[string]Pos{}
+		for nesting := blk.Nesting(); blk.NextBlock(nesting); {
+			sub := splitDirective(blk.NextSegment())
+			if sub.name.Text != "token" {
+				p.errorf(sub.pos(), "unknown option %q in admin; known: token", sub.name.Text)
+				continue
+			}
+			if !p.once(seen, sub) {
+				continue
+			}
+			if len(sub.args) == 0 || sub.args[0].Text == "" {
+				// {$VAR} of an unset variable leaves no argument at all.
+				p.errorf(sub.pos(), "admin token is missing or empty (is the environment variable it names set?)")
+				continue
+			}
+			if p.argCount(sub, "token TOKEN", 1, 1) {
+				g.AdminToken = sub.args[0].Text
+			}
+			p.noBlock(sub)
+		}
+	}
+	if g.AdminAllowRemote && g.AdminToken == "" {
+		p.errorf(d.pos(), "admin allow_remote requires a token: admin %s allow_remote { token {$WSPROXY_ADMIN_TOKEN} }", addr)
 		return
 	}
 	g.Admin = addr

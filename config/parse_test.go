@@ -61,6 +61,9 @@ func defaultRoute() Route {
 	return Route{
 		LBRetries:                2,
 		DialTimeout:              5 * time.Second,
+		ResponseTimeout:          60 * time.Second,
+		MaxConnsPerBackend:       1024,
+		MaxConnsWait:             30 * time.Second,
 		UpstreamHandshakeTimeout: 10 * time.Second,
 		AllowEmptyOrigin:         true,
 		LBPolicy:                 "least_conn",
@@ -106,16 +109,17 @@ func TestParseValidFile(t *testing.T) {
 	want := &Config{
 		File: file,
 		Global: Global{
-			MaxHeaderBytes:   32 << 10,
-			HandshakeTimeout: 5 * time.Second,
-			LogLevel:         "warn",
-			ClientIPHeader:   "X-Forwarded-For",
-			GracePeriod:      30 * time.Second,
-			WriteTimeout:     30 * time.Second,
-			ReloadDrain:      10 * time.Second,
-			AccessLog:        "stdout",
-			AccessLogSample:  1,
-			TLS:              TLSOptions{HTTPPort: 80, HTTPSPort: 443},
+			MaxHeaderBytes:     32 << 10,
+			HandshakeTimeout:   5 * time.Second,
+			RequestBodyTimeout: 60 * time.Second,
+			LogLevel:           "warn",
+			ClientIPHeader:     "X-Forwarded-For",
+			GracePeriod:        30 * time.Second,
+			ReloadDrain:        10 * time.Second,
+			WriteTimeout:       30 * time.Second,
+			AccessLog:          "stdout",
+			AccessLogSample:    1,
+			TLS:                TLSOptions{HTTPPort: 80, HTTPSPort: 443},
 		},
 		Sites: []*Site{
 			{
@@ -202,7 +206,7 @@ func TestParseDefaults(t *testing.T) {
 	r.Upstreams = []Upstream{{Pos: Pos{File: testFile, Line: 3}, Addr: "127.0.0.1:9000", Weight: 1}}
 	want := &Config{
 		File:   testFile,
-		Global: Global{MaxHeaderBytes: 16384, HandshakeTimeout: 10 * time.Second, LogLevel: "info", ClientIPHeader: "X-Forwarded-For", GracePeriod: 30 * time.Second, ReloadDrain: 10 * time.Second, WriteTimeout: 30 * time.Second, AccessLog: "stdout", AccessLogSample: 1, TLS: TLSOptions{HTTPPort: 80, HTTPSPort: 443}},
+		Global: Global{MaxHeaderBytes: 16384, HandshakeTimeout: 10 * time.Second, RequestBodyTimeout: 60 * time.Second, LogLevel: "info", ClientIPHeader: "X-Forwarded-For", GracePeriod: 30 * time.Second, ReloadDrain: 10 * time.Second, WriteTimeout: 30 * time.Second, AccessLog: "stdout", AccessLogSample: 1, TLS: TLSOptions{HTTPPort: 80, HTTPSPort: 443}},
 		Sites: []*Site{{
 			Pos:       Pos{File: testFile, Line: 1},
 			Addresses: []Address{{Scheme: "http", Port: 8080}},
@@ -410,7 +414,7 @@ func TestParseErrors(t *testing.T) {
 		{"name extra", site("\t\tname a b\n\t\tto a:1"), []wantErr{{3, "name: too many arguments; usage: name NAME"}}},
 		{"name empty", site("\t\tname \"\"\n\t\tto a:1"), []wantErr{{3, "empty route name"}}},
 		{"name twice", site("\t\tname a\n\t\tname b\n\t\tto a:1"), []wantErr{{4, "name already set at test.Caddyfile:3"}}},
-		{"unknown route directive", site("\t\treverse_proxy a:1\n\t\tto a:1"), []wantErr{{3, `unknown directive "reverse_proxy" in route; known: allow_empty_origin, consul, dial_timeout, drain_on_removal, eject_duration, `}}},
+		{"unknown route directive", site("\t\treverse_proxy a:1\n\t\tto a:1"), []wantErr{{3, `unknown directive "reverse_proxy" in route; known: allow_empty_origin, allow_encoded_slash, consul, dial_timeout, drain_on_removal, eject_duration, `}}},
 		{"nested route", site("\t\troute /y {\n\t\t\tto a:1\n\t\t}\n\t\tto a:1"), []wantErr{{3, `unknown directive "route" in route`}}},
 
 		// route names

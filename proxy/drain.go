@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"math/rand/v2"
+	"net"
 	"reflect"
 	"slices"
+	"sync"
 	"time"
 
+	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 )
@@ -26,6 +29,58 @@ func closeSpread(sessions []*relay.Session, window time.Duration, toClient, toBa
 		}
 		time.AfterFunc(rand.N(spread), func() { ss.Close(toClient, toBackend, reason) })
 	}
+}
+
+// probeChanged dials the static backends of the routes that t changes and
+// whose backend set differs from the old route's, once per address, and
+// returns the result by address. Routes whose backends did not change are
+// not dialled: nothing of theirs is drained.
+func (s *Server) probeChanged(old, t *table) map[string]error {
+	timeouts := map[string]time.Duration{}
+	for _, r := range t.routes {
+		or := old.byName[r.name]
+		if or == nil || or == r || r.query != nil || sameAddrs(or.set.Load(), r.set.Load()) {
+			continue
+		}
+		for _, b := range r.set.Load().Backends() {
+			timeouts[b.Addr] = min(r.cfg.DialTimeout, reloadProbeTimeout)
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	out := make(map[string]error, len(timeouts))
+	for addr, d := range timeouts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := (&net.Dialer{Timeout: d}).DialContext(s.ctx, "tcp", addr)
+			if err == nil {
+				c.Close()
+			}
+			mu.Lock()
+			out[addr] = err
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func sameAddrs(a, b *balancer.Set) bool {
+	in := map[string]bool{}
+	for _, x := range a.Backends() {
+		in[x.Addr] = true
+	}
+	bs := b.Backends()
+	if len(bs) != len(in) {
+		return false
+	}
+	for _, x := range bs {
+		if !in[x.Addr] {
+			return false
+		}
+	}
+	return true
 }
 
 // sessionsWhere returns the live sessions whose connection matches keep.
@@ -64,14 +119,38 @@ type ReloadReport struct {
 	Added, Removed, Changed     []string
 	Unchanged                   int
 	DrainedRoutes, DrainedConns int
+	// Unreachable lists the static backends of changed routes that a TCP
+	// dial did not reach when the reload was applied, as
+	// "ROUTE: ADDR: ERROR".
+	Unreachable []string
+	// KeptConns counts the live connections on backends that left a
+	// changed route and were not drained, because none of the route's new
+	// backends was reachable.
+	KeptConns int
 }
+
+// reloadProbeTimeout bounds the reachability check of a reload's new
+// backends (or the route's dial_timeout if shorter).
+const reloadProbeTimeout = time.Second
 
 // diffAndDrain compares the retired table with the new one and drains what
 // the new one no longer has: connections of removed routes (1001), and of
 // a changed route's static backends that left it (1012).
+//
+// The rule for the latter: a changed route's new static backends are
+// dialled first (TCP, in parallel, within a second), and connections to
+// the backends that left it are drained only if at least one of its new
+// backends answered. Otherwise (a mistyped address, a backend not started
+// yet) they keep serving their live sessions until they end or a later
+// reload drains them, and the report and the log list the unreachable
+// backends. New connections follow the new config either way.
+//
+// Sessions are matched to routes by name, so those kept by one reload are
+// drained by a later one that makes the route's backends reachable.
 func (s *Server) diffAndDrain(old, t *table) ReloadReport {
 	var rep ReloadReport
 	window := t.cfg.Global.ReloadDrain
+	reach := s.probeChanged(old, t)
 	for _, r := range t.routes {
 		or := old.byName[r.name]
 		switch {
@@ -85,10 +164,20 @@ func (s *Server) diffAndDrain(old, t *table) ReloadReport {
 				continue // Consul routes drain on instance removal, by their own setting
 			}
 			stay := map[string]bool{}
+			anyUp := false
 			for _, b := range r.set.Load().Backends() {
 				stay[b.Addr] = true
+				if err, probed := reach[b.Addr]; !probed || err == nil {
+					anyUp = true
+				} else {
+					rep.Unreachable = append(rep.Unreachable, r.name+": "+b.Addr+": "+err.Error())
+				}
 			}
-			gone := s.sessionsWhere(func(c *wsConn) bool { return c.route == or && !stay[c.backend.Addr] })
+			gone := s.sessionsWhere(func(c *wsConn) bool { return c.route.name == r.name && !stay[c.backend.Addr] })
+			if !anyUp {
+				rep.KeptConns += len(gone)
+				continue
+			}
 			if len(gone) > 0 {
 				rep.DrainedConns += len(gone)
 				closeSpread(gone, window, relay.CloseServiceRestart, relay.CloseGoingAway, "backend removed from the route")
@@ -100,7 +189,7 @@ func (s *Server) diffAndDrain(old, t *table) ReloadReport {
 			continue
 		}
 		rep.Removed = append(rep.Removed, or.name)
-		victims := s.sessionsWhere(func(c *wsConn) bool { return c.route == or })
+		victims := s.sessionsWhere(func(c *wsConn) bool { return c.route.name == or.name })
 		if len(victims) > 0 {
 			rep.DrainedRoutes++
 			rep.DrainedConns += len(victims)

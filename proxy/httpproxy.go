@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/config"
 )
 
 // hopHeaders are meaningful for one connection only (RFC 9110 §7.6.1) and
@@ -24,10 +26,15 @@ var hopHeaders = []string{
 // response body streams back without being buffered whole.
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 	closeAfter := ctx.Request.Header.ConnectionClose()
+	body := s.watchBody(ctx)
+	if body != nil {
+		defer body.unwatch()
+	}
 	prepareRequest(ctx)
 	var keyBuf [maxKeyLen]byte
 	key, ok := r.requireKey(ctx, keyBuf[:0])
 	if !ok {
+		closeIfBodyUnread(ctx)
 		return
 	}
 	set := r.set.Load()
@@ -62,13 +69,90 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 			break
 		}
 	}
-	ctx.Response.Reset()
-	if lastErr == nil {
+	switch {
+	case body != nil && body.bodyErr != nil:
+		if isTimeout(body.bodyErr) {
+			ctx.Error("request body timed out\n", fasthttp.StatusRequestTimeout)
+		} else {
+			ctx.Error("request body could not be read\n", fasthttp.StatusBadRequest)
+		}
+	case lastErr == nil:
 		ctx.Error("no backend available\n", fasthttp.StatusServiceUnavailable)
-	} else {
+	case errors.Is(lastErr, fasthttp.ErrNoFreeConns):
+		ctx.Error("backend busy: no connection to it freed up in time\n", fasthttp.StatusServiceUnavailable)
+	case !isDialError(lastErr) && isTimeout(lastErr):
+		ctx.Error("backend did not answer in time\n", fasthttp.StatusGatewayTimeout)
+	default:
 		ctx.Error("backend request failed\n", fasthttp.StatusBadGateway)
 	}
+	closeIfBodyUnread(ctx)
 	s.logHTTP(ctx, r, "")
+}
+
+// headerReceived moves a request with a body from handshake_timeout to
+// request_body_timeout once its header is in: fasthttp reads up to 8 KiB
+// of the body before the handler runs, under this deadline, and watchBody
+// takes over from there.
+func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if h.ContentLength() == 0 {
+		return fasthttp.RequestConfig{}
+	}
+	d := s.table.Load().cfg.Global.RequestBodyTimeout
+	if d <= 0 {
+		d = noBodyTimeout
+	}
+	return fasthttp.RequestConfig{ReadTimeout: d}
+}
+
+// noBodyTimeout stands for "request_body_timeout off" where fasthttp only
+// takes a positive duration.
+const noBodyTimeout = 100 * 365 * 24 * time.Hour
+
+// watchBody puts a request whose body is still to be read under
+// request_body_timeout, renewed by every read, instead of fasthttp's
+// ReadTimeout (handshake_timeout), which counts from the request's first
+// byte. It returns the connection to unwatch when the handler is done, or
+// nil for a request without a body.
+func (s *Server) watchBody(ctx *fasthttp.RequestCtx) *hijackableConn {
+	if ctx.Request.Header.ContentLength() == 0 {
+		return nil
+	}
+	c, ok := asHijackable(ctx.Conn())
+	if !ok {
+		return nil
+	}
+	c.bodyIdle = s.table.Load().cfg.Global.RequestBodyTimeout
+	if c.bodyIdle > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.bodyIdle))
+	} else {
+		c.bodyIdle = -1 // no limit, but bodyErr is still recorded
+		c.Conn.SetReadDeadline(time.Time{})
+	}
+	return c
+}
+
+func (c *hijackableConn) unwatch() { c.bodyIdle, c.bodyErr = 0, nil }
+
+// closeIfBodyUnread closes the connection after an answer of the proxy's
+// own to a request with a body: the body may not have been read to its
+// end, and its unread bytes must never be parsed as a next request
+// (request smuggling). A backend's answer needs no such care: the request
+// was sent whole before it was read.
+func closeIfBodyUnread(ctx *fasthttp.RequestCtx) {
+	if bodyMayRemain(ctx) {
+		ctx.SetConnectionClose()
+	}
+}
+
+// bodyMayRemain reports whether the request has a body (a Content-Length
+// above 0, or chunked).
+func bodyMayRemain(ctx *fasthttp.RequestCtx) bool {
+	return ctx.Request.Header.ContentLength() != 0
+}
+
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
 }
 
 // logHTTP counts and logs a plain request. Bytes are the response's
@@ -121,17 +205,37 @@ func prepareRequest(ctx *fasthttp.RequestCtx) {
 	h.SetBytesV("X-Forwarded-Host", ctx.Host())
 }
 
-// hostClient returns the pooled client for a backend address, made on first
-// use and kept across reloads so its idle connections survive them.
+// hostClient returns the pooled client for a backend address with a
+// route's settings, made on first use and kept across reloads so its idle
+// connections survive them. Routes with the same settings share it, and
+// so its connection cap.
+//
+// MaxConns is max_conns_per_backend; requests past it wait for a
+// connection in fasthttp's queue for up to the cap's wait (503 after it)
+// instead of failing at once, as fasthttp's default (512, no wait) did.
+// response_timeout is an idle timeout on the backend connection's reads
+// and writes, renewed by each: it bounds the wait for a response to begin
+// and any pause within it, so a long-poll answered within it and a
+// stream that keeps sending both live. (HostClient's ReadTimeout would
+// stay set while a streamed response body is relayed, cutting streams.)
 func (s *Server) hostClient(addr string, r *route) *fasthttp.HostClient {
+	key := addr + r.clientKey
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	hc := s.clients[addr]
+	hc := s.clients[key]
 	if hc == nil {
-		dialTimeout := r.cfg.DialTimeout
+		dialTimeout, idle := r.cfg.DialTimeout, r.cfg.ResponseTimeout
 		hc = &fasthttp.HostClient{
-			Addr:                          addr,
-			Dial:                          func(addr string) (net.Conn, error) { return dialTCP(addr, dialTimeout) },
+			Addr: addr,
+			Dial: func(addr string) (net.Conn, error) {
+				c, err := dialTCP(addr, dialTimeout)
+				if err != nil || idle <= 0 {
+					return c, err
+				}
+				return &idleConn{Conn: c, idle: idle}, nil
+			},
+			MaxConns:                      r.cfg.MaxConnsPerBackend,
+			MaxConnWaitTimeout:            r.cfg.MaxConnsWait,
 			StreamResponseBody:            true,
 			MaxIdleConnDuration:           60 * time.Second,
 			MaxIdemponentCallAttempts:     1,
@@ -140,9 +244,33 @@ func (s *Server) hostClient(addr string, r *route) *fasthttp.HostClient {
 			NoDefaultUserAgentHeader:      true,
 			MaxResponseBodySize:           0,
 		}
-		s.clients[addr] = hc
+		s.clients[key] = hc
 	}
 	return hc
+}
+
+// clientKey is what, besides the address, tells a route's HostClient apart.
+func clientKey(rc *config.Route) string {
+	return fmt.Sprintf("|%v|%v|%d|%v", rc.DialTimeout, rc.ResponseTimeout, rc.MaxConnsPerBackend, rc.MaxConnsWait)
+}
+
+// idleConn renews a deadline before each read and write to a backend.
+// fasthttp clears its own deadlines (none are configured) before it
+// writes a request and before it reads a response, so these are the ones
+// in force.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+	return c.Conn.Write(p)
 }
 
 func dialTCP(addr string, timeout time.Duration) (net.Conn, error) {

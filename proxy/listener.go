@@ -2,8 +2,16 @@ package proxy
 
 import (
 	cryptotls "crypto/tls"
+	"errors"
+	"log/slog"
 	"net"
+	"os"
+	"strconv"
 	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // hijackableListener wraps accepted connections so that the proxy can take
@@ -39,6 +47,26 @@ func (l hijackableListener) Accept() (net.Conn, error) {
 type hijackableConn struct {
 	net.Conn
 	taken atomic.Bool
+
+	// bodyIdle, while a handler streams a request body to a backend, is
+	// the request_body_timeout each read renews: fasthttp's ReadTimeout
+	// (handshake_timeout) would otherwise bound the whole upload.
+	// bodyErr is the first read error meanwhile, so the handler can tell
+	// a client's failure from a backend's. Both belong to the goroutine
+	// serving the connection.
+	bodyIdle time.Duration
+	bodyErr  error
+}
+
+func (c *hijackableConn) Read(p []byte) (int, error) {
+	if c.bodyIdle > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.bodyIdle))
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil && c.bodyIdle != 0 && c.bodyErr == nil {
+		c.bodyErr = err
+	}
+	return n, err
 }
 
 // take hands the underlying connection to the caller; fasthttp's later
@@ -53,4 +81,122 @@ func (c *hijackableConn) Close() error {
 		return nil
 	}
 	return c.Conn.Close()
+}
+
+// acceptErrBackoff bounds the pause between accepts that keep failing for
+// want of a resource; short, so a closed listener is noticed quickly.
+const (
+	acceptErrBackoffMin = 5 * time.Millisecond
+	acceptErrBackoffMax = 200 * time.Millisecond
+	acceptEpisodeQuiet  = time.Second
+)
+
+// resilientListener keeps accepting through fd and memory exhaustion
+// (EMFILE, ENFILE, ENOBUFS, ENOMEM), which fasthttp's Serve treats as fatal:
+// the port would stay in LISTEN with clients piling up in its backlog and
+// nothing ever accepting them again.
+//
+// While accept fails it refuses the clients waiting in the backlog rather
+// than leaving them to hang: it closes a reserved fd (an open /dev/null),
+// accepts one client into the freed slot, closes it, and reserves the fd
+// again. When even that fails (another goroutine took the fd) it backs off.
+// An episode is logged when it starts and when accepts work again (after a
+// second without failures), with its count of errors and refused clients;
+// each error is counted in wsproxy_accept_errors_total.
+//
+// Accept must not be called concurrently (fasthttp calls it from one
+// goroutine); release closes the reserve after Serve has returned.
+type resilientListener struct {
+	net.Listener
+	port    string
+	log     *slog.Logger
+	errs    *prometheus.CounterVec // port, error
+	refused prometheus.Counter
+	reserve *os.File
+
+	failures, shed int // in the current episode
+	lastFailure    time.Time
+}
+
+func (s *Server) resilient(l *listener) *resilientListener {
+	port := strconv.Itoa(l.port)
+	rl := &resilientListener{Listener: l.ln, port: port, log: s.log, errs: s.metrics.acceptErrors,
+		refused: s.metrics.acceptRefused.WithLabelValues(port)}
+	rl.reserve, _ = os.Open(os.DevNull) // without one, exhaustion only backs off
+	return rl
+}
+
+func (l *resilientListener) Accept() (net.Conn, error) {
+	var pause time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			// At the limit, accepts fail and succeed by turns as fds come and
+			// go: the episode ends after a quiet second, not at every success.
+			if l.failures > 0 && time.Since(l.lastFailure) >= acceptEpisodeQuiet {
+				l.log.Info("accepting again", "port", l.port, "errors", l.failures, "refused_clients", l.shed)
+				l.failures, l.shed = 0, 0
+			}
+			return c, nil
+		}
+		name, ok := exhaustion(err)
+		if !ok {
+			return nil, err
+		}
+		if l.failures == 0 {
+			l.log.Warn("accept failing: refusing new clients until resources are freed", "port", l.port, "err", err)
+		}
+		l.failures++
+		l.lastFailure = time.Now()
+		l.errs.WithLabelValues(l.port, name).Inc()
+		if l.refuseOne() {
+			pause = 0
+			continue
+		}
+		pause = min(max(2*pause, acceptErrBackoffMin), acceptErrBackoffMax)
+		time.Sleep(pause)
+	}
+}
+
+// refuseOne closes the reserved fd, accepts the first waiting client with
+// it and closes that client at once. It reports whether it refused one.
+func (l *resilientListener) refuseOne() bool {
+	if l.reserve == nil {
+		if l.reserve, _ = os.Open(os.DevNull); l.reserve == nil {
+			return false
+		}
+	}
+	l.reserve.Close()
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.Close() // before taking the fd back: it is the one c was given
+	}
+	l.reserve, _ = os.Open(os.DevNull)
+	if err != nil {
+		return false
+	}
+	l.shed++
+	l.refused.Inc()
+	return true
+}
+
+func (l *resilientListener) release() {
+	if l.reserve != nil {
+		l.reserve.Close()
+		l.reserve = nil
+	}
+}
+
+// exhaustion reports whether an accept error means the process or system
+// is out of a resource that frees up again, and the errno's name.
+func exhaustion(err error) (string, bool) {
+	for _, e := range []struct {
+		errno syscall.Errno
+		name  string
+	}{{syscall.EMFILE, "EMFILE"}, {syscall.ENFILE, "ENFILE"}, {syscall.ENOBUFS, "ENOBUFS"}, {syscall.ENOMEM, "ENOMEM"}} {
+		if errors.Is(err, e.errno) {
+			return e.name, true
+		}
+	}
+	return "", false
 }

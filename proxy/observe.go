@@ -36,6 +36,9 @@ type metrics struct {
 	duration     *prometheus.HistogramVec
 	pingRTT      *prometheus.HistogramVec // side
 	reloads      *prometheus.CounterVec   // result
+
+	acceptErrors  *prometheus.CounterVec // port, error
+	acceptRefused *prometheus.CounterVec // port
 }
 
 func newMetrics(s *Server) *metrics {
@@ -54,6 +57,8 @@ func newMetrics(s *Server) *metrics {
 	m.closes = counter("websocket_closes_total", "Ended connections by the side that closed first and the close code.", "side", "code")
 	m.slow = counter("websocket_slow_consumers_total", "Connections ended because one side stopped reading for longer than write_timeout, by route and that side.", "route", "side")
 	m.reloads = counter("config_reloads_total", "Config reloads by result.", "result")
+	m.acceptErrors = counter("accept_errors_total", "Failed accepts for want of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM), by listening port and error; the listener keeps accepting.", "port", "error")
+	m.acceptRefused = counter("accept_refused_total", "Clients accepted and closed at once while accepts were failing for want of a resource, by listening port.", "port")
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "wsproxy", Name: "websocket_connection_duration_seconds",
 		Help: "Lifetime of ended WebSocket connections.", Buckets: prometheus.ExponentialBuckets(0.1, 4, 12)}, []string{"route"})
 	m.pingRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "wsproxy", Name: "ping_rtt_seconds",

@@ -15,7 +15,8 @@ import (
 // Live WebSocket connections of unchanged routes are not touched: the
 // route is carried over as it runs. Connections of removed routes are
 // closed with 1001, and those to a static backend that left a changed
-// route with 1012, spread over the global reload_drain window. Everything
+// route with 1012, spread over the global reload_drain window, but only if
+// one of the route's new backends is reachable (see diffAndDrain). Everything
 // else in the new config (timeouts, limits, pings) applies to new
 // connections; live ones keep the settings they started with.
 //
@@ -63,6 +64,10 @@ func (s *Server) reload(cfg *config.Config) (ReloadReport, error) {
 	s.log.Info("config reloaded", "file", cfg.File, "version", rep.Version,
 		"added", rep.Added, "removed", rep.Removed, "changed", rep.Changed, "unchanged", rep.Unchanged,
 		"draining_connections", rep.DrainedConns, "drain_window", cfg.Global.ReloadDrain)
+	if len(rep.Unreachable) > 0 {
+		s.log.Warn("reload: new backends unreachable; connections to the backends they replace are kept where no new one answered",
+			"unreachable", rep.Unreachable, "kept_connections", rep.KeptConns)
+	}
 	return rep, nil
 }
 

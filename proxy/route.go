@@ -80,6 +80,7 @@ type route struct {
 	// keys is the hash key spec; nil for non-hash policies.
 	keys          *balancer.KeySpec
 	rejectMissing bool
+	clientKey     string // see hostClient
 }
 
 // compilePolicy builds the route's selection policy. A hash policy falls
@@ -205,7 +206,7 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 	if err != nil {
 		return nil, err
 	}
-	r := &route{cfg: rc, name: rc.Name, origins: origins}
+	r := &route{cfg: rc, name: rc.Name, origins: origins, clientKey: clientKey(rc)}
 	if err := r.compilePolicy(rc, g); err != nil {
 		return nil, err
 	}

@@ -165,7 +165,9 @@ func (s *Server) Start() error {
 func (s *Server) serveListener(l *listener) {
 	defer close(l.done)
 	s.log.Info("listening", "addr", l.ln.Addr().String())
-	if err := l.srv.Serve(hijackableListener{Listener: l.ln, tlsConfig: s.listenerTLS(l.port)}); err != nil && !errors.Is(err, net.ErrClosed) {
+	rl := s.resilient(l)
+	defer rl.release()
+	if err := l.srv.Serve(hijackableListener{Listener: rl, tlsConfig: s.listenerTLS(l.port)}); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Error("listener stopped", "port", l.port, "err", err)
 	}
 }
@@ -209,6 +211,7 @@ func (s *Server) newHTTPServer(cfg *config.Config, port int) *fasthttp.Server {
 		Name:           "wsproxy",
 		ReadBufferSize: g.MaxHeaderBytes,
 		ReadTimeout:    g.HandshakeTimeout,
+		HeaderReceived: s.headerReceived,
 		IdleTimeout:    90 * time.Second,
 		// Workers that served a burst of handshakes go soon: each is a
 		// goroutine and a stack that relayed connections do not need.
@@ -226,15 +229,33 @@ func (s *Server) newHTTPServer(cfg *config.Config, port int) *fasthttp.Server {
 
 // serve is the entry point of every request.
 func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
-	t := s.table.Load()
-	if s.serveHTTPPort(ctx, t, port) { // ACME challenges, redirects to https
+	if why := framingError(&ctx.Request.Header); why != "" {
+		ctx.Error("bad request: "+why+"\n", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose() // where this request ends is in doubt
 		return
 	}
-	r := t.lookup(port, ctx.Host(), ctx.Path(), ctx.QueryArgs())
+	var buf [256]byte
+	tg, why := parseTarget(ctx, buf[:0])
+	if why != "" {
+		ctx.Error("bad request: "+why+"\n", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+		return
+	}
+	t := s.table.Load()
+	if s.serveHTTPPort(ctx, t, port, tg.path) { // ACME challenges, redirects to https
+		return
+	}
+	r := t.lookup(port, ctx.Host(), tg.path, ctx.QueryArgs())
 	attempt := upgrade.IsAttempt(&ctx.Request.Header)
+	if r != nil && tg.encodedSlash && !r.cfg.AllowEncodedSlash {
+		ctx.Error("bad request: encoded slash or backslash in the path\n", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+		return
+	}
+	tg.forward(ctx)
 	if r == nil {
 		ctx.Error("no route for this request\n", fasthttp.StatusNotFound)
-		if attempt {
+		if attempt || bodyMayRemain(ctx) {
 			ctx.SetConnectionClose()
 		}
 		return

@@ -227,7 +227,7 @@ func (s *Server) listenerTLS(port int) func() *cryptotls.Config {
 // serveHTTPPort answers on the HTTP port of TLS sites: ACME HTTP-01
 // challenges first, then requests that a plain site there routes are left
 // to it (it reports false), and the rest are redirected to https (308).
-func (s *Server) serveHTTPPort(ctx *fasthttp.RequestCtx, t *table, port int) bool {
+func (s *Server) serveHTTPPort(ctx *fasthttp.RequestCtx, t *table, port int, path []byte) bool {
 	rt := s.tls.cur.Load()
 	if rt == nil || rt.httpPort != port || rt.mgr == nil {
 		return false
@@ -235,7 +235,7 @@ func (s *Server) serveHTTPPort(ctx *fasthttp.RequestCtx, t *table, port int) boo
 	if rt.mgr.HandleHTTPChallenge(ctx) {
 		return true
 	}
-	if t.lookup(port, ctx.Host(), ctx.Path(), ctx.QueryArgs()) != nil {
+	if t.lookup(port, ctx.Host(), path, ctx.QueryArgs()) != nil {
 		return false
 	}
 	rt.mgr.HTTPRedirect(ctx)

@@ -111,12 +111,12 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 			break
 		}
 	}
-	ctx.SetConnectionClose()
 	if lastErr == nil {
 		ctx.Error("no backend available\n", fasthttp.StatusServiceUnavailable)
-		return
+	} else {
+		ctx.Error("backend failed the WebSocket handshake\n", fasthttp.StatusBadGateway)
 	}
-	ctx.Error("backend failed the WebSocket handshake\n", fasthttp.StatusBadGateway)
+	ctx.SetConnectionClose() // after Error, whose Response.Reset would drop it
 }
 
 // switchProtocols answers 101 with what the backend chose, hijacks the client

@@ -187,7 +187,8 @@ func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile stri
 		return rep, err
 	}
 	if cfg.Global.Admin != "" {
-		a, err := admin.Start(cfg.Global.Admin, admin.Options{Version: versionString(), Proxy: srv, Reload: doReload, Logger: log})
+		a, err := admin.Start(cfg.Global.Admin, admin.Options{Version: versionString(), Proxy: srv, Reload: doReload, Logger: log,
+			Token: cfg.Global.AdminToken, AllowRemote: cfg.Global.AdminAllowRemote})
 		if err != nil {
 			log.Error("admin API failed to start", "addr", cfg.Global.Admin, "err", err)
 			return 1

@@ -107,7 +107,14 @@ func startProc(t *testing.T, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
+	return startCmd(t, exec.Command(bin, args...))
+}
+
+// startCmd starts cmd, which must exec the wsproxy binary as its own process
+// (so that the PID it is stopped by is the proxy's).
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, done: make(chan error, 1)}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

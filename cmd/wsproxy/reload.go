@@ -26,8 +26,12 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case *adminAddr != "":
-		c := &http.Client{Timeout: 60 * time.Second}
-		resp, err := c.Post("http://"+*adminAddr+"/reload", "application/json", nil)
+		req, err := adminRequest(http.MethodPost, "http://"+*adminAddr+"/reload")
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
@@ -62,4 +66,21 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "usage: wsproxy reload -pidfile FILE | -admin ADDR")
 	return 2
+}
+
+// adminTokenEnv names the variable the admin commands take the admin API's
+// bearer token from (the config's `admin ... { token {$WSPROXY_ADMIN_TOKEN} }`).
+const adminTokenEnv = "WSPROXY_ADMIN_TOKEN"
+
+// adminRequest is a request to the admin API, with its token if the
+// environment has one.
+func adminRequest(method, url string) (*http.Request, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if tok := os.Getenv(adminTokenEnv); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return req, nil
 }

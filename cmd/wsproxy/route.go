@@ -66,8 +66,11 @@ func lookupConfig(path, route, key string) (proxy.Lookup, error) {
 
 func lookupAdmin(addr, route, key string) (proxy.Lookup, error) {
 	u := "http://" + addr + "/lookup?" + url.Values{"route": {route}, "key": {key}}.Encode()
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(u)
+	req, err := adminRequest(http.MethodGet, u)
+	if err != nil {
+		return proxy.Lookup{}, err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		return proxy.Lookup{}, err
 	}

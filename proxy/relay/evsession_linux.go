@@ -28,6 +28,8 @@ type evSession struct {
 	timerAt  int64       // the deadline the timer is set for; 0 if none
 	timerRun atomic.Bool // a timer task is queued on the loop
 
+	begun     bool
+	early     *task // a Close that came before begin
 	closing   bool
 	closeBy   int64 // when closing gives up on the peers
 	idleSince int64
@@ -103,6 +105,11 @@ func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Con
 	e.b.pre(backendPre)
 	e.timer.Init(e)
 	s.ev = e
+	// Registered before any byte moves, so a reload or shutdown that looks
+	// right after Start finds it; a Close from OnStart waits for begin.
+	if s.cfg.OnStart != nil {
+		s.cfg.OnStart(s)
+	}
 	lp.post(task{s: e, op: opStart})
 	return true
 }
@@ -131,14 +138,15 @@ func (e *evSession) post(op uint8, toClient, toBackend uint16, reason string) {
 
 // begin runs on the loop: the session's sockets join the epoll set.
 func (e *evSession) begin() {
+	if e.done {
+		return // aborted before it began
+	}
 	lp := e.lp
 	now := lp.now
 	if now == 0 {
 		now = time.Now().UnixNano()
 	}
-	if e.cfg.OnStart != nil {
-		e.cfg.OnStart(e.pub)
-	}
+	e.begun = true
 	lp.register(&e.c)
 	lp.register(&e.b)
 	e.c.lastRead, e.b.lastRead, e.idleSince = now, now, now
@@ -152,6 +160,10 @@ func (e *evSession) begin() {
 		}
 	}
 	e.needTimer(e.liveness(now))
+	if t := e.early; t != nil {
+		e.early = nil
+		e.proxyClose(t.toClient, t.toBackend, t.reason)
+	}
 	e.sync()
 }
 
@@ -467,6 +479,12 @@ func (e *evSession) sync() {
 // proxyClose is Session.Close on the loop.
 func (e *evSession) proxyClose(toClient, toBackend uint16, reason string) {
 	if e.done {
+		return
+	}
+	if !e.begun {
+		if e.early == nil {
+			e.early = &task{toClient: toClient, toBackend: toBackend, reason: reason}
+		}
 		return
 	}
 	e.pub.noteClose(toClient, SideProxy)

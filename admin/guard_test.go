@@ -1,0 +1,126 @@
+package admin
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// request sends method to the API at addr with the given Host and header
+// fields, and returns the status.
+func request(t *testing.T, method, addr, host string, hdr ...string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+"/status", nil)
+	if method == http.MethodPost {
+		req, err = http.NewRequest(method, "http://"+addr+"/reload", nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host != "" {
+		req.Host = host
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestAdminRefusesCrossSiteRequests: a page elsewhere (through DNS
+// rebinding or a form post) cannot reach the API, whose own address and
+// loopback names still can.
+func TestAdminRefusesCrossSiteRequests(t *testing.T) {
+	t.Parallel()
+	srv, _, a := startProxyAndAPI(t, "guard-test", func(port int) string {
+		return fmt.Sprintf(":%d {\n\troute /chat {\n\t\tto 127.0.0.1:1\n\t}\n}\n", port)
+	})
+	defer srv.Shutdown(t.Context())
+	addr := a.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	for _, c := range []struct {
+		method, host string
+		hdr          []string
+		want         int
+	}{
+		{"POST", "evil.example", []string{"Origin", "http://evil.example"}, 403},
+		{"POST", "evil.example:" + port, nil, 403},
+		{"POST", "", []string{"Origin", "http://evil.example"}, 403},
+		{"POST", "", []string{"Origin", "null"}, 403},
+		{"GET", "evil.example:" + port, nil, 403},
+		{"GET", "10.0.0.1:" + port, nil, 403}, // only with allow_remote
+		{"POST", "", nil, 501},                // reached the handler: no reload configured
+		{"GET", "", nil, 200},
+		{"GET", "localhost:" + port, nil, 200},
+		{"GET", "[::1]:" + port, nil, 200},
+		{"GET", "", []string{"Origin", "http://" + addr}, 200},
+		{"GET", "", []string{"Origin", "http://localhost:" + port}, 200},
+	} {
+		if got := request(t, c.method, addr, c.host, c.hdr...); got != c.want {
+			t.Errorf("%s Host %q %v: status %d, want %d", c.method, c.host, c.hdr, got, c.want)
+		}
+	}
+	// pprof is behind the same checks.
+	req, _ := http.NewRequest("GET", "http://"+addr+"/debug/pprof/", nil)
+	req.Host = "evil.example:" + port
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 403 {
+		t.Fatalf("pprof with a foreign Host: %d", resp.StatusCode)
+	}
+}
+
+func mustListen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// TestAdminToken: with a token every request needs it; with allow_remote
+// any IP literal with the API's port is an acceptable Host, a name is not.
+func TestAdminToken(t *testing.T) {
+	t.Parallel()
+	srv, _, a := startProxyAndAPI(t, "token-test", func(port int) string {
+		return fmt.Sprintf(":%d {\n\troute /chat {\n\t\tto 127.0.0.1:1\n\t}\n}\n", port)
+	})
+	defer srv.Shutdown(t.Context())
+	a.Close()
+	b := Serve(mustListen(t), Options{Version: "test", Proxy: srv, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Token: "s3cret-token", AllowRemote: true})
+	defer b.Close()
+	addr := b.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	for _, c := range []struct {
+		host string
+		hdr  []string
+		want int
+	}{
+		{"", nil, 401},
+		{"", []string{"Authorization", "Bearer wrong"}, 401},
+		{"", []string{"Authorization", "Bearer s3cret-token-and-more"}, 401},
+		{"", []string{"Authorization", "Basic s3cret-token"}, 401},
+		{"", []string{"Authorization", "Bearer s3cret-token"}, 200},
+		{"10.1.2.3:" + port, []string{"Authorization", "Bearer s3cret-token"}, 200},
+		{"[2001:db8::1]:" + port, []string{"Authorization", "Bearer s3cret-token"}, 200},
+		{"10.1.2.3:1", []string{"Authorization", "Bearer s3cret-token"}, 403},
+		{"evil.example:" + port, []string{"Authorization", "Bearer s3cret-token"}, 403},
+	} {
+		if got := request(t, "GET", addr, c.host, c.hdr...); got != c.want {
+			t.Errorf("Host %q %v: status %d, want %d", c.host, c.hdr, got, c.want)
+		}
+	}
+}

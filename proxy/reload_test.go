@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/wsproxy/wsproxy/config"
+)
+
+func (tp *testProxy) reload(t *testing.T, conf string) ReloadReport {
+	t.Helper()
+	cfg, err := config.Parse("test.Caddyfile", []byte(strings.ReplaceAll(conf, "{port}", strconv.Itoa(tp.port))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := tp.srv.Reload(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func echoes(c *websocket.Conn, msg string) error {
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		return err
+	}
+	_, p, err := c.ReadMessage()
+	if err == nil && string(p) != msg {
+		err = errUnexpected(string(p))
+	}
+	return err
+}
+
+type errUnexpected string
+
+func (e errUnexpected) Error() string { return "unexpected message " + string(e) }
+
+// TestReloadToUnreachableBackendKeepsSessions changes a route's backend to
+// a closed port: the reload reports it, and the live session on the old,
+// healthy backend is not drained. A later reload to a reachable backend
+// drains it as usual.
+func TestReloadToUnreachableBackendKeepsSessions(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	conf := "{\n\treload_drain 100ms\n}\n:{port} {\n\troute /ws {\n\t\tname chat\n\t\tto %s\n\t}\n}"
+	tp := startProxy(t, strings.ReplaceAll(conf, "%s", "{b0}"), 2)
+	c, _ := dialWS(t, "ws://"+tp.addr+"/ws", nil)
+	defer c.Close()
+
+	rep := tp.reload(t, strings.ReplaceAll(conf, "%s", closed))
+	if len(rep.Unreachable) != 1 || !strings.HasPrefix(rep.Unreachable[0], "chat: "+closed+": ") || rep.KeptConns != 1 || rep.DrainedConns != 0 {
+		t.Fatalf("report %+v, want %s unreachable and 1 connection kept", rep, closed)
+	}
+	time.Sleep(500 * time.Millisecond) // well past reload_drain
+	if err := echoes(c, "still here"); err != nil {
+		t.Fatalf("the live session was drained for an unreachable backend: %v", err)
+	}
+
+	rep = tp.reload(t, strings.ReplaceAll(conf, "%s", tp.backends[1].Addr()))
+	if len(rep.Unreachable) != 0 || rep.DrainedConns != 1 {
+		t.Fatalf("report %+v, want 1 connection drained", rep)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err = c.ReadMessage()
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != 1012 {
+		t.Fatalf("after a reload to a reachable backend: %v, want close 1012", err)
+	}
+}
