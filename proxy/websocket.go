@@ -130,23 +130,14 @@ func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(hc net.Conn) {
 		conn, pre := unwrapHijacked(hc)
-		// The 101 fits any socket buffer; the deadline only guards against
-		// a client that vanished.
-		conn.SetWriteDeadline(time.Now().Add(r.cfg.UpstreamHandshakeTimeout))
-		_, err := conn.Write(resp)
-		conn.SetWriteDeadline(time.Time{})
-		if err != nil {
-			conn.Close()
-			up.Conn.Close()
-			b.Release()
-			s.release(r)
-			perIP.Release(ip)
-			return
-		}
 		s.tuneTCP(r, conn)
 		s.tuneTCP(r, up.Conn)
 		ss := relay.NewSession(cfg)
 		ss.Tag = c
+		// The relay sends the 101 itself, after the session is registered:
+		// a client that has its 101 is a connection reloads and shutdown
+		// can see, and a client gone by now ends like any other.
+		ss.First = resp
 		// Return from the hijack handler at once: fasthttp's frame holds its
 		// header reader (max_header_bytes) and the request context, which
 		// must not live as long as the connection.

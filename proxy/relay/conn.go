@@ -85,6 +85,12 @@ func (s *goSession) start(client net.Conn, clientPre []byte, backend net.Conn, b
 	if cfg.OnStart != nil {
 		cfg.OnStart(s.pub)
 	}
+	if first := s.pub.First; first != nil {
+		s.pub.First = nil
+		if err := s.writeConn(&s.client, first); err != nil {
+			s.client.conn.Close() // both directions end at once
+		}
+	}
 	s.startTimers()
 	go s.b2c.run(backendPre)
 	go s.c2b.run(clientPre)
@@ -335,10 +341,23 @@ func (d *gdir) send(p []byte, isClose bool) {
 	}
 }
 
-// violation closes both sides with the violation's code and stops forwarding.
+// violation stops forwarding: see evLeg.violation for the codes.
 func (d *gdir) violation() {
 	v := d.t.Violation
 	d.discard = true
+	if d.from == SideBackend {
+		code, reason := badGateway(v)
+		d.s.pub.noteClose(code, SideProxy)
+		d.s.pub.noteReason(reason)
+		d.dst.sendClose(d.s, code, reason)
+		d.src.dead.Store(true)
+		if tc, ok := d.src.conn.(interface{ SetLinger(int) error }); ok {
+			tc.SetLinger(0) // reset, not a FIN after a stream we refused
+		}
+		d.src.conn.Close()
+		d.s.startClosing()
+		return
+	}
 	d.s.pub.noteClose(v.Code, SideProxy)
 	d.dst.sendClose(d.s, v.Code, v.Reason)
 	d.src.sendClose(d.s, v.Code, v.Reason)

@@ -150,6 +150,10 @@ func (e *evSession) begin() {
 	lp.register(&e.c)
 	lp.register(&e.b)
 	e.c.lastRead, e.b.lastRead, e.idleSince = now, now, now
+	if first := e.pub.First; first != nil {
+		e.pub.First = nil
+		e.c.write(first)
+	}
 	if e.cfg.MaxLifetime > 0 {
 		e.endOfLife = now + int64(keepalive.Jitter(e.cfg.MaxLifetime, 0.1))
 	}
@@ -407,10 +411,20 @@ func (lg *evLeg) emitOwn() {
 	}
 }
 
-// violation closes both sides with the violation's code and stops forwarding.
+// violation stops forwarding from lg. A client that breaks the protocol
+// gets the violation's code, and so does its backend. A backend that does
+// is an invalid upstream: the client gets 1014 and the backend is reset.
 func (lg *evLeg) violation() {
 	v := lg.t.Violation
 	lg.discard = true
+	if lg.side == SideBackend {
+		code, reason := badGateway(v)
+		lg.s.pub.noteClose(code, SideProxy)
+		lg.s.pub.noteReason(reason)
+		lg.peer.sendOwnClose(code, reason)
+		lg.drop()
+		return
+	}
 	lg.s.pub.noteClose(v.Code, SideProxy)
 	lg.peer.sendOwnClose(v.Code, v.Reason)
 	lg.sendOwnClose(v.Code, v.Reason)

@@ -91,6 +91,7 @@ type loop struct {
 	epfd, evfd int
 	mu         sync.Mutex
 	queue      []task // posted, not yet run; under mu
+	stopped    bool   // opStop was posted; under mu
 	running    []task // the batch being run; loop thread only
 
 	legs    []*evLeg // by file descriptor
@@ -128,6 +129,14 @@ func newLoop(bufSize int, wheel *keepalive.Wheel) (*loop, error) {
 // eventfd write per batch of tasks, not per task.
 func (l *loop) post(t task) {
 	l.mu.Lock()
+	if l.stopped {
+		// After Close the eventfd's number may belong to another file.
+		l.mu.Unlock()
+		return
+	}
+	if t.op == opStop {
+		l.stopped = true
+	}
 	l.queue = append(l.queue, t)
 	first := len(l.queue) == 1
 	l.mu.Unlock()
@@ -139,8 +148,11 @@ func (l *loop) post(t task) {
 
 func (l *loop) run() {
 	// The loop's thread does nothing else, so its blocking epoll_wait costs
-	// no other goroutine a thread.
+	// no other goroutine a thread. Unlocked before the goroutine ends: a
+	// locked thread would end with it, and a child process that thread
+	// happened to fork gets its parent-death signal (Pdeathsig) then.
 	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	defer close(l.done)
 	events := make([]unix.EpollEvent, 256)
 	for {
@@ -235,7 +247,7 @@ func (l *loop) unregister(lg *evLeg) {
 	if lg.fd < 0 {
 		return
 	}
-	if l.legs[lg.fd] == lg {
+	if lg.fd < len(l.legs) && l.legs[lg.fd] == lg {
 		l.legs[lg.fd] = nil
 	}
 	unix.Close(lg.fd)

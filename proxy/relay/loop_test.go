@@ -149,3 +149,20 @@ func TestLoopStalledSessionsCloseOnTime(t *testing.T) {
 		})
 	}
 }
+
+// TestLoopFirstPingAfterLastActivity: a peer that spoke once and went
+// quiet is pinged one interval after it spoke, not an interval after the
+// check that noticed it spoke.
+func TestLoopFirstPingAfterLastActivity(t *testing.T) {
+	const iv = 600 * time.Millisecond
+	h := startHarness(t, Config{Wheel: testWheel(t), ClientPing: Ping{Interval: iv, Timeout: 5 * time.Second}}, nil, nil)
+	time.Sleep(iv / 2)
+	msg := frame(true, 0, OpText, []byte("once"), true, testMask)
+	spoke := time.Now()
+	h.client.Write(msg)
+	readFull(t, h.backend, len(msg))
+	expectPing(t, h, false)
+	if d := time.Since(spoke); d < iv-50*time.Millisecond || d > iv+iv/3 {
+		t.Fatalf("pinged %v after the client last spoke, want about %v", d, iv)
+	}
+}

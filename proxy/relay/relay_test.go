@@ -298,18 +298,55 @@ func TestRelayViolationClosesBothWith1002(t *testing.T) {
 	})
 }
 
-func TestRelayBackendRSVViolation(t *testing.T) {
+// TestRelayBackendViolationIsBadGateway: a backend that breaks the
+// protocol is an invalid upstream response: the client gets 1014 and the
+// backend is reset, whether the bad bytes came with the 101 or later.
+func TestRelayBackendViolationIsBadGateway(t *testing.T) {
+	cases := map[string]struct{ pre, later []byte }{
+		"rsv":              {later: frame(true, RSV1, OpText, []byte("x"), false, testMask)},
+		"garbage with 101": {pre: []byte("HTTP/1.1 20")},
+		"garbage later":    {later: []byte("\x03\x01hello world")},
+		"masked":           {later: frame(true, 0, OpText, []byte("x"), true, testMask)},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			forModes(t, func(t *testing.T) {
+				h := startHarness(t, Config{}, nil, tc.pre)
+				if tc.later != nil {
+					h.backend.Write(tc.later)
+				}
+				expectClose(t, h.client, CloseBadGateway)
+				expectEOF(t, h.backend)
+				h.client.Close()
+				if s := h.wait(t); s.CloseCode != CloseBadGateway {
+					t.Fatalf("close code %d", s.CloseCode)
+				}
+			})
+		})
+	}
+}
+
+// TestRelayCloseFramesAreJudged: a close frame with 1005 on the wire is a
+// protocol error (1002), and one whose reason is not UTF-8 is 1007.
+func TestRelayCloseFramesAreJudged(t *testing.T) {
 	forModes(t, func(t *testing.T) {
-		h := startHarness(t, Config{}, nil, nil)
-		h.backend.Write(frame(true, RSV1, OpText, []byte("x"), false, testMask))
-		expectClose(t, h.client, CloseProtocolError)
-		h2, f := readFrame(t, h.backend)
-		if code, _ := ClosePayload(f, &h2, nil); code != CloseProtocolError || !h2.Masked {
-			t.Fatalf("backend got code %d masked=%v", code, h2.Masked)
+		for _, tc := range []struct {
+			payload []byte
+			want    uint16
+		}{
+			{[]byte{0x03, 0xED}, CloseProtocolError},
+			{[]byte{0x03, 0xE8, 0xff, 0xfe}, CloseInvalidPayload},
+		} {
+			h := startHarness(t, Config{}, nil, nil)
+			h.client.Write(frame(true, 0, OpClose, tc.payload, true, testMask))
+			expectClose(t, h.client, tc.want)
+			expectClose(t, h.backend, tc.want)
+			h.client.Close()
+			h.backend.Close()
+			if s := h.wait(t); s.CloseCode != tc.want {
+				t.Fatalf("payload %x: close code %d, want %d", tc.payload, s.CloseCode, tc.want)
+			}
 		}
-		h.client.Close()
-		h.backend.Close()
-		h.wait(t)
 	})
 }
 

@@ -137,6 +137,9 @@ type DirStats struct {
 type Session struct {
 	// Tag is the caller's own value for this session (set before Start).
 	Tag any
+	// First, if set before Start, is written to the client before anything
+	// relayed (the proxy's 101 response). It is not counted in the figures.
+	First []byte
 
 	cfg *Config
 	ev  *evSession // driven by an event loop
@@ -262,4 +265,10 @@ func (s *Session) Sockets() (client, backend syscall.Conn) {
 		backend, _ = s.g.backend.conn.(syscall.Conn)
 	}
 	return client, backend
+}
+
+// badGateway is what the client is told when its backend broke the
+// protocol: 1014, the code for an invalid response from an upstream.
+func badGateway(v Violation) (uint16, string) {
+	return CloseBadGateway, "invalid frame from backend: " + v.Reason
 }
