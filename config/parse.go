@@ -88,6 +88,7 @@ func Parse(filename string, body []byte) (*Config, error) {
 	p.checkBraces(body)
 	p.blocks(blocks)
 	p.checkTLSPorts()
+	p.checkConsul()
 	if len(p.errs) > 0 {
 		sortErrors(p.errs, filename)
 		return nil, p.errs
@@ -319,7 +320,7 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] | admin off", 1, 2) {
 				p.admin(g, d)
 			}
-		case "email", "acme_ca", "acme_ca_root", "storage", "http_port", "https_port":
+		case "email", "acme_ca", "acme_ca_root", "storage", "http_port", "https_port", "renew_interval":
 			if p.once(seen, d) {
 				p.globalTLS(d) // see tls.go
 			}
