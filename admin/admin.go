@@ -11,10 +11,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +31,9 @@ type Proxy interface {
 	Status() proxy.Status
 	Routes() []proxy.RouteInfo
 	Lookup(route, key string) (proxy.Lookup, error)
+	// Ready is nil while the proxy serves (port 0: all its listeners),
+	// else why not.
+	Ready(port int) error
 }
 
 // Options are what the admin API serves.
@@ -96,6 +101,8 @@ func (s *Server) Close() error {
 //	GET /routes               every route with its policy and backends (health, live connections)
 //	GET /lookup?route=R&key=K the backend a connection with key K gets on route R
 //	POST /reload              re-read the config file and apply it (as SIGHUP)
+//	GET /health/ready[?port=N] 200 while the proxy serves (on port N), else 503 and why
+//	GET /health/live          200 while the process answers
 //	GET /metrics              Prometheus metrics
 //	/debug/pprof/...          Go's profiler
 func Handler(o Options) http.Handler {
@@ -112,6 +119,27 @@ func Handler(o Options) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("GET /health/ready", func(w http.ResponseWriter, r *http.Request) {
+		port := 0
+		if v := r.URL.Query().Get("port"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 65535 {
+				http.Error(w, "port: want a number from 1 to 65535\n", http.StatusBadRequest)
+				return
+			}
+			port = n
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		if err := p.Ready(port); err != nil {
+			http.Error(w, "not ready: "+err.Error()+"\n", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "live\n")
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		st := p.Status()
