@@ -131,15 +131,16 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 		return nil, err
 	}
 	mgr, err := tls.New(tls.Global{
-		StorageDir:    g.StorageDir,
+		StorageDir: g.StorageDir,
+		Email:      g.Email,
+		CA:         g.CA,
+		CARoot:     g.CARoot,
+		HTTPPort:   g.HTTPPort,
+		HTTPSPort:  g.HTTPSPort,
+		Logger:     s.log,
+
 		Storage:       storage,
 		RenewInterval: g.RenewInterval,
-		Email:         g.Email,
-		CA:            g.CA,
-		CARoot:        g.CARoot,
-		HTTPPort:      g.HTTPPort,
-		HTTPSPort:     g.HTTPSPort,
-		Logger:        s.log,
 	}, sites)
 	if err != nil {
 		return nil, rt.siteError(err)
