@@ -48,6 +48,10 @@ type Registrar struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	closeOnce sync.Once
+	closed    chan struct{} // closed when the first Close has finished
+	closeErr  error         // its result; read after closed
+
 	mu      sync.Mutex
 	want    []Registration          // normalized, by Set
 	applied map[string]Registration // what the agent was last given, by ID
@@ -72,6 +76,7 @@ func (c *Consul) NewRegistrar(o RegistrarOptions) *Registrar {
 		kick: make(chan struct{}, 1),
 		ctx:  ctx, cancel: cancel,
 		done:    make(chan struct{}),
+		closed:  make(chan struct{}),
 		applied: make(map[string]Registration),
 	}
 	go r.run()
@@ -124,8 +129,26 @@ func (r *Registrar) Err() error {
 }
 
 // Close stops the Registrar and deregisters what it registered, within ctx
-// (or 5 seconds if ctx has no deadline). It is idempotent.
+// (or 5 seconds if ctx has no deadline). A Close while another runs waits
+// for it (within ctx) and returns its result, so a caller can start the
+// deregistration early and wait for it later.
 func (r *Registrar) Close(ctx context.Context) error {
+	first := false
+	r.closeOnce.Do(func() { first = true })
+	if !first {
+		select {
+		case <-r.closed:
+			return r.closeErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer close(r.closed)
+	r.closeErr = r.close(ctx)
+	return r.closeErr
+}
+
+func (r *Registrar) close(ctx context.Context) error {
 	r.cancel()
 	<-r.done
 	if _, ok := ctx.Deadline(); !ok {

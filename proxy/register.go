@@ -96,8 +96,11 @@ func (s *Server) registerSelf(t *table) {
 	s.log.Info("registering in Consul", "service", c.Register, "ports", ports)
 }
 
-// leaveConsul deregisters the proxy at the start of a shutdown, so that
-// clients looking for a proxy stop finding this one while it drains.
+// leaveConsul starts deregistering the proxy at the start of a shutdown,
+// so that clients looking for a proxy stop finding this one while it
+// drains. It does not wait: an unreachable Consul must not delay the
+// drain. Shutdown's final call of s.deregister (the Registrar's Close)
+// waits for it.
 func (s *Server) leaveConsul() {
 	s.self.mu.Lock()
 	r := s.self.registrar
@@ -105,11 +108,13 @@ func (s *Server) leaveConsul() {
 	if r == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := r.Close(ctx); err != nil {
-		s.log.Warn("Consul deregistration", "err", err)
-	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := r.Close(ctx); err != nil {
+			s.log.Warn("Consul deregistration", "err", err)
+		}
+	}()
 }
 
 // selfRegistrations are the Consul registrations of cfg: one per site
