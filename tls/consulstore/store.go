@@ -196,13 +196,16 @@ func (s *Store) Store(ctx context.Context, key string, value []byte) error {
 // Load returns the value at key, or an error wrapping fs.ErrNotExist.
 func (s *Store) Load(ctx context.Context, key string) ([]byte, error) {
 	key = cleanKey(key)
+	if key == "" {
+		return nil, fmt.Errorf("consulstore: load of the root: %w", fs.ErrNotExist)
+	}
 	ctx, cancel := s.request(ctx)
 	defer cancel()
 	p, _, err := s.kv.Get(s.data+key, s.readOpts(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("consulstore: load %s: %w", key, err)
 	}
-	if p == nil || key == "" {
+	if p == nil {
 		return nil, fmt.Errorf("consulstore: load %s: %w", key, fs.ErrNotExist)
 	}
 	return p.Value, nil
