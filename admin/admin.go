@@ -13,6 +13,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,6 +35,9 @@ type Proxy interface {
 	Status() proxy.Status
 	Routes() []proxy.RouteInfo
 	Lookup(route, key string) (proxy.Lookup, error)
+	// Ready is nil while the proxy serves (port 0: all its listeners),
+	// else why not.
+	Ready(port int) error
 }
 
 // Options are what the admin API serves.
@@ -120,6 +124,8 @@ func (s *Server) Close() error {
 //     on another site posting to http://127.0.0.1:2019/reload;
 //   - without "Authorization: Bearer TOKEN" when a token is set (401).
 //
+// GET /health/... passes: it is for probes.
+//
 // Clients that are not browsers (curl, wsproxy reload, Prometheus) send
 // the address they dialled as Host and no Origin.
 func guard(o Options, bound net.Addr, next http.Handler) http.Handler {
@@ -150,6 +156,13 @@ func guard(o Options, bound net.Addr, next http.Handler) http.Handler {
 	}
 	want := sha256.Sum256([]byte("Bearer " + o.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/health/") {
+			// Health probes (Consul's check, a load balancer's) change
+			// nothing and say little, and their senders cannot be given a
+			// token or made to use this API's name.
+			next.ServeHTTP(w, r)
+			return
+		}
 		if !ours(r.Host) {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "Host " + strconv.Quote(r.Host) + " is not this admin API's address"})
 			return
@@ -179,6 +192,8 @@ func guard(o Options, bound net.Addr, next http.Handler) http.Handler {
 //	GET /routes               every route with its policy and backends (health, live connections)
 //	GET /lookup?route=R&key=K the backend a connection with key K gets on route R
 //	POST /reload              re-read the config file and apply it (as SIGHUP)
+//	GET /health/ready[?port=N] 200 while the proxy serves (on port N), else 503 and why
+//	GET /health/live          200 while the process answers
 //	GET /metrics              Prometheus metrics
 //	/debug/pprof/...          Go's profiler
 func Handler(o Options) http.Handler {
@@ -195,6 +210,27 @@ func Handler(o Options) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("GET /health/ready", func(w http.ResponseWriter, r *http.Request) {
+		port := 0
+		if v := r.URL.Query().Get("port"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 65535 {
+				http.Error(w, "port: want a number from 1 to 65535\n", http.StatusBadRequest)
+				return
+			}
+			port = n
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		if err := p.Ready(port); err != nil {
+			http.Error(w, "not ready: "+err.Error()+"\n", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "live\n")
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		st := p.Status()

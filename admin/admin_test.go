@@ -120,3 +120,43 @@ func startProxyAndAPI(t *testing.T, name string, text func(port int) string) (*p
 	t.Cleanup(func() { a.Close() })
 	return srv, ln, a
 }
+
+// TestHealthReady: /health/ready answers 200 while the proxy serves (on the
+// port asked for), 503 for a port it does not listen on and from the
+// moment it starts shutting down; /health/live stays 200.
+func TestHealthReady(t *testing.T) {
+	t.Parallel()
+	b, err := echoserver.Listen("127.0.0.1:0", echoserver.Options{ID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	srv, ln, a := startProxyAndAPI(t, "health-test", func(port int) string {
+		return fmt.Sprintf(":%d {\n\troute /chat {\n\t\tto %s\n\t}\n}\n", port, b.Addr())
+	})
+	base := "http://" + a.Addr().String()
+	port := ln.Addr().(*net.TCPAddr).Port
+	for _, c := range []struct {
+		path string
+		want int
+	}{
+		{"/health/ready", 200},
+		{fmt.Sprintf("/health/ready?port=%d", port), 200},
+		{fmt.Sprintf("/health/ready?port=%d", port+1), 503},
+		{"/health/ready?port=x", 400},
+		{"/health/live", 200},
+	} {
+		if code := get(t, base+c.path, nil); code != c.want {
+			t.Errorf("GET %s: %d, want %d", c.path, code, c.want)
+		}
+	}
+	if err := srv.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if code := get(t, base+"/health/ready", nil); code != 503 {
+		t.Errorf("GET /health/ready after Shutdown: %d, want 503", code)
+	}
+	if code := get(t, base+"/health/live", nil); code != 200 {
+		t.Errorf("GET /health/live after Shutdown: %d, want 200", code)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -121,6 +122,29 @@ func TestAdminToken(t *testing.T) {
 	} {
 		if got := request(t, "GET", addr, c.host, c.hdr...); got != c.want {
 			t.Errorf("Host %q %v: status %d, want %d", c.host, c.hdr, got, c.want)
+		}
+	}
+}
+
+// TestAdminHealthNeedsNoToken: health probes pass the guard, whatever
+// their Host, and need no token.
+func TestAdminHealthNeedsNoToken(t *testing.T) {
+	h := guard(Options{Token: "s3cret", AllowRemote: true}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2019}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	for _, tc := range []struct {
+		method, path, host string
+		want               int
+	}{
+		{"GET", "/health/ready", "10.1.2.3:2019", 204},
+		{"GET", "/health/live", "proxy.internal", 204},
+		{"POST", "/health/ready", "127.0.0.1:2019", 401},
+		{"GET", "/status", "127.0.0.1:2019", 401},
+	} {
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		r.Host = tc.host
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("%s %s Host %s: %d, want %d", tc.method, tc.path, tc.host, w.Code, tc.want)
 		}
 	}
 }

@@ -1,6 +1,21 @@
 package config
 
-import "strings"
+import (
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Defaults and limits of the register block.
+const (
+	defaultCheckInterval   = 10 * time.Second
+	defaultCheckTimeout    = 5 * time.Second
+	defaultDeregisterAfter = time.Minute
+	// minDeregisterAfter is Consul's floor for
+	// DeregisterCriticalServiceAfter (its check_deregister_interval_min,
+	// which users cannot change): a shorter value would silently be 1m.
+	minDeregisterAfter = time.Minute
+)
 
 // Consul is the global `consul { ... }` block: how to reach the agent.
 // Empty fields fall back to Consul's usual environment (CONSUL_HTTP_ADDR,
@@ -18,10 +33,29 @@ type Consul struct {
 	TLSInsecureSkipVerify              bool   // tls_insecure_skip_verify
 
 	// Register, if set, registers the proxy itself as a service of this
-	// name (register NAME [TAG...]), on the port of its first site, so a
-	// fleet of proxies can be found. It is deregistered on shutdown.
+	// name (register NAME [TAG...] [{ ... }]) so a fleet of proxies can be
+	// found: one instance per site port, with an HTTP health check, kept
+	// registered while the proxy runs and deregistered on shutdown.
 	Register     string
 	RegisterTags []string
+	RegisterPos  Pos
+	// RegisterAddress is the address clients reach the proxy at. Directive
+	// (in the register block): address HOST. Default: the Consul agent's
+	// node address.
+	RegisterAddress string
+	// CheckURL is what Consul's agent GETs to check the proxy. Directive:
+	// check_url URL. Default: the admin listener's /health/ready?port=PORT
+	// for each registered port; without an admin listener, check_url is
+	// required.
+	CheckURL string
+	// CheckInterval and CheckTimeout of the check. Directives:
+	// check_interval, check_timeout. Defaults 10s and 5s.
+	CheckInterval, CheckTimeout time.Duration
+	// DeregisterAfter has Consul remove an instance whose check has been
+	// critical that long (a proxy killed without deregistering). Directive:
+	// deregister_after DURATION. Default 1m, Consul's minimum; Consul's
+	// reaper runs every 30s, so removal comes up to 30s later.
+	DeregisterAfter time.Duration
 }
 
 // ConsulService is a route's `consul SERVICE { ... }`: its backends are
@@ -57,7 +91,9 @@ func (p *parser) consulGlobal(d directive) {
 	blk := d.block
 	for nesting := blk.Nesting(); d.hasBlock && blk.NextBlock(nesting); {
 		sub := splitDirective(blk.NextSegment())
-		p.noBlock(sub)
+		if sub.name.Text != "register" {
+			p.noBlock(sub)
+		}
 		str := func(dst *string) {
 			if p.once(seen, sub) && p.argCount(sub, sub.name.Text+" VALUE", 1, 1) {
 				*dst = sub.args[0].Text
@@ -88,11 +124,13 @@ func (p *parser) consulGlobal(d directive) {
 				c.TLSInsecureSkipVerify = true
 			}
 		case "register":
-			if p.once(seen, sub) && p.argCount(sub, "register NAME [TAG...]", 1, -1) {
+			if p.once(seen, sub) && p.argCount(sub, "register NAME [TAG...] [{ ... }]", 1, -1) {
 				c.Register = sub.args[0].Text
+				c.RegisterPos = sub.pos()
 				for _, t := range sub.args[1:] {
 					c.RegisterTags = append(c.RegisterTags, t.Text)
 				}
+				p.registerBlock(c, sub)
 			}
 		default:
 			p.errorf(sub.pos(), "unknown option %q in consul; known: address, datacenter, register, scheme, tls_ca_file, tls_cert_file, tls_insecure_skip_verify, tls_key_file, tls_server_name, token", sub.name.Text)
@@ -102,6 +140,65 @@ func (p *parser) consulGlobal(d directive) {
 		p.errorf(c.Pos, "consul: tls_cert_file and tls_key_file go together")
 	}
 	p.cfg.Global.Consul = c
+}
+
+// registerBlock parses the options of `register NAME { ... }` and fills
+// their defaults.
+func (p *parser) registerBlock(c *Consul, d directive) {
+	c.CheckInterval, c.CheckTimeout, c.DeregisterAfter = defaultCheckInterval, defaultCheckTimeout, defaultDeregisterAfter
+	seen := map[string]Pos{}
+	blk := d.block
+	for nesting := blk.Nesting(); d.hasBlock && blk.NextBlock(nesting); {
+		sub := splitDirective(blk.NextSegment())
+		p.noBlock(sub)
+		if !p.once(seen, sub) {
+			continue
+		}
+		switch sub.name.Text {
+		case "address":
+			if p.argCount(sub, "address HOST", 1, 1) {
+				c.RegisterAddress = sub.args[0].Text
+			}
+		case "check_url":
+			if p.argCount(sub, "check_url URL", 1, 1) {
+				u, err := url.Parse(sub.args[0].Text)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					p.errorf(sub.pos(), "check_url %q: want an http:// or https:// URL", sub.args[0].Text)
+					continue
+				}
+				c.CheckURL = sub.args[0].Text
+			}
+		case "check_interval":
+			if p.argCount(sub, "check_interval DURATION", 1, 1) {
+				p.duration(sub, &c.CheckInterval)
+			}
+		case "check_timeout":
+			if p.argCount(sub, "check_timeout DURATION", 1, 1) {
+				p.duration(sub, &c.CheckTimeout)
+			}
+		case "deregister_after":
+			if p.argCount(sub, "deregister_after DURATION", 1, 1) {
+				p.duration(sub, &c.DeregisterAfter)
+				if c.DeregisterAfter < minDeregisterAfter {
+					p.errorf(sub.pos(), "deregister_after %s: Consul's minimum is %s (it would use that)", sub.args[0].Text, minDeregisterAfter)
+				}
+			}
+		default:
+			p.errorf(sub.pos(), "unknown option %q in register; known: address, check_interval, check_timeout, check_url, deregister_after", sub.name.Text)
+		}
+	}
+}
+
+// checkConsul checks what the consul block needs from the rest of the
+// global block, once all of it is read: a registration's health check
+// needs the admin listener or a check_url.
+func (p *parser) checkConsul() {
+	g := &p.cfg.Global
+	c := g.Consul
+	if c == nil || c.Register == "" || c.CheckURL != "" || g.Admin != "" {
+		return
+	}
+	p.errorf(c.RegisterPos, "register %s: Consul needs a health check of the proxy: set the admin listener (admin 127.0.0.1:2019; its /health/ready is checked) or check_url in a register { ... } block", c.Register)
 }
 
 // consulRoute parses a route's `consul SERVICE { ... }`.

@@ -18,6 +18,7 @@ func TestConsulDirectives(t *testing.T) {
 		tls_server_name consul.internal
 		register wsproxy edge eu
 	}
+	admin 127.0.0.1:2019
 }
 :8080 {
 	route /chat {
@@ -39,12 +40,13 @@ func TestConsulDirectives(t *testing.T) {
 }`)
 	c := cfg.Global.Consul
 	want := &Consul{Pos: Pos{testFile, 2}, Address: "127.0.0.1:8501", Scheme: "https", Token: "secret", Datacenter: "dc1",
-		TLSCAFile: "/etc/consul/ca.pem", TLSServerName: "consul.internal", Register: "wsproxy", RegisterTags: []string{"edge", "eu"}}
+		TLSCAFile: "/etc/consul/ca.pem", TLSServerName: "consul.internal", Register: "wsproxy", RegisterTags: []string{"edge", "eu"},
+		RegisterPos: Pos{testFile, 9}, CheckInterval: 10 * time.Second, CheckTimeout: 5 * time.Second, DeregisterAfter: time.Minute}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("consul:\n%+v\nwant\n%+v", c, want)
 	}
 	r := cfg.Sites[0].Routes[0]
-	ws := &ConsulService{Pos: Pos{testFile, 14}, Service: "chat", Tags: []string{"v2", "primary"},
+	ws := &ConsulService{Pos: Pos{testFile, 15}, Service: "chat", Tags: []string{"v2", "primary"},
 		ServiceMeta: map[string]string{"tier": "gold"}, NodeMeta: map[string]string{"rack": "a"},
 		Datacenter: "dc2", AllowWarning: true, WeightMeta: "weight", KeepStaleOnEmpty: true}
 	if !reflect.DeepEqual(r.Consul, ws) || r.DrainWindow != 30*time.Second || len(r.Upstreams) != 0 {
@@ -52,6 +54,32 @@ func TestConsulDirectives(t *testing.T) {
 	}
 	if f := cfg.Sites[0].Routes[1].Consul; f == nil || f.Service != "feed" || f.Tags != nil {
 		t.Fatalf("plain consul: %+v", f)
+	}
+}
+
+func TestConsulRegisterBlock(t *testing.T) {
+	t.Parallel()
+	cfg := mustParse(t, testFile, `{
+	consul {
+		register wsproxy edge {
+			address 10.0.0.5
+			check_url http://127.0.0.1:9901/ready
+			check_interval 2s
+			check_timeout 1s
+			deregister_after 90s
+		}
+	}
+}
+:8080 {
+	route /chat {
+		to 127.0.0.1:9000
+	}
+}`)
+	c := cfg.Global.Consul
+	if c.Register != "wsproxy" || !reflect.DeepEqual(c.RegisterTags, []string{"edge"}) || c.RegisterAddress != "10.0.0.5" ||
+		c.CheckURL != "http://127.0.0.1:9901/ready" || c.CheckInterval != 2*time.Second || c.CheckTimeout != time.Second ||
+		c.DeregisterAfter != 90*time.Second || c.RegisterPos != (Pos{testFile, 3}) {
+		t.Fatalf("register block: %+v", c)
 	}
 }
 
@@ -68,6 +96,9 @@ func TestConsulErrors(t *testing.T) {
 		{"unknown route option", ":1 {\n route {\n  consul svc {\n   colour blue\n  }\n }\n}", []wantErr{{4, `unknown option "colour" in consul`}}},
 		{"unknown global option", "{\n consul {\n  port 1\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{3, `unknown option "port" in consul`}}},
 		{"scheme", "{\n consul {\n  scheme ftp\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{3, "want http or https"}}},
+		{"register without a check", "{\n consul {\n  register wsproxy\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{3, "register wsproxy: Consul needs a health check of the proxy: set the admin listener"}}},
+		{"register options", "{\n admin 127.0.0.1:2019\n consul {\n  register wsproxy {\n   deregister_after 30s\n   check_url ftp://x/\n   check_interval soon\n   colour blue\n  }\n }\n}\n:1 {\n route {\n  to a:1\n }\n}",
+			[]wantErr{{5, "deregister_after 30s: Consul's minimum is 1m0s"}, {6, `check_url "ftp://x/": want an http:// or https:// URL`}, {7, `check_interval "soon"`}, {8, `unknown option "colour" in register`}}},
 		{"cert without key", "{\n consul {\n  tls_cert_file c.pem\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "go together"}}},
 	}
 	for _, c := range cases {

@@ -96,6 +96,7 @@ func Parse(filename string, body []byte) (*Config, error) {
 	p.blocks(blocks)
 	p.checkTLSPorts()
 	p.inheritGlobal()
+	p.checkConsul()
 	if len(p.errs) > 0 {
 		sortErrors(p.errs, filename)
 		return nil, p.errs
@@ -336,7 +337,7 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 				p.admin(g, d)
 			}
 			continue // may take a block
-		case "email", "acme_ca", "acme_ca_root", "storage", "http_port", "https_port":
+		case "email", "acme_ca", "acme_ca_root", "storage", "http_port", "https_port", "renew_interval":
 			if p.once(seen, d) {
 				p.globalTLS(d) // see tls.go
 			}

@@ -15,7 +15,7 @@ import (
 
 // knownGlobalTLS are the global options of automatic TLS, listed in
 // "unknown global option" errors after the others.
-const knownGlobalTLS = "acme_ca, acme_ca_root, email, http_port, https_port, storage"
+const knownGlobalTLS = "acme_ca, acme_ca_root, email, http_port, https_port, renew_interval, storage"
 
 // Default ports of TLSOptions.
 const (
@@ -42,6 +42,17 @@ type TLSOptions struct {
 	// storage file_system { root DIR }). Default "": the tls package's,
 	// ${XDG_DATA_HOME:-$HOME/.local/share}/wsproxy.
 	StorageDir string
+	// StorageConsul keeps all of that in Consul's KV store instead, under
+	// StoragePrefix, reached with the global consul block's settings (or
+	// Consul's environment without one), so that instances on several
+	// machines share it. Directive: storage consul [PREFIX]. Default
+	// prefix "wsproxy".
+	StorageConsul bool
+	StoragePrefix string
+	// RenewInterval is how often certificates are checked for renewal
+	// (and reloaded when another instance renewed them). Directive:
+	// renew_interval DURATION. Default 0: certmagic's, 10 minutes.
+	RenewInterval time.Duration
 	// HTTPPort is the plain HTTP port: HTTP-01 challenges arrive there and
 	// other requests are redirected to https when a site uses ACME or
 	// serves TLS on HTTPSPort; http:// addresses without a port listen on
@@ -187,6 +198,10 @@ func (p *parser) globalTLS(d directive) {
 		}
 	case "storage":
 		p.storage(o, d)
+	case "renew_interval":
+		if p.argCount(d, "renew_interval DURATION", 1, 1) {
+			p.duration(d, &o.RenewInterval)
+		}
 	case "http_port", "https_port":
 		if !p.argCount(d, d.name.Text+" PORT", 1, 1) {
 			return
@@ -208,20 +223,30 @@ func (p *parser) globalTLS(d directive) {
 	}
 }
 
-// storage parses `storage DIR`, `storage file_system DIR` or
-// `storage file_system { root DIR }`.
+// storage parses `storage DIR`, `storage file_system DIR`,
+// `storage file_system { root DIR }` or `storage consul [PREFIX]`.
 func (p *parser) storage(o *TLSOptions, d directive) {
-	const usage = "storage DIR | storage file_system { root DIR }"
+	const usage = "storage DIR | storage file_system { root DIR } | storage consul [PREFIX]"
 	if !p.argCount(d, usage, 1, 2) {
 		return
 	}
 	dir := ""
 	switch {
+	case d.args[0].Text == "consul":
+		p.noBlock(d)
+		o.StorageConsul, o.StoragePrefix = true, "wsproxy"
+		if len(d.args) == 2 {
+			o.StoragePrefix = strings.Trim(d.args[1].Text, "/")
+			if o.StoragePrefix == "" || strings.ContainsAny(o.StoragePrefix, " \t") {
+				p.errorf(d.pos(), "storage consul %q: want a KV path such as wsproxy or edge/certs", d.args[1].Text)
+			}
+		}
+		return
 	case len(d.args) == 2 && d.args[0].Text == "file_system":
 		p.noBlock(d)
 		dir = d.args[1].Text
 	case len(d.args) == 2:
-		p.errorf(d.pos(), "storage %q: the only storage is file_system; usage: %s", d.args[0].Text, usage)
+		p.errorf(d.pos(), "storage %q: the storages are file_system and consul; usage: %s", d.args[0].Text, usage)
 		return
 	case d.args[0].Text == "file_system" && d.hasBlock:
 		blk := d.block

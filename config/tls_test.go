@@ -148,6 +148,9 @@ func TestParseTLS(t *testing.T) {
 		{"storage file_system", f.sub("{\n\tstorage file_system {dir}\n}\n" + tlsSite("a.com")), func(c *Config) any { return c.Global.TLS.StorageDir }, f.dir},
 		{"storage block", f.sub("{\n\tstorage file_system {\n\t\troot {dir}\n\t}\n}\n" + tlsSite("a.com")), func(c *Config) any { return c.Global.TLS.StorageDir }, f.dir},
 		{"default ports", tlsSite("a.com"), func(c *Config) any { return c.Global.TLS }, TLSOptions{HTTPPort: 80, HTTPSPort: 443}},
+		{"storage consul", "{\n\tstorage consul\n\trenew_interval 30s\n}\n" + tlsSite("a.com"), func(c *Config) any { return c.Global.TLS },
+			TLSOptions{StorageConsul: true, StoragePrefix: "wsproxy", RenewInterval: 30 * time.Second, HTTPPort: 80, HTTPSPort: 443}},
+		{"storage consul prefix", "{\n\tstorage consul /edge/certs/\n}\n" + tlsSite("a.com"), func(c *Config) any { return c.Global.TLS.StoragePrefix }, "edge/certs"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -213,12 +216,16 @@ func TestParseTLSErrors(t *testing.T) {
 		{"acme_ca_root missing", f.sub(global("acme_ca_root {missing}")), []wantErr{{2, "acme_ca_root: open " + f.missing}}},
 		{"acme_ca_root not PEM", f.sub(global("acme_ca_root {garbage}")), []wantErr{{2, "acme_ca_root: " + f.garbage + " holds no PEM certificate"}}},
 		{"storage is a file", f.sub(global("storage {file}")), []wantErr{{2, "storage " + f.regularFile + " is a file, not a directory"}}},
-		{"storage kind", global("storage redis x"), []wantErr{{2, `storage "redis": the only storage is file_system`}}},
+		{"storage kind", global("storage redis x"), []wantErr{{2, `storage "redis": the storages are file_system and consul`}}},
+		{"storage consul empty prefix", global("storage consul /"), []wantErr{{2, `storage consul "/": want a KV path`}}},
+		{"storage consul block", global("storage consul {", "}"), []wantErr{{2, "storage does not take a block"}}},
+		{"storage consul arguments", global("storage consul a b"), []wantErr{{2, "storage"}}},
+		{"renew_interval", global("renew_interval soon"), []wantErr{{2, `renew_interval "soon": want a duration`}}},
 		{"storage block without root", global("storage file_system {", "}"), []wantErr{{2, "storage file_system: missing root DIR"}}},
 		{"storage block option", global("storage file_system {", "\tpath /x", "}"), []wantErr{{2, "missing root DIR"}, {3, `unknown storage option "path"`}}},
 		{"email twice", global("email a@b.c", "email a@b.c"), []wantErr{{3, "email already set at test.Caddyfile:2"}}},
 		{"email with block", global("email a@b.c {", "}"), []wantErr{{2, "email does not take a block"}}},
-		{"unknown global lists TLS options", global("acme_dns x"), []wantErr{{2, "trusted_proxies, write_timeout, acme_ca, acme_ca_root, email, http_port, https_port, storage"}}},
+		{"unknown global lists TLS options", global("acme_dns x"), []wantErr{{2, "trusted_proxies, write_timeout, acme_ca, acme_ca_root, email, http_port, https_port, renew_interval, storage"}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

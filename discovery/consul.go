@@ -177,6 +177,11 @@ func (c *Consul) Watch(q Query, fn func(Update)) (stop func()) {
 	}
 }
 
+// API returns the official client c talks to Consul with, for the other
+// users of the same agent settings (such as the certificate storage in
+// Consul KV). It stays usable after Close, which only ends c's own work.
+func (c *Consul) API() *api.Client { return c.client }
+
 // normalize returns q with its tags sorted and without duplicates, and its
 // maps copied, so that the watch owns what it reads.
 func normalize(q Query) Query {

@@ -58,25 +58,56 @@ type Registration struct {
 // Register registers r with the Consul agent and returns the function that
 // deregisters it. Registering an ID that exists replaces it (and its
 // checks). deregister may be called more than once; calls after the first
-// success do nothing.
+// success do nothing. A Registrar keeps registrations in place over time.
 func (c *Consul) Register(ctx context.Context, r Registration) (deregister func(context.Context) error, err error) {
+	r, err = r.normalize()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.register(ctx, r); err != nil {
+		return nil, err
+	}
+	var (
+		mu   sync.Mutex
+		done bool
+	)
+	return func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if done {
+			return nil
+		}
+		if err := c.deregister(ctx, r.ID); err != nil {
+			return err
+		}
+		done = true
+		return nil
+	}, nil
+}
+
+// normalize checks r and fills its default ID.
+func (r Registration) normalize() (Registration, error) {
 	if r.Name == "" {
-		return nil, errors.New("discovery: register: no service name")
+		return r, errors.New("discovery: register: no service name")
 	}
 	if r.Port < 1 || r.Port > 65535 {
-		return nil, fmt.Errorf("discovery: register %s: port %d is outside 1–65535", r.Name, r.Port)
+		return r, fmt.Errorf("discovery: register %s: port %d is outside 1–65535", r.Name, r.Port)
 	}
 	if r.ID == "" {
 		host, _ := os.Hostname()
 		r.ID = strings.Join([]string{r.Name, host, strconv.Itoa(r.Port)}, "-")
 	}
+	return r, nil
+}
+
+// register sends one normalized registration to the agent.
+func (c *Consul) register(ctx context.Context, r Registration) error {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
-		return nil, fmt.Errorf("discovery: register %s: %w", r.ID, errClosed)
+		return fmt.Errorf("discovery: register %s: %w", r.ID, errClosed)
 	}
-
 	reg := &api.AgentServiceRegistration{
 		ID:      r.ID,
 		Name:    r.Name,
@@ -101,31 +132,25 @@ func (c *Consul) Register(ctx context.Context, r Registration) (deregister func(
 		}
 		reg.Check = chk
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
 	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
 	if err := c.client.Agent().ServiceRegisterOpts(reg, opts); err != nil {
-		return nil, fmt.Errorf("discovery: register %s in consul: %w", r.ID, err)
+		return fmt.Errorf("discovery: register %s in consul: %w", r.ID, err)
 	}
-	c.log.Info("registered in consul", "service", r.Name, "id", r.ID, "port", r.Port)
+	c.log.Info("registered in consul", "service", r.Name, "id", r.ID, "port", r.Port, "check", r.CheckHTTP)
+	return nil
+}
 
-	var (
-		mu   sync.Mutex
-		done bool
-	)
-	id := r.ID
-	return func(ctx context.Context) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if done {
-			return nil
-		}
-		q := (&api.QueryOptions{}).WithContext(ctx)
-		if err := c.client.Agent().ServiceDeregisterOpts(id, q); err != nil {
-			return fmt.Errorf("discovery: deregister %s from consul: %w", id, err)
-		}
-		done = true
-		c.log.Info("deregistered from consul", "id", id)
-		return nil
-	}, nil
+func (c *Consul) deregister(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if err := c.client.Agent().ServiceDeregisterOpts(id, q); err != nil {
+		return fmt.Errorf("discovery: deregister %s from consul: %w", id, err)
+	}
+	c.log.Info("deregistered from consul", "id", id)
+	return nil
 }
 
 func cmpOr(d, def time.Duration) time.Duration {

@@ -270,9 +270,19 @@ func TestConsulSelfRegistration(t *testing.T) {
 	agent := consulAgent(t)
 	c := agent.Client(t)
 	name := uniqueService(t)
-	conf := fmt.Sprintf("{\n\tconsul {\n\t\taddress %s\n\t\tregister %s edge\n\t}\n}\n:{port} {\n\troute /* {\n\t\tto {b0}\n\t}\n}", agent.Addr(), name)
+	conf := fmt.Sprintf("{\n\tadmin 127.0.0.1:2019\n\tconsul {\n\t\taddress %s\n\t\tregister %s edge\n\t}\n}\n:{port} {\n\troute /* {\n\t\tto {b0}\n\t}\n}", agent.Addr(), name)
 	tp := startProxy(t, conf, 1)
-	svcs, _, err := c.Catalog().Service(name, "", nil)
+	// Registration runs in the background (Consul must not hold up Start).
+	var svcs []*api.CatalogService
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		svcs, _, err = c.Catalog().Service(name, "", nil)
+		if err == nil && len(svcs) == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil || len(svcs) != 1 || svcs[0].ServicePort != tp.port || len(svcs[0].ServiceTags) != 1 {
 		t.Fatalf("catalog: %+v %v", svcs, err)
 	}

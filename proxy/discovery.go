@@ -1,11 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"reflect"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/wsproxy/wsproxy/config"
@@ -146,32 +144,6 @@ func (s *Server) drain(r *route, addrs []string, window time.Duration) {
 	}
 	s.log.Info("draining connections of departed instances", "route", r.name, "instances", addrs, "connections", len(victims), "window", window)
 	closeSpread(victims, window, relay.CloseServiceRestart, relay.CloseGoingAway, "backend left the service")
-}
-
-// registerSelf registers the proxy in Consul if the config asks for it.
-func (s *Server) registerSelf(t *table) {
-	c := t.cfg.Global.Consul
-	if c == nil || c.Register == "" {
-		return
-	}
-	cl, err := s.consulClient(c)
-	if err != nil {
-		s.log.Error("Consul self-registration failed", "err", err)
-		return
-	}
-	port := t.cfg.Sites[0].Addresses[0].Port
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	dereg, err := cl.Register(ctx, discovery.Registration{Name: c.Register, Port: port, Tags: c.RegisterTags,
-		Meta: map[string]string{"wsproxy_port": strconv.Itoa(port)}})
-	if err != nil {
-		s.log.Error("Consul self-registration failed", "service", c.Register, "err", err)
-		return
-	}
-	s.mu.Lock()
-	s.deregister = dereg
-	s.mu.Unlock()
-	s.log.Info("registered in Consul", "service", c.Register, "port", port)
 }
 
 // stop ends the table's Consul subscriptions.

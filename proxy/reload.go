@@ -57,6 +57,7 @@ func (s *Server) reload(cfg *config.Config) (ReloadReport, error) {
 		t.stop()
 		return ReloadReport{}, err
 	}
+	s.registerSelf(t)
 	old := s.retired
 	old.stop()
 	rep := s.diffAndDrain(old, t)

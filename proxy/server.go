@@ -76,6 +76,8 @@ type Server struct {
 	retiredConsul []*discovery.Consul
 	deregister    func(context.Context) error
 	accessFiles   []io.Closer
+
+	self selfState // readiness and Consul self-registration; see register.go
 }
 
 type listener struct {
@@ -158,6 +160,7 @@ func (s *Server) Start() error {
 		s.closeListeners()
 		return err
 	}
+	s.self.started.Store(true)
 	s.registerSelf(t)
 	return nil
 }
@@ -272,7 +275,10 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
 // they end or ctx is done, when it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.closed = true
+	s.closed = true // not Ready from here on
+	s.mu.Unlock()
+	s.leaveConsul()
+	s.mu.Lock()
 	ls := make([]*listener, 0, len(s.listeners))
 	for _, l := range s.listeners {
 		ls = append(ls, l)

@@ -5,13 +5,17 @@ import (
 	cryptotls "crypto/tls"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/valyala/fasthttp"
 
 	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/discovery"
 	"github.com/wsproxy/wsproxy/tls"
+	"github.com/wsproxy/wsproxy/tls/consulstore"
 )
 
 // tlsStartTimeout bounds obtaining certificates at Start or Reload (a CA
@@ -33,6 +37,14 @@ type tlsState struct {
 	// for certificates.
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// store is the Consul storage (storage consul) shared by every
+	// Manager while the consul block and prefix stay the same; stores
+	// holds every one made, closed (their locks released) by Shutdown.
+	storeMu     sync.Mutex
+	store       *consulstore.Store
+	storeClient *discovery.Consul
+	stores      []*consulstore.Store
 }
 
 // tlsRuntime is the TLS part of one compiled config. It never changes
@@ -114,6 +126,10 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 	if len(sites) == 0 {
 		return rt, nil
 	}
+	storage, err := s.certStorage(t.cfg)
+	if err != nil {
+		return nil, err
+	}
 	mgr, err := tls.New(tls.Global{
 		StorageDir: g.StorageDir,
 		Email:      g.Email,
@@ -122,6 +138,9 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 		HTTPPort:   g.HTTPPort,
 		HTTPSPort:  g.HTTPSPort,
 		Logger:     s.log,
+
+		Storage:       storage,
+		RenewInterval: g.RenewInterval,
 	}, sites)
 	if err != nil {
 		return nil, rt.siteError(err)
@@ -134,6 +153,33 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 		}
 	}
 	return rt, nil
+}
+
+// certStorage returns the storage of cfg's certificates: nil for the
+// file storage the tls package makes, or the Consul store of `storage
+// consul`, over the global consul block's client, kept across reloads
+// that do not change them (its locks and sessions live on).
+func (s *Server) certStorage(cfg *config.Config) (certmagic.Storage, error) {
+	g := cfg.Global.TLS
+	if !g.StorageConsul {
+		return nil, nil
+	}
+	cl, err := s.consulClient(cfg.Global.Consul)
+	if err != nil {
+		return nil, err
+	}
+	s.tls.storeMu.Lock()
+	defer s.tls.storeMu.Unlock()
+	if s.tls.store != nil && s.tls.storeClient == cl && s.tls.store.Prefix() == g.StoragePrefix {
+		return s.tls.store, nil
+	}
+	st, err := consulstore.New(consulstore.Config{Client: cl.API(), Prefix: g.StoragePrefix, Logger: s.log})
+	if err != nil {
+		return nil, err
+	}
+	s.tls.store, s.tls.storeClient = st, cl
+	s.tls.stores = append(s.tls.stores, st)
+	return st, nil
 }
 
 // siteError gives a *tls.SiteError the place of its site in the config.
@@ -203,6 +249,15 @@ func (s *Server) shutdownTLS() {
 		s.tls.cancel()
 	}
 	s.tls.cur.Load().stop()
+	s.tls.storeMu.Lock()
+	stores := s.tls.stores
+	s.tls.stores, s.tls.store = nil, nil
+	s.tls.storeMu.Unlock()
+	for _, st := range stores {
+		if err := st.Close(); err != nil {
+			s.log.Warn("releasing certificate storage locks", "err", err)
+		}
+	}
 }
 
 func (rt *tlsRuntime) stop() {

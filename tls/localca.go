@@ -15,7 +15,6 @@ import (
 	"io/fs"
 	"math/big"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -36,13 +35,20 @@ const (
 	localRootLock = "wsproxy_local_root"
 )
 
+// Storage keys of the local CA's root.
+const (
+	localRootCertKey = "pki/root.crt"
+	localRootKeyKey  = "pki/root.key"
+)
+
 // localCA is the CA behind `tls internal`: one self-signed ECDSA P-256 root
-// kept in StorageDir/pki, signing leaves directly (no intermediate). It is a
-// certmagic.Issuer, so certmagic stores, caches and renews its certificates
-// like any others. Caddy's pki app plays this part in Caddy; certmagic has no
-// local CA of its own.
+// kept in the storage (pki/root.crt and pki/root.key: files under
+// StorageDir, or keys in Consul), signing leaves directly (no intermediate).
+// Instances sharing the storage share the root. It is a certmagic.Issuer,
+// so certmagic stores, caches and renews its certificates like any others.
+// Caddy's pki app plays this part in Caddy; certmagic has no local CA of its
+// own.
 type localCA struct {
-	dir     string // StorageDir/pki
 	storage certmagic.Storage
 
 	mu      sync.RWMutex
@@ -53,28 +59,42 @@ type localCA struct {
 
 var _ certmagic.Issuer = (*localCA)(nil)
 
-func newLocalCA(storageDir string, storage certmagic.Storage) *localCA {
-	return &localCA{dir: filepath.Join(storageDir, "pki"), storage: storage}
+func newLocalCA(storage certmagic.Storage) *localCA {
+	return &localCA{storage: storage}
 }
 
-// RootPath is the root certificate's file: what a user trusts to trust
-// `tls internal` certificates.
-func (ca *localCA) RootPath() string { return filepath.Join(ca.dir, "root.crt") }
+// RootPath is where the root certificate is: what a user trusts to trust
+// `tls internal` certificates. A file name with file storage.
+func (ca *localCA) RootPath() string { return locate(ca.storage, localRootCertKey) }
 
-func (ca *localCA) keyPath() string { return filepath.Join(ca.dir, "root.key") }
+func (ca *localCA) keyPath() string { return locate(ca.storage, localRootKeyKey) }
 
-// load reads the root, creating it first if there is none.
+// locate names a storage key for people: a file name, or what the storage
+// says (consul:PREFIX/data/KEY).
+func locate(s certmagic.Storage, key string) string {
+	switch st := s.(type) {
+	case *certmagic.FileStorage:
+		return st.Filename(key)
+	case interface{ Locate(string) string }:
+		return st.Locate(key)
+	}
+	return key
+}
+
+// load reads the root, creating it first if there is none. Creation happens
+// under the storage's lock, and the root is read again once the lock is
+// held: instances sharing the storage that start together make one root.
 func (ca *localCA) load(ctx context.Context) error {
-	root, key, err := ca.read()
+	root, key, err := ca.read(ctx)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := ca.storage.Lock(ctx, localRootLock); err != nil {
 			return fmt.Errorf("local CA: locking storage: %w", err)
 		}
 		defer ca.storage.Unlock(context.WithoutCancel(ctx), localRootLock) //nolint:errcheck // nothing to do about it
 		// Another instance may have made it meanwhile.
-		root, key, err = ca.read()
+		root, key, err = ca.read(ctx)
 		if errors.Is(err, fs.ErrNotExist) {
-			root, key, err = ca.create()
+			root, key, err = ca.create(ctx)
 		}
 	}
 	if err != nil {
@@ -89,18 +109,21 @@ func (ca *localCA) load(ctx context.Context) error {
 	return nil
 }
 
-// read loads the root certificate and key; fs.ErrNotExist if neither exists.
-func (ca *localCA) read() (*x509.Certificate, crypto.Signer, error) {
-	certPEM, errCert := os.ReadFile(ca.RootPath())
-	keyPEM, errKey := os.ReadFile(ca.keyPath())
-	if errors.Is(errCert, fs.ErrNotExist) && errors.Is(errKey, fs.ErrNotExist) {
+// read loads the root certificate and key; fs.ErrNotExist if there is no
+// certificate. The key is written first, so a certificate without its key
+// is an error, while a key without its certificate is a root not finished
+// (or abandoned) by its creator, which holds the lock: not there yet.
+func (ca *localCA) read(ctx context.Context) (*x509.Certificate, crypto.Signer, error) {
+	certPEM, err := ca.storage.Load(ctx, localRootCertKey)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fs.ErrNotExist
 	}
-	if errCert != nil {
-		return nil, nil, fmt.Errorf("local CA: %w", errCert)
+	if err != nil {
+		return nil, nil, fmt.Errorf("local CA: %w", err)
 	}
-	if errKey != nil {
-		return nil, nil, fmt.Errorf("local CA: %w", errKey)
+	keyPEM, err := ca.storage.Load(ctx, localRootKeyKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("local CA: key %s: %w", ca.keyPath(), err)
 	}
 	block, _ := pem.Decode(certPEM)
 	if block == nil || block.Type != "CERTIFICATE" {
@@ -128,8 +151,8 @@ func (ca *localCA) read() (*x509.Certificate, crypto.Signer, error) {
 	return root, key, nil
 }
 
-// create makes a new root and writes it, key first, each file atomically.
-func (ca *localCA) create() (*x509.Certificate, crypto.Signer, error) {
+// create makes a new root and stores it, key first (see read).
+func (ca *localCA) create(ctx context.Context) (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("local CA: %w", err)
@@ -161,14 +184,18 @@ func (ca *localCA) create() (*x509.Certificate, crypto.Signer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("local CA: %w", err)
 	}
-	if err := os.MkdirAll(ca.dir, 0o700); err != nil {
+	if err := ca.storage.Store(ctx, localRootKeyKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})); err != nil {
 		return nil, nil, fmt.Errorf("local CA: %w", err)
 	}
-	if err := writeFileAtomic(ca.keyPath(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := ca.storage.Store(ctx, localRootCertKey, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})); err != nil {
 		return nil, nil, fmt.Errorf("local CA: %w", err)
 	}
-	if err := writeFileAtomic(ca.RootPath(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return nil, nil, fmt.Errorf("local CA: %w", err)
+	if fst, ok := ca.storage.(*certmagic.FileStorage); ok {
+		// File storage writes 0600; the root is public, and users point
+		// other programs (curl, node, update-ca-certificates) at it.
+		if err := os.Chmod(fst.Filename(localRootCertKey), 0o644); err != nil {
+			return nil, nil, fmt.Errorf("local CA: %w", err)
+		}
 	}
 	return root, key, nil
 }
@@ -229,31 +256,4 @@ func randomSerial() (*big.Int, error) {
 		return nil, fmt.Errorf("local CA: serial: %w", err)
 	}
 	return serial, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside name and renames it
-// into place.
-func writeFileAtomic(name string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) //nolint:errcheck // gone after the rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, name)
 }

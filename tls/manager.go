@@ -4,9 +4,10 @@
 // certmagic; importers alias crypto/tls.
 //
 // A Manager serves one runtime configuration. A reload builds a new Manager
-// over the same storage directory (so certificates, ACME accounts and locks
-// carry over and files are read again), starts it, swaps it in, and stops the
-// old one.
+// over the same storage (so certificates, ACME accounts and locks carry over
+// and files are read again), starts it, swaps it in, and stops the old one.
+// The storage is a directory, or any certmagic.Storage such as the Consul
+// KV store of package consulstore, which a fleet of instances shares.
 //
 // The proxy owns the listeners. Its TLS listener uses TLSConfig, which also
 // answers TLS-ALPN-01 challenges; its plain HTTP listener calls
@@ -42,7 +43,7 @@ const acmeTLS1 = "acme-tls/1"
 type Manager struct {
 	g       Global
 	log     *slog.Logger
-	storage *certmagic.FileStorage
+	storage certmagic.Storage
 	cache   *certmagic.Cache
 	// base answers ACME challenges begun by any Manager of this process or
 	// by any instance sharing the storage, and is the config of last resort
@@ -91,7 +92,7 @@ func New(g Global, sites []Site) (*Manager, error) {
 	if g.Logger == nil {
 		g.Logger = slog.Default()
 	}
-	if g.StorageDir == "" {
+	if g.StorageDir == "" && g.Storage == nil {
 		dir, err := defaultStorageDir()
 		if err != nil {
 			return nil, err
@@ -113,11 +114,17 @@ func New(g Global, sites []Site) (*Manager, error) {
 	m := &Manager{
 		g:         g,
 		log:       g.Logger.With("component", "tls"),
-		storage:   &certmagic.FileStorage{Path: g.StorageDir},
+		storage:   g.Storage,
 		exact:     make(map[string]*site),
 		wild:      make(map[string]*site),
 		askClient: &http.Client{Timeout: 10 * time.Second},
 		approved:  make(map[string]struct{}),
+	}
+	if m.storage == nil {
+		m.storage = &certmagic.FileStorage{Path: g.StorageDir}
+	}
+	if g.RenewInterval < 0 {
+		return nil, fmt.Errorf("tls: renew interval %v is negative", g.RenewInterval)
 	}
 
 	// Validate everything before building certmagic values: a cache owns a
@@ -137,8 +144,9 @@ func New(g Global, sites []Site) (*Manager, error) {
 
 	zl := newZapLogger(g.Logger)
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert: m.configForCert,
-		Logger:           zl,
+		GetConfigForCert:   m.configForCert,
+		RenewCheckInterval: g.RenewInterval,
+		Logger:             zl,
 	})
 	m.base = certmagic.New(m.cache, certmagic.Config{Storage: m.storage, Logger: zl})
 	m.baseIss = m.newACMEIssuer(m.base, g.Email, g.CA, roots[g.CARoot], zl)
@@ -174,7 +182,7 @@ func New(g Global, sites []Site) (*Manager, error) {
 			}
 		case ModeInternal:
 			if m.ca == nil {
-				m.ca = newLocalCA(g.StorageDir, m.storage)
+				m.ca = newLocalCA(m.storage)
 			}
 			s.cfg.Issuers = []certmagic.Issuer{m.ca}
 		case ModeFiles:
@@ -452,8 +460,10 @@ func (m *Manager) Stop() {
 	m.askClient.CloseIdleConnections()
 }
 
-// LocalRoot returns the path of the local CA's root certificate, which users
-// trust to trust `tls internal` certificates, or "" without such a site.
+// LocalRoot returns where the local CA's root certificate is, which users
+// trust to trust `tls internal` certificates: a file name with file storage,
+// "consul:PREFIX/data/pki/root.crt" with Consul storage (`consul kv get`
+// prints it); "" without such a site.
 func (m *Manager) LocalRoot() string {
 	if m.ca == nil {
 		return ""

@@ -99,10 +99,20 @@ type Site struct {
 // Global holds the settings shared by every site.
 type Global struct {
 	// StorageDir holds certificates, keys, ACME accounts, locks and the local
-	// CA (certmagic's file storage). Two wsproxy instances that share it
-	// share certificates and never both obtain one for the same name. If
-	// empty, ${XDG_DATA_HOME:-$HOME/.local/share}/wsproxy.
+	// CA (certmagic's file storage) when Storage is nil. Two wsproxy
+	// instances that share it share certificates and never both obtain one
+	// for the same name. If empty, ${XDG_DATA_HOME:-$HOME/.local/share}/wsproxy.
 	StorageDir string
+
+	// Storage, if set, is used instead of a file storage in StorageDir:
+	// e.g. a consulstore.Store, shared by instances on several machines.
+	// The Manager does not close it: it outlives a reload.
+	Storage certmagic.Storage
+
+	// RenewInterval is how often certmagic looks for certificates to renew
+	// (and stored ones renewed by another instance). certmagic's default,
+	// 10 minutes, if zero.
+	RenewInterval time.Duration
 
 	// Email is the ACME account's contact address; optional but recommended.
 	Email string

@@ -35,6 +35,7 @@ var files = []string{
 	"static.Caddyfile",
 	"consul.Caddyfile",
 	"tls.Caddyfile",
+	"fleet.Caddyfile",
 	"two-instances/a.Caddyfile",
 	"two-instances/b.Caddyfile",
 }

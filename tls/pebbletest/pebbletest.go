@@ -63,6 +63,26 @@ type Server struct {
 // new try on other ports, three in all.
 func Start(t testing.TB, httpPort, tlsPort int, blocked ...string) *Server {
 	t.Helper()
+	return StartWith(t, Options{HTTPPort: httpPort, TLSPort: tlsPort, Blocked: blocked})
+}
+
+// Options are Pebble's settings for StartWith.
+type Options struct {
+	// HTTPPort and TLSPort of 127.0.0.1 are where HTTP-01 and TLS-ALPN-01
+	// challenges are validated.
+	HTTPPort, TLSPort int
+	// Blocked names are refused.
+	Blocked []string
+	// Validity is how long the certificates Pebble issues are valid, in
+	// whole seconds; Pebble's default (about 90 days) if zero. A short one
+	// makes renewals happen within a test.
+	Validity time.Duration
+}
+
+// StartWith is Start with all of Pebble's settings.
+func StartWith(t testing.TB, o Options) *Server {
+	t.Helper()
+	httpPort, tlsPort, blocked := o.HTTPPort, o.TLSPort, o.Blocked
 	bin, certs := Binary(t)
 	p := &Server{MiniCA: filepath.Join(certs, "pebble.minica.pem")}
 	t.Cleanup(func() {
@@ -76,7 +96,7 @@ func Start(t testing.TB, httpPort, tlsPort int, blocked ...string) *Server {
 	}
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
-		if err = p.start(t.TempDir(), bin, certs, httpPort, tlsPort, blocked); err == nil {
+		if err = p.start(t.TempDir(), bin, certs, httpPort, tlsPort, blocked, o.Validity); err == nil {
 			return p
 		}
 		p.Stop()
@@ -88,7 +108,7 @@ func Start(t testing.TB, httpPort, tlsPort int, blocked ...string) *Server {
 
 // start runs pebble-challtestsrv and Pebble on fresh ports and waits for
 // Pebble's directory.
-func (p *Server) start(dir, bin, certs string, httpPort, tlsPort int, blocked []string) error {
+func (p *Server) start(dir, bin, certs string, httpPort, tlsPort int, blocked []string, validity time.Duration) error {
 	ports, err := freePorts(4)
 	if err != nil {
 		return err
@@ -115,6 +135,11 @@ func (p *Server) start(dir, bin, certs string, httpPort, tlsPort int, blocked []
 		"retryAfter":                     map[string]int{"authz": 0, "order": 0},
 		"keyAlgorithm":                   "ecdsa",
 	}}
+	if validity > 0 {
+		cfg["pebble"].(map[string]any)["profiles"] = map[string]any{
+			"default": map[string]any{"description": "short-lived, for tests", "validityPeriod": int64(validity / time.Second)},
+		}
+	}
 	data, _ := json.Marshal(cfg)
 	cfgFile := filepath.Join(dir, "pebble-config.json")
 	if err := os.WriteFile(cfgFile, data, 0o600); err != nil {
@@ -231,6 +256,10 @@ func (p *Server) Stop() {
 
 // Log returns what Pebble and its DNS server wrote.
 func (p *Server) Log() string { return p.log.String() }
+
+// Orders counts the orders Pebble has taken (new-order requests it
+// accepted).
+func (p *Server) Orders() int { return strings.Count(p.log.String(), "Added order") }
 
 // Issued counts the certificates Pebble has issued.
 func (p *Server) Issued() int { return strings.Count(p.log.String(), "Issued certificate serial") }
