@@ -109,9 +109,9 @@ FDS=$(ulimit -n)
 if [ "$QUICK" = 1 ]; then
 	SETTLE=1s DUR=2s WARM=500ms RATE_DUR=2s HS_DUR=1500ms SYS_DUR=2s PAUSE=0.2
 else
-	# Short windows, repeated: three 5 s windows interleaved with the peers
+	# Short windows, repeated: three 4 s windows interleaved with the peers
 	# say more than one 10 s window that a neighbour's build can spoil.
-	SETTLE=3s DUR=5s WARM=1s RATE_DUR=5s HS_DUR=4s SYS_DUR=4s PAUSE=0.5
+	SETTLE=3s DUR=4s WARM=1s RATE_DUR=4s HS_DUR=3s SYS_DUR=3s PAUSE=0.5
 fi
 ECHO_CONNS=100
 RATE=100 # per connection: 100 connections x 100/s = 10,000 msg/s
@@ -120,6 +120,7 @@ SRC=127.0.0.2-127.0.0.254
 HAVE_STRACE=0
 command -v strace >/dev/null && HAVE_STRACE=1
 
+T0=$(date +%s) # the whole run, builds and installs included
 OUT=$ROOT/bench/results
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/wsbench-compare.XXXXXX)
@@ -684,7 +685,8 @@ run_target() { # NAME: one round ($ROUND) of one target, fresh processes
 	stop_backends
 }
 
-T0=$(date +%s)
+T1=$(date +%s)
+echo "compare.sh: installs, builds and certificate took $((T1 - T0)) s"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "compare.sh: $ROUNDS round(s) of ${TLIST[*]}; measurements ${MLIST[*]}"
 for ROUND in $(seq "$ROUNDS"); do
@@ -697,4 +699,4 @@ PARAMS="$ROUNDS round(s), interleaved in the order ${TLIST[*]}, each target and 
 cp "$RUNS" "$OUT/$OUTNAME.jsonl"
 "$BIN/report" -runs "$RUNS" -source "bench/results/$OUTNAME.jsonl" -md "$OUT/$OUTNAME.md" -svg "$OUT/$OUTNAME.svg" -cmd "$COMMAND" -params "$PARAMS" ||
 	{ echo "compare.sh: report failed" >&2; exit 1; }
-echo "== done in $(($(date +%s) - T0)) s: $OUT/$OUTNAME.md, $OUT/$OUTNAME.svg, $OUT/$OUTNAME.jsonl (logs in $LOGS)"
+echo "== done in $(($(date +%s) - T0)) s ($(($(date +%s) - T1)) s measuring): $OUT/$OUTNAME.md, $OUT/$OUTNAME.svg, $OUT/$OUTNAME.jsonl (logs in $LOGS)"

@@ -666,7 +666,11 @@ func (rep *report) writeHeadline(b *strings.Builder) {
 	add("echo msg/s 4 KiB", "echo4k", ": msg/s")
 	if f, ok := rep.figureOf("rate", ": p99 µs"); ok {
 		d := rep.target("direct")
-		cols = append(cols, column{"p99 µs at fixed rate (added over direct)", func(t *target) string {
+		header := "p99 µs at fixed rate"
+		if d != nil && d.ran() {
+			header += " (added over direct)"
+		}
+		cols = append(cols, column{header, func(t *target) string {
 			s := t.stat(f).format(f.format, "")
 			if t.name != "direct" {
 				if a := pair(f, t, d, sub); a.ok() {
