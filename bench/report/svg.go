@@ -9,9 +9,39 @@ import (
 // colors for the targets, in order of appearance.
 var colors = []string{"#9e9e9e", "#1565c0", "#2e7d32", "#ef6c00", "#6a1b9a", "#c62828", "#00838f"}
 
-// svg draws a grouped bar chart: one group per metric, one bar per target.
-// Each group is scaled to its own largest value (the figures have
-// different units); the value is written above each bar.
+// chartFigures are the chart's groups: the headline figures that ran.
+func (rep *report) chartFigures() []figure {
+	var out []figure
+	add := func(kind, suffix, title string) {
+		if f, ok := rep.figureOf(kind, suffix); ok {
+			f.title = title
+			out = append(out, f)
+		}
+	}
+	if k := rep.largestHold(false); k != "" {
+		add(k, "idle RSS per connection", "idle RSS per conn")
+	}
+	if k := rep.largestHold(true); k != "" {
+		add(k, "idle RSS per connection", "idle RSS per wss conn")
+	}
+	add("echo64", ": msg/s", "echo 64 B")
+	add("echo4k", ": msg/s", "echo 4 KiB")
+	add("rate", ": p99 µs", "p99 at a fixed rate")
+	add("hs_ws", ": per second", "handshakes ws://")
+	add("hs_wss", ": per second", "handshakes wss://")
+	add("echo64", "per 100k round trips", "CPU per 100k msgs (64 B)")
+	for i := range out {
+		if out[i].unit == "/s" {
+			out[i].unit = "handshakes/s"
+		}
+	}
+	return out
+}
+
+// svg draws a grouped bar chart of the medians over rounds: one group per
+// figure, one bar per target. Each group is scaled to its own largest
+// value (the figures have different units); the value is written above
+// each bar.
 func (rep *report) svg() string {
 	const (
 		groupW  = 150.0
@@ -22,12 +52,8 @@ func (rep *report) svg() string {
 		barGap  = 2.0
 		padding = 16.0
 	)
-	var targets []*target
-	for _, t := range rep.targets {
-		if t.status == "" {
-			targets = append(targets, t)
-		}
-	}
+	targets := rep.ran()
+	chartOrder := rep.chartFigures()
 	n := max(len(targets), 1)
 	barW := (groupW - 2*padding - float64(n-1)*barGap) / float64(n)
 	width := left*2 + groupW*float64(len(chartOrder))
@@ -36,7 +62,7 @@ func (rep *report) svg() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif">`+"\n", width, height, width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%.0f" y="22" font-size="16" font-weight="bold">wsproxy and its peers (each group scaled to its largest value)</text>`+"\n", left)
+	fmt.Fprintf(&b, `<text x="%.0f" y="22" font-size="16" font-weight="bold">wsproxy and its peers: medians of %d round(s) (each group scaled to its largest value)</text>`+"\n", left, rep.rounds)
 
 	// Legend.
 	x := left
@@ -53,7 +79,10 @@ func (rep *report) svg() string {
 		var vals []float64
 		maxV := 0.0
 		for _, t := range targets {
-			v, _ := t.get(m.run, m.value)
+			var v float64
+			if s := t.stat(m); s.ok() {
+				v = s.median()
+			}
 			vals = append(vals, v)
 			maxV = max(maxV, v)
 		}

@@ -100,11 +100,14 @@ type cpuUse struct {
 	backends float64 // the -backend-pid processes
 	client   float64 // this process
 	machine  float64 // every CPU of the machine, busy (not idle, iowait or steal)
+	steal    float64 // taken from this VM by the hypervisor
 }
 
-// outside is the CPU time of everything else on the machine.
-func (u cpuUse) outside() float64 {
-	return max(u.machine-u.proxy-u.backends-u.client, 0)
+// other is the CPU time of everything else on the machine. It is not
+// clamped: the per-process figures are tick-sampled, so a quiet machine
+// can show a small negative value, and that is the honest reading.
+func (u cpuUse) other() float64 {
+	return u.machine - u.proxy - u.backends - u.client
 }
 
 // cpuWindow samples CPU times at the start and at the end of a window, on
@@ -138,6 +141,7 @@ func watchCPU(ctx context.Context, cfg *config, start, end time.Time) *cpuWindow
 			backends: u1.backends - u0.backends,
 			client:   u1.client - u0.client,
 			machine:  u1.machine - u0.machine,
+			steal:    u1.steal - u0.steal,
 		}
 	}()
 	return w
@@ -163,11 +167,11 @@ func sampleCPU(cfg *config) (cpuUse, error) {
 	if err != nil {
 		return u, err
 	}
-	m, err := machineBusy()
+	m, err := machineTimes()
 	if err != nil {
 		return u, err
 	}
-	return cpuUse{proxy: p.CPUSeconds, backends: b.CPUSeconds, client: self.CPUSeconds, machine: m}, nil
+	return cpuUse{proxy: p.CPUSeconds, backends: b.CPUSeconds, client: self.CPUSeconds, machine: m.busy, steal: m.steal}, nil
 }
 
 // recordCPU fills in the CPU figures of res from a window's use, with work
@@ -175,7 +179,8 @@ func sampleCPU(cfg *config) (cpuUse, error) {
 func recordCPU(res *Result, cfg *config, u cpuUse, units int64, per float64) float64 {
 	res.ClientWindowCPUS = u.client
 	res.MachineBusyCPUS = u.machine
-	res.OutsideCPUS = u.outside()
+	res.OtherCPUS = u.other()
+	res.StealCPUS = u.steal
 	if len(cfg.backendPIDs) > 0 {
 		res.BackendCPUS = u.backends
 	}

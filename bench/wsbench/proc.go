@@ -144,28 +144,40 @@ func statFields(stat []byte) ([]string, error) {
 	return f, nil
 }
 
-// machineBusy returns the CPU seconds all CPUs of the machine have spent
-// running processes since boot: user, nice and system from the first line
-// of /proc/stat. Interrupt and softirq time is left out: on loopback most of
-// it is the packet processing of the benchmark's own traffic, which no
-// process is charged for.
-func machineBusy() (float64, error) {
+// machineCPU is the machine's cumulative CPU time since boot, in seconds
+// summed over all CPUs.
+type machineCPU struct {
+	busy  float64 // user, nice, system, irq and softirq
+	steal float64 // time the hypervisor gave this VM's CPUs to someone else
+}
+
+// machineTimes reads the first line of /proc/stat. Interrupt and softirq
+// time count as busy: without CONFIG_IRQ_TIME_ACCOUNTING (the common case)
+// a tick that lands in a softirq is charged both to the interrupted task's
+// stime and to the machine's softirq column, so leaving softirq out made
+// the machine look less busy than the processes on it and "everything
+// else" clamp at zero. With it included, machine − measured processes is
+// the CPU that other work took (plus, with irq-time accounting, the
+// loopback softirq no task is charged for).
+func machineTimes() (machineCPU, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, err
+		return machineCPU{}, err
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
-		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+		return machineCPU{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
 	}
-	var busy int64
-	for _, v := range f[1:4] { // user nice system
-		n, err := strconv.ParseInt(v, 10, 64)
+	// cpu user nice system idle iowait irq softirq steal ...
+	var v [8]int64
+	for i := range v {
+		n, err := strconv.ParseInt(f[i+1], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/stat: %q: %v", v, err)
+			return machineCPU{}, fmt.Errorf("/proc/stat: %q: %v", f[i+1], err)
 		}
-		busy += n
+		v[i] = n
 	}
-	return float64(busy) / clockTicks, nil
+	busy := v[0] + v[1] + v[2] + v[5] + v[6]
+	return machineCPU{busy: float64(busy) / clockTicks, steal: float64(v[7]) / clockTicks}, nil
 }

@@ -59,12 +59,16 @@ type Result struct {
 	CPUPer1kHandshake float64 `json:"cpu_s_per_1k_handshakes,omitempty"`
 
 	// CPU seconds during the measured window (echo, rate, handshakes) of
-	// the backends (-backend-pid), of this process, of the whole machine,
-	// and of everything else on it: other work that competed for the cores.
+	// the backends (-backend-pid), of this process, of the whole machine
+	// (user+nice+system+irq+softirq), and of everything else on it: the
+	// machine less the proxy, the backends and this process, signed (other
+	// work that competed for the cores; slightly negative when there was
+	// none, from tick sampling). Steal is time the hypervisor gave away.
 	BackendCPUS      float64 `json:"backend_cpu_s,omitempty"`
 	ClientWindowCPUS float64 `json:"client_window_cpu_s,omitempty"`
 	MachineBusyCPUS  float64 `json:"machine_busy_cpu_s,omitempty"`
-	OutsideCPUS      float64 `json:"outside_cpu_s,omitempty"`
+	OtherCPUS        float64 `json:"other_cpu_s"`
+	StealCPUS        float64 `json:"steal_cpu_s,omitempty"`
 	MachineCPUs      int     `json:"machine_cpus"`
 
 	ClientRSSKiB int64   `json:"client_rss_kib"` // at the end
@@ -214,7 +218,11 @@ func (r *Result) writeSummary(w io.Writer) {
 		if r.BackendCPUS > 0 {
 			fmt.Fprintf(&b, ", backends %.2f", r.BackendCPUS)
 		}
-		fmt.Fprintf(&b, ", other processes %.2f\n", r.OutsideCPUS)
+		fmt.Fprintf(&b, ", proxy %.2f, everything else %+.2f", r.ProxyCPUS, r.OtherCPUS)
+		if r.StealCPUS > 0 {
+			fmt.Fprintf(&b, ", steal %.2f", r.StealCPUS)
+		}
+		b.WriteString("\n")
 	}
 	if r.Errors > 0 {
 		fmt.Fprintf(&b, "  %d errors, first: %s\n", r.Errors, strings.Join(r.Sample, "; "))
