@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsproxy/wsproxy/proxy/relay"
 )
 
 // hijackableListener wraps accepted connections so that the proxy can take
@@ -37,8 +39,14 @@ func (l hijackableListener) Accept() (net.Conn, error) {
 	if l.tlsConfig != nil {
 		if conf := l.tlsConfig(); conf != nil {
 			// The handshake runs at fasthttp's first read, within its
-			// ReadTimeout (handshake_timeout).
-			return &hijackableTLSConn{hijackableConn{Conn: cryptotls.Server(c, conf)}}, nil
+			// ReadTimeout (handshake_timeout). Over a relay.Socket, so
+			// that the event loops can take the connection over after
+			// the 101 like a plain one.
+			raw := c
+			if tc, ok := c.(*net.TCPConn); ok {
+				raw = relay.NewSocket(tc)
+			}
+			return &hijackableTLSConn{hijackableConn{Conn: cryptotls.Server(raw, conf)}}, nil
 		}
 	}
 	return &hijackableConn{Conn: c}, nil

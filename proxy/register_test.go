@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -141,15 +142,22 @@ func TestSelfRegistrationFollowsConfig(t *testing.T) {
 	}
 }
 
-// freeTestPort returns a loopback port that was free a moment ago.
+// freeTestPort returns a port that was free a moment ago, below the
+// kernel's ephemeral range so that no outgoing connection of a test
+// running beside this one can take it before the proxy binds it.
 func freeTestPort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for i := 0; i < 1000; i++ {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port below the ephemeral range")
+	return 0
 }
 
 // TestConsulDownKeepsServing: a proxy with its certificates in Consul

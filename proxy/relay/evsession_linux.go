@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"crypto/tls"
 	"errors"
 	"math"
 	"net"
@@ -74,15 +75,24 @@ type evLeg struct {
 	ping       Ping
 	pingSentAt int64  // 0 when no ping is unanswered
 	preBytes   []byte // read before the relay started, forwarded first
+
+	// A TLS leg: crypto/tls reads and writes through sock (see Socket).
+	tc   *tls.Conn
+	sock *Socket
 }
 
 // startOnLoop hands the session to a loop if both connections can leave
-// Go's poller.
+// Go's poller: plain TCP, or a TLS server connection over a Socket.
 func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte) bool {
-	if !canDetach(client) || !canDetach(backend) {
+	ctc, csock := tlsSocket(client)
+	craw := client
+	if csock != nil {
+		craw = csock.TCPConn
+	}
+	if !canDetach(craw) || !canDetach(backend) {
 		return false
 	}
-	cfd, ok := detach(client)
+	cfd, ok := detach(craw)
 	if !ok {
 		return false
 	}
@@ -95,10 +105,13 @@ func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Con
 	}
 	lp := s.cfg.Loops.pick()
 	e := &evSession{pub: s, cfg: s.cfg, lp: lp}
-	e.c = evLeg{s: e, fd: cfd, side: SideClient, stats: &s.ClientToBackend, ping: s.cfg.ClientPing}
+	e.c = evLeg{s: e, fd: cfd, side: SideClient, stats: &s.ClientToBackend, ping: s.cfg.ClientPing, tc: ctc, sock: csock}
 	e.b = evLeg{s: e, fd: bfd, side: SideBackend, masked: true, stats: &s.BackendToClient, ping: s.cfg.BackendPing}
 	e.c.peer, e.b.peer = &e.b, &e.c
 	e.c.t.Rules, e.b.t.Rules = s.cfg.Client, s.cfg.Backend
+	if csock != nil {
+		csock.leg = &e.c
+	}
 	// Pre-read bytes are few (frames sent before the 101 arrived): they
 	// wait in carry-sized copies, or a pool buffer if larger.
 	e.c.pre(clientPre)
@@ -163,6 +176,11 @@ func (e *evSession) begin() {
 			lg.forward(p)
 		}
 	}
+	if e.c.tc != nil {
+		// Records crypto/tls read during the handshake and has not
+		// decrypted yet would raise no event: take them now.
+		e.c.readTLS(false)
+	}
 	e.needTimer(e.liveness(now))
 	if t := e.early; t != nil {
 		e.early = nil
@@ -191,6 +209,10 @@ func (lg *evLeg) readable() bool {
 // read reads the socket once into the loop's buffer (after any carried
 // partial frame) and forwards what it can.
 func (lg *evLeg) read() {
+	if lg.tc != nil {
+		lg.readTLS(true)
+		return
+	}
 	lp := lg.s.lp
 	start := MaxCarry - lg.carryN
 	if lg.carryN > 0 {
@@ -301,9 +323,25 @@ func (lg *evLeg) send(p []byte, isClose bool) {
 	}
 }
 
-// write sends p now, and keeps what the socket does not take.
+// write sends p to the peer of this leg, through TLS on a TLS leg.
 func (lg *evLeg) write(p []byte) {
 	if lg.closeSent || lg.dead || lg.fd < 0 {
+		return
+	}
+	if lg.tc != nil {
+		// Socket.Write never fails (see there); an error here is
+		// crypto/tls refusing, which leaves the leg unusable.
+		if _, err := lg.tc.Write(p); err != nil {
+			lg.fail()
+		}
+		return
+	}
+	lg.rawWrite(p)
+}
+
+// rawWrite sends bytes on the socket now, and keeps what it does not take.
+func (lg *evLeg) rawWrite(p []byte) {
+	if lg.dead || lg.fd < 0 {
 		return
 	}
 	if lg.out != nil {
@@ -689,3 +727,48 @@ func (f fdSocket) Control(fn func(uintptr)) error {
 
 func (f fdSocket) Read(func(uintptr) bool) error  { return errors.New("relay: inspection only") }
 func (f fdSocket) Write(func(uintptr) bool) error { return errors.New("relay: inspection only") }
+
+// readTLS reads a TLS leg: at most one read of the socket (none if
+// syscall is false), then every record crypto/tls can complete from what
+// it holds, decrypted into the loop's buffer and forwarded. Nothing stays
+// decrypted inside crypto/tls afterwards, so a level-triggered event is
+// all the leg needs to be read again.
+func (lg *evLeg) readTLS(syscall bool) {
+	lp := lg.s.lp
+	lg.sock.didRead = !syscall
+	buf := lp.buf[MaxCarry:]
+	for {
+		start := MaxCarry - lg.carryN
+		if lg.carryN > 0 {
+			copy(lp.buf[start:], lg.carry[:lg.carryN])
+		}
+		n := 0
+		var err error
+		// Whole records into the buffer while a whole one still fits.
+		for n < len(buf)-maxTLSPlaintext || n == 0 {
+			var m int
+			m, err = lg.tc.Read(buf[n:])
+			n += m
+			if err != nil {
+				break
+			}
+		}
+		if n > 0 {
+			lg.forward(lp.buf[start : MaxCarry+n])
+		}
+		switch {
+		case err == nil:
+			continue // the buffer filled: more may be waiting inside
+		case err == errWouldBlock:
+			return
+		default: // io.EOF (close_notify or FIN) or a TLS error
+			if !lg.eof {
+				lg.ended()
+			}
+			return
+		}
+	}
+}
+
+// maxTLSPlaintext is the most one TLS record decrypts to.
+const maxTLSPlaintext = 16 << 10

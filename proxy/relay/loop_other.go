@@ -34,3 +34,10 @@ const (
 	opClose = iota + 2
 	opAbort
 )
+
+// Socket is the net.Conn under a TLS server connection; without loops it
+// is just the TCP connection.
+type Socket struct{ *net.TCPConn }
+
+// NewSocket wraps an accepted TCP connection for tls.Server.
+func NewSocket(c *net.TCPConn) *Socket { return &Socket{TCPConn: c} }

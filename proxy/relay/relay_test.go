@@ -58,7 +58,13 @@ func startHarness(t testing.TB, cfg Config, clientPre, backendPre []byte) *harne
 	cfg.Client.Masked = true
 	cfg.OnDone = func(s *Session) { h.done <- s }
 	var pcc, pbc net.Conn = pc, pb
-	if strings.HasSuffix(t.Name(), "/goroutines") {
+	if strings.HasSuffix(t.Name(), "/tls") {
+		// The client speaks TLS to the proxy, as a wss:// client does;
+		// the loops take the TLS server connection over like a plain one.
+		c, pcc = tlsPair(t, c, pc)
+		h.client = c
+		cfg.Loops = testLoops
+	} else if strings.HasSuffix(t.Name(), "/goroutines") {
 		// Not a *net.TCPConn: the session keeps a goroutine per direction,
 		// as it does for a TLS leg.
 		pcc, pbc = opaqueConn{pc.(*net.TCPConn)}, opaqueConn{pb.(*net.TCPConn)}
@@ -152,11 +158,11 @@ type opaqueConn struct{ *net.TCPConn }
 
 func (c opaqueConn) CloseWrite() error { return c.TCPConn.CloseWrite() }
 
-// forModes runs a relay test on the event loops, and with a goroutine per
-// direction (the driver of TLS legs); startHarness picks the mode from the
-// name.
+// forModes runs a relay test on the event loops, with a TLS client on the
+// loops, and with a goroutine per direction (the driver for connections
+// the loops cannot take); startHarness picks the mode from the name.
 func forModes(t *testing.T, body func(t *testing.T)) {
-	for _, mode := range []string{"loop", "goroutines"} {
+	for _, mode := range []string{"loop", "goroutines", "tls"} {
 		t.Run(mode, func(t *testing.T) {
 			if !strings.Contains(t.Name(), "NoGoroutineLeak") {
 				t.Parallel()
@@ -467,27 +473,31 @@ func BenchmarkRelayEcho4K(b *testing.B)  { benchRelay(b, 4096) }
 func BenchmarkRelayEcho64K(b *testing.B) { benchRelay(b, 64<<10) }
 
 // TestRelayIdleSessionsHoldNoGoroutine: sessions on the loops hold no
-// goroutine, idle or busy.
+// goroutine, idle or busy, with plain and with TLS clients.
 func TestRelayIdleSessionsHoldNoGoroutine(t *testing.T) {
-	base := runtime.NumGoroutine()
-	const n = 200
-	hs := make([]*harness, n)
-	for i := range hs {
-		hs[i] = startHarness(t, Config{}, nil, nil)
-	}
-	waitGoroutines(t, base+2)
-	msg := frame(true, 0, OpText, []byte("wake"), true, testMask)
-	for _, h := range hs {
-		h.client.Write(msg)
-		if got := readFull(t, h.backend, len(msg)); !bytes.Equal(got, msg) {
-			t.Fatal("frame altered")
-		}
-	}
-	waitGoroutines(t, base+2)
-	for _, h := range hs {
-		h.client.Close()
-		h.backend.Close()
-		h.wait(t)
+	for _, mode := range []string{"loop", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			const n = 200
+			base := runtime.NumGoroutine()
+			hs := make([]*harness, n)
+			for i := range hs {
+				hs[i] = startHarness(t, Config{}, nil, nil)
+			}
+			waitGoroutines(t, base+2)
+			msg := frame(true, 0, OpText, []byte("wake"), true, testMask)
+			for _, h := range hs {
+				h.client.Write(msg)
+				if got := readFull(t, h.backend, len(msg)); !bytes.Equal(got, msg) {
+					t.Fatal("frame altered")
+				}
+			}
+			waitGoroutines(t, base+2)
+			for _, h := range hs {
+				h.client.Close()
+				h.backend.Close()
+				h.wait(t)
+			}
+		})
 	}
 }
 

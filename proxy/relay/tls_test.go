@@ -1,0 +1,51 @@
+//go:build linux
+
+package relay
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"math/big"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+var testCert = sync.OnceValue(func() tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+})
+
+// tlsPair runs a TLS handshake over a loopback TCP pair: the client end
+// for the test, the server end (over a Socket) for the relay.
+func tlsPair(t testing.TB, client, server net.Conn) (tc, ts net.Conn) {
+	t.Helper()
+	srv := tls.Server(NewSocket(server.(*net.TCPConn)), &tls.Config{Certificates: []tls.Certificate{testCert()}})
+	cl := tls.Client(client, &tls.Config{InsecureSkipVerify: true})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Handshake() }()
+	if err := cl.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return cl, srv
+}
