@@ -105,6 +105,12 @@ func rawRequest(t testing.TB, addr, head string) *rawClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rawRequestOver(t, c, head)
+}
+
+// rawRequestOver is rawRequest on a connection the caller opened (TLS).
+func rawRequestOver(t testing.TB, c net.Conn, head string) *rawClient {
+	t.Helper()
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, head); err != nil {

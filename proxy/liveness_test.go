@@ -41,9 +41,13 @@ func TestSilentClientIsClosedAndBackendGets1001(t *testing.T) {
 }
 
 // TestSIGKILLedBackendGivesClient1011 kills a real backend process: the
-// client must hear 1011 within a second, not wait for a timeout.
+// client, over ws:// and wss://, must hear 1011 within a second, not wait
+// for a timeout.
 func TestSIGKILLedBackendGivesClient1011(t *testing.T) {
-	t.Parallel()
+	forSchemes(t, testSIGKILLedBackend)
+}
+
+func testSIGKILLedBackend(t *testing.T, sc scheme) {
 	bin := filepath.Join(t.TempDir(), "echo")
 	if out, err := exec.Command("go", "build", "-o", bin, "../examples/echo").CombinedOutput(); err != nil {
 		t.Fatalf("build echo: %v\n%s", err, out)
@@ -67,18 +71,22 @@ func TestSIGKILLedBackendGivesClient1011(t *testing.T) {
 		}
 		return err == nil
 	})
-	tp := startProxy(t, ":{port} {\n\troute /* {\n\t\tto "+addr+"\n\t}\n}", 0)
-	c, _ := dialWS(t, "ws://"+tp.addr+"/ws", nil)
+	p := sc.start(t, "\troute /* {\n\t\tto "+addr+"\n\t}\n")
+	c, _, err := p.dialer.Dial(p.url+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	c.WriteMessage(websocket.TextMessage, []byte("__id"))
-	if _, p, err := c.ReadMessage(); err != nil || string(p) != "victim" {
-		t.Fatalf("%q %v", p, err)
+	if _, id, err := c.ReadMessage(); err != nil || string(id) != "victim" {
+		t.Fatalf("%q %v", id, err)
 	}
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGKILL)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, _, err = c.ReadMessage()
 	ce, ok := err.(*websocket.CloseError)
-	if !ok || (ce.Code != 1011 && ce.Code != 1014) {
+	if !ok || ce.Code != 1011 {
 		t.Fatalf("client got %v, want close 1011", err)
 	}
 	if d := time.Since(start); d > time.Second {
