@@ -15,31 +15,6 @@ import (
 	"github.com/wsproxy/wsproxy/proxy/relay"
 )
 
-func TestSilentClientIsClosedAndBackendGets1001(t *testing.T) {
-	t.Parallel()
-	addr, got := recordingBackend(t)
-	tp := startProxy(t, ":{port} {\n\troute /* {\n\t\tto "+addr+"\n\t\tping_client 300ms 300ms\n\t}\n}", 0)
-	rc := dialRaw(t, tp.addr, "/ws")
-	start := time.Now()
-	h, p := rc.next() // the proxy's ping, never answered
-	if h.Opcode != relay.OpPing || string(p) != "wsproxy" {
-		t.Fatalf("opcode %d payload %q", h.Opcode, p)
-	}
-	select {
-	case code := <-got:
-		if code != relay.CloseGoingAway {
-			t.Fatalf("backend got %d", code)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("backend got no close frame")
-	}
-	// interval + timeout, plus the wheel's 100ms tick and slack.
-	if d := time.Since(start); d > 300*time.Millisecond+time.Second {
-		t.Fatalf("closed %v after the ping", d)
-	}
-	rc.expectEOF()
-}
-
 // TestSIGKILLedBackendGivesClient1011 kills a real backend process: the
 // client, over ws:// and wss://, must hear 1011 within a second, not wait
 // for a timeout.

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/internal/testnet"
 
 	"github.com/hashicorp/consul/api"
 
@@ -142,23 +142,8 @@ func TestSelfRegistrationFollowsConfig(t *testing.T) {
 	}
 }
 
-// freeTestPort returns a port that was free a moment ago, below the
-// kernel's ephemeral range so that no outgoing connection of a test
-// running beside this one can take it before the proxy binds it.
-func freeTestPort(t *testing.T) int {
-	t.Helper()
-	for i := 0; i < 1000; i++ {
-		port := 20000 + rand.IntN(12000)
-		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		return port
-	}
-	t.Fatal("no free port below the ephemeral range")
-	return 0
-}
+// freeTestPort returns a port to listen on (see testnet).
+func freeTestPort(t *testing.T) int { return testnet.FreePort(t) }
 
 // TestConsulDownKeepsServing: a proxy with its certificates in Consul
 // (storage consul, tls internal) and registered there goes on serving

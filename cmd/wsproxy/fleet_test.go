@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"regexp"
 	"strconv"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/internal/testnet"
 
 	"github.com/hashicorp/consul/api"
 
@@ -51,35 +52,10 @@ func waitFor(d time.Duration, cond func() bool) bool {
 	}
 }
 
-// holdPorts returns n distinct loopback ports and the function that frees
-// them. Holding them until the processes that take them start keeps them
-// from being handed to another one meanwhile (Pebble picks its ports the
-// same way).
+// holdPorts returns n ports held until the processes that take them
+// start (see testnet; Pebble picks its ports the same way).
 func holdPorts(t *testing.T, n int) (ports []int, release func()) {
-	t.Helper()
-	var lns []net.Listener
-	release = func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-		lns = nil
-	}
-	t.Cleanup(release)
-	// Below the ephemeral range (see freePort), on every interface since
-	// some proxies bind ":port".
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 1000 {
-			t.Fatal("no free ports below the ephemeral range")
-		}
-		port := 20000 + rand.IntN(12000)
-		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
-		if err != nil {
-			continue
-		}
-		lns = append(lns, ln)
-		ports = append(ports, port)
-	}
-	return ports, release
+	return testnet.HoldPorts(t, n)
 }
 
 // exited reports whether the process has ended, keeping its result for

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/internal/testnet"
 
 	"github.com/fasthttp/websocket"
 
@@ -176,23 +177,8 @@ func (p *proc) exitCode(t *testing.T) int {
 	}
 }
 
-// freePort returns a port that is free to listen on, below the kernel's
-// ephemeral range (32768 and up here), so that no outgoing connection of
-// a load test running beside it can take it before the proxy binds it.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for i := 0; i < 1000; i++ {
-		port := 20000 + rand.IntN(12000)
-		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		return port
-	}
-	t.Fatal("no free port below the ephemeral range")
-	return 0
-}
+// freePort returns a port to listen on (see testnet).
+func freePort(t *testing.T) int { return testnet.FreePort(t) }
 
 func echoID(t *testing.T, url string) (*websocket.Conn, string) {
 	t.Helper()

@@ -140,7 +140,10 @@ func TestEchoTextAndBinary(t *testing.T) {
 		{websocket.BinaryMessage, big},
 	}
 	// Keep writing while reading, so that neither side's TCP buffers fill
-	// up with echoes nobody reads.
+	// up with echoes nobody reads. 20 MiB each way takes seconds under
+	// -race on a busy 2-core machine: the per-read bound of dial is too
+	// tight for the whole exchange.
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
 	const rounds = 20
 	written := make(chan error, 1)
 	go func() {

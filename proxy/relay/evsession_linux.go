@@ -30,7 +30,8 @@ type evSession struct {
 	timerRun atomic.Bool // a timer task is queued on the loop
 
 	begun     bool
-	early     *task // a Close that came before begin
+	early     *task  // a Close that came before begin
+	fds       [2]int // the descriptors as started, for Sockets (read-only)
 	closing   bool
 	closeBy   int64 // when closing gives up on the peers
 	idleSince int64
@@ -109,6 +110,7 @@ func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Con
 	e.b = evLeg{s: e, fd: bfd, side: SideBackend, masked: true, stats: &s.BackendToClient, ping: s.cfg.BackendPing}
 	e.c.peer, e.b.peer = &e.b, &e.c
 	e.c.t.Rules, e.b.t.Rules = s.cfg.Client, s.cfg.Backend
+	e.fds = [2]int{cfd, bfd}
 	if csock != nil {
 		csock.leg = &e.c
 	}
@@ -711,7 +713,7 @@ func (e *evSession) slowConsumer(lg *evLeg) {
 }
 
 func (e *evSession) sockets() (client, backend syscall.Conn) {
-	return fdSocket(e.c.fd), fdSocket(e.b.fd)
+	return fdSocket(e.fds[0]), fdSocket(e.fds[1])
 }
 
 // fdSocket lets a descriptor the loop owns be inspected through
