@@ -69,9 +69,19 @@ func testSIGKILLedBackend(t *testing.T, sc scheme) {
 	}
 }
 
+// TestTCPKeepaliveOnBothLegs: the route's settings reach both sockets,
+// whether the client's inherits them from its listener (every route on the
+// port agrees) or gets them per connection (routes differ).
 func TestTCPKeepaliveOnBothLegs(t *testing.T) {
-	t.Parallel()
-	conf := ":{port} {\n\troute /* {\n\t\tto {b0}\n\t\ttcp_keepalive 17s 7s 4\n\t\ttcp_user_timeout 23s\n\t}\n}"
+	t.Run("inherited", func(t *testing.T) {
+		testTCPKeepalive(t, ":{port} {\n\troute /* {\n\t\tto {b0}\n\t\ttcp_keepalive 17s 7s 4\n\t\ttcp_user_timeout 23s\n\t}\n}")
+	})
+	t.Run("per connection", func(t *testing.T) {
+		testTCPKeepalive(t, ":{port} {\n\troute /other {\n\t\tto {b0}\n\t}\n\troute /* {\n\t\tto {b0}\n\t\ttcp_keepalive 17s 7s 4\n\t\ttcp_user_timeout 23s\n\t}\n}")
+	})
+}
+
+func testTCPKeepalive(t *testing.T, conf string) {
 	tp := startProxy(t, conf, 1)
 	c, _ := dialWS(t, "ws://"+tp.addr+"/ws", nil)
 	c.WriteMessage(websocket.TextMessage, []byte("x"))

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"net"
 
@@ -85,7 +86,8 @@ func (s *Server) swap(t *table) error {
 		if s.listeners[port] != nil {
 			continue
 		}
-		ln, err := net.Listen("tcp", bindAddr(t.cfg, port))
+		lc := net.ListenConfig{KeepAlive: -1} // see Start
+		ln, err := lc.Listen(context.Background(), "tcp", bindAddr(t.cfg, port))
 		if err != nil {
 			for _, l := range opened {
 				l.ln.Close()
@@ -93,6 +95,7 @@ func (s *Server) swap(t *table) error {
 			return fmt.Errorf("reload: listen on port %d: %w", port, err)
 		}
 		opened = append(opened, &listener{port: port, ln: ln, srv: s.newHTTPServer(t.cfg, port), done: make(chan struct{})})
+		s.inheritTCP(t, port, ln)
 	}
 	old := s.table.Load()
 	t.version = old.version + 1

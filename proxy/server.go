@@ -66,6 +66,7 @@ type Server struct {
 	releaseOnce sync.Once
 	mu          sync.Mutex
 	listeners   map[int]*listener
+	inherited   sync.Map // port → keepalive.TCP its listener was given (tcpopts.go)
 	sessions    registry
 	clients     map[string]*fasthttp.HostClient
 	closed      bool
@@ -151,6 +152,7 @@ func (s *Server) Start() error {
 			}
 		}
 		l := &listener{port: port, ln: ln, srv: s.newHTTPServer(t.cfg, port), done: make(chan struct{})}
+		s.inheritTCP(t, port, ln)
 		s.mu.Lock()
 		s.listeners[port] = l
 		s.mu.Unlock()

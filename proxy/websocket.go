@@ -130,7 +130,9 @@ func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(hc net.Conn) {
 		conn, pre := unwrapHijacked(hc)
-		s.tuneTCP(r, conn)
+		if !s.clientHasTCP(conn.LocalAddr(), r.tcp) {
+			s.tuneTCP(r, conn)
+		}
 		s.tuneTCP(r, up.Conn)
 		ss := relay.NewSession(cfg)
 		ss.Tag = c
