@@ -35,6 +35,7 @@ type evSession struct {
 	idleSince int64
 	endOfLife int64
 	done      bool
+	liveDue   int64 // when the live figures are flushed; 0 if not armed
 }
 
 // evLeg is one socket of a session: the source of one direction and the
@@ -50,6 +51,7 @@ type evLeg struct {
 
 	// As a source.
 	t        Tracker
+	lim      *dirLimit // message-rate limits; nil if none (limit_linux.go)
 	stats    *DirStats
 	carry    *[MaxCarry]byte // an incomplete header or control frame
 	carryN   int
@@ -104,6 +106,7 @@ func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Con
 	e.c.pre(clientPre)
 	e.b.pre(backendPre)
 	e.timer.Init(e)
+	e.initLive()
 	s.ev = e
 	// Registered before any byte moves, so a reload or shutdown that looks
 	// right after Start finds it; a Close from OnStart waits for begin.
@@ -185,7 +188,7 @@ func (e *evSession) event(lg *evLeg, ev uint32) {
 // readable reports whether the leg is to be read now: it has not ended and
 // its peer is not holding bytes back.
 func (lg *evLeg) readable() bool {
-	return !lg.eof && lg.fd >= 0 && (lg.peer.out == nil || lg.peer.dead)
+	return !lg.eof && lg.fd >= 0 && (lg.peer.out == nil || lg.peer.dead) && !lg.paused()
 }
 
 // read reads the socket once into the loop's buffer (after any carried
@@ -206,12 +209,16 @@ func (lg *evLeg) read() {
 	}
 	lg.lastRead = lp.now
 	lg.forward(lp.buf[start : MaxCarry+n])
+	lg.afterForward()
 }
 
 // forward passes b (carry included at its start) through the tracker and
 // sends what may go to the peer.
 func (lg *evLeg) forward(b []byte) {
 	lg.setCarry(nil)
+	if lg.lim != nil {
+		lg.lim.begin(&lg.t, lg.s.lp.now)
+	}
 	for len(b) > 0 {
 		if lg.discard {
 			return
@@ -227,6 +234,10 @@ func (lg *evLeg) forward(b []byte) {
 		case EvViolation:
 			lg.send(b[:fwd], false)
 			lg.violation()
+			return
+		case EvLimit:
+			lg.send(b[:fwd], false)
+			lg.overLimit(b[fwd:])
 			return
 		}
 		b = b[fwd:]
@@ -256,6 +267,7 @@ func (lg *evLeg) control(run []byte) {
 		lg.send(run[:len(run)-len(frame)], false) // it answers the proxy: drop it
 		if sent := lg.pingSentAt; sent != 0 {
 			lg.pingSentAt = 0
+			e.pub.notePingRTT(lg.side, time.Duration(e.lp.now-sent))
 			if e.cfg.OnPingRTT != nil {
 				e.cfg.OnPingRTT(lg.side, time.Duration(e.lp.now-sent))
 			}
@@ -543,6 +555,7 @@ func (e *evSession) finish() {
 		e.wheel().Stop(&e.timer)
 		e.timerAt = 0
 	}
+	e.endLive()
 	if e.cfg.OnDone != nil {
 		e.cfg.OnDone(e.pub)
 	}
@@ -581,9 +594,9 @@ func (e *evSession) onTimer() {
 		e.finish()
 		return
 	}
-	next := int64(math.MaxInt64)
+	next := e.tick(now) // live figures, paused directions (limit_linux.go)
 	if e.closing {
-		next = e.closeBy
+		next = min(next, e.closeBy)
 	}
 	if wt := int64(e.cfg.WriteTimeout); wt > 0 {
 		for _, lg := range [2]*evLeg{&e.c, &e.b} {
