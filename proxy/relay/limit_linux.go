@@ -59,7 +59,20 @@ func (lg *evLeg) overLimit(rest []byte) {
 		return
 	}
 	l.hold(rest, e.lp.pool)
-	e.needTimer(l.nextToken(e.lp.now))
+	lg.wakeAt(l.wakeAt(e.lp.now))
+}
+
+// wakeAt runs the session's timer task at (unix ns) with a timer of the
+// leg's own, finer than the wheel's tick; the session's Fire posts it to
+// the loop.
+func (lg *evLeg) wakeAt(at int64) {
+	e, l := lg.s, lg.lim
+	d := time.Duration(at - e.lp.now)
+	if l.wake == nil {
+		l.wake = time.AfterFunc(d, func() { e.Fire(time.Time{}) })
+		return
+	}
+	l.wake.Reset(d)
 }
 
 // paused reports whether the leg holds bytes that wait for tokens.
@@ -96,10 +109,12 @@ func (lg *evLeg) resume(now int64) int64 {
 		l.off = true
 	} else {
 		if at := l.nextToken(now); at > now {
-			return at
+			lg.wakeAt(l.wakeAt(now))
+			return math.MaxInt64
 		}
 		if lg.peer.out != nil && !lg.peer.dead {
-			return now + resumeRetry // the peer has not taken the last bytes yet
+			lg.wakeAt(now + resumeRetry) // the peer has not taken the last bytes yet
+			return math.MaxInt64
 		}
 	}
 	held, n := l.held, l.heldN
@@ -109,10 +124,7 @@ func (lg *evLeg) resume(now int64) int64 {
 	if len(*held) == lg.s.lp.pool.size {
 		lg.s.lp.pool.put(held)
 	}
-	if lg.paused() {
-		return l.nextToken(now)
-	}
-	return math.MaxInt64
+	return math.MaxInt64 // paused again: overLimit has set the wake timer
 }
 
 // publishLive stores the session's figures where Session.Live reads them.
@@ -135,6 +147,9 @@ func (e *evSession) endLive() {
 				e.lp.pool.put(lg.lim.held)
 			}
 			lg.lim.held = nil
+		}
+		if lg.lim != nil && lg.lim.wake != nil {
+			lg.lim.wake.Stop()
 		}
 	}
 }

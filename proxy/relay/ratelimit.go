@@ -188,6 +188,10 @@ type dirLimit struct {
 	// return; the direction is not read meanwhile.
 	held  *[]byte
 	heldN int
+	// wake brings the loop back when tokens return: the timing wheel's
+	// tick (100ms) is too coarse for a rate whose burst fills sooner. Made
+	// at the first pause and reused.
+	wake *time.Timer
 }
 
 // newDirLimit returns the limit of one direction, nil if it has none.
@@ -248,6 +252,25 @@ func (l *dirLimit) nextToken(now int64) int64 {
 		at = max(at, l.shared.g.next(l.shared.tat.Load(), now))
 	}
 	return at
+}
+
+// resumeBatch is how long a paused direction lets tokens gather before it
+// is read again (unless its bucket would fill sooner), so that a sender
+// over its rate costs a wakeup per batch rather than one per message.
+const resumeBatch = int64(10 * time.Millisecond)
+
+// wakeAt is when a paused direction should look again: once a token is
+// back, after resumeBatch, but before a bucket fills and tokens are lost
+// to its cap.
+func (l *dirLimit) wakeAt(now int64) int64 {
+	full := now + resumeBatch
+	if l.own != nil {
+		full = min(full, l.own.tat)
+	}
+	if l.shared != nil {
+		full = min(full, l.shared.tat.Load())
+	}
+	return max(l.nextToken(now), full)
 }
 
 // hold keeps rest (bytes read past the limit) in a buffer from pool.
