@@ -12,25 +12,26 @@ import (
 // perSecond a second; Take takes one. Its state is a few atomic words: no
 // lock, no goroutine. A nil *Bucket is no limit.
 //
-// A refusal comes with a Retry-After that spreads the refused clients
-// over about as many seconds as the refusals of the last two seconds
-// would take to admit at the rate, with jitter, so that a reconnect storm
-// comes back as a stream rather than as a second storm.
+// A refusal comes with a Retry-After that books the client a place in a
+// virtual queue: each refusal reserves the next admission slot after
+// those already promised (one per token interval), and the client is
+// told to come back then, plus up to a second of jitter (Retry-After is
+// in whole seconds). Slots are booked a tenth faster than the rate, so
+// that the returning stream keeps the route busy rather than leaving
+// gaps, at the cost of about one client in ten being told to wait once
+// more. A reconnect storm thus returns as a stream of about perSecond
+// clients a second instead of as a second storm.
 type Bucket struct {
 	interval int64 // ns per token
 	ahead    int64 // (burst-1)*interval
-	rate     float64
+	booking  int64 // ns between two promised slots: interval less a tenth
 	base     time.Time
 	tat      atomic.Int64 // ns since base when the bucket is full again
-
-	// Refusals in the current one-second window and in the one before.
-	window   atomic.Int64 // window number (seconds since base)
-	cur      atomic.Int64
-	prev     atomic.Int64
-	maxRetry int64 // seconds
+	slot     atomic.Int64 // ns since base of the last admission slot promised
 }
 
-// maxRetryAfter caps the Retry-After a Bucket gives.
+// maxRetryAfter caps the Retry-After a Bucket gives, in seconds: past
+// it a client is better off with its own backoff.
 const maxRetryAfter = 60
 
 // NewBucket returns a bucket of perSecond tokens a second, burst at once
@@ -41,12 +42,12 @@ func NewBucket(perSecond float64, burst int) *Bucket {
 	}
 	iv := int64(math.Max(1, math.Round(1e9/perSecond)))
 	b := int64(min(max(burst, 1), 1<<20))
-	return &Bucket{interval: iv, ahead: (b - 1) * iv, rate: perSecond, base: time.Now(), maxRetry: maxRetryAfter}
+	return &Bucket{interval: iv, ahead: (b - 1) * iv, booking: max(1, iv*9/10), base: time.Now()}
 }
 
 // Take takes a token at now and reports whether there was one; if not,
-// retryAfter is how long the caller should tell the client to wait: whole
-// seconds, at least until the next token, jittered over the backlog.
+// retryAfter is how long the caller should tell the client to wait, in
+// whole seconds from 1 to 60.
 func (b *Bucket) Take(now time.Time) (ok bool, retryAfter time.Duration) {
 	if b == nil {
 		return true, 0
@@ -56,7 +57,7 @@ func (b *Bucket) Take(now time.Time) (ok bool, retryAfter time.Duration) {
 		tat := b.tat.Load()
 		next := max(tat, t)
 		if next-t > b.ahead {
-			return false, b.refused(t, next-b.ahead-t)
+			return false, b.refused(t, next-b.ahead)
 		}
 		if b.tat.CompareAndSwap(tat, next+b.interval) {
 			return true, 0
@@ -64,21 +65,21 @@ func (b *Bucket) Take(now time.Time) (ok bool, retryAfter time.Duration) {
 	}
 }
 
-// refused counts a refusal at t (ns since base) and chooses its
-// Retry-After; wait is the time until the next token.
-func (b *Bucket) refused(t, wait int64) time.Duration {
-	w := t / int64(time.Second)
-	if old := b.window.Load(); w != old && b.window.CompareAndSwap(old, w) {
-		if w == old+1 {
-			b.prev.Store(b.cur.Swap(0))
-		} else {
-			b.prev.Store(0)
-			b.cur.Store(0)
+// refused books a slot for a client refused at t (ns since base) whose
+// next token comes at token, and returns its Retry-After.
+func (b *Bucket) refused(t, token int64) time.Duration {
+	var slot int64
+	for {
+		old := b.slot.Load()
+		slot = max(old+b.booking, token)
+		if slot-t > maxRetryAfter*int64(time.Second) {
+			slot = old // the queue is full: do not push it further
+		}
+		if b.slot.CompareAndSwap(old, slot) {
+			break
 		}
 	}
-	pending := b.cur.Add(1) + b.prev.Load()
-	spread := min(max(int64(math.Ceil(float64(pending)/b.rate)), 1), b.maxRetry)
-	least := (wait + int64(time.Second) - 1) / int64(time.Second)
-	secs := min(max(least, 1)+rand.Int64N(spread), b.maxRetry)
-	return time.Duration(secs) * time.Second
+	sec := int64(time.Second)
+	secs := (slot - t + rand.Int64N(sec) + sec - 1) / sec
+	return time.Duration(min(max(secs, 1), maxRetryAfter)) * time.Second
 }

@@ -87,10 +87,11 @@ func TestHandshakeRateStorm(t *testing.T) {
 	for _, r := range refusals {
 		lastRefusal = maxTime(lastRefusal, r)
 	}
-	// While the route is refusing clients it is saturated: admissions in
-	// that window, less the initial burst, over its length.
-	n := 0
-	last := first
+	// While the route still refuses clients it is saturated: the rate is
+	// the admissions of that window, less the initial burst, over its
+	// length. (After the last refusal only the last returning clients are
+	// left, fewer than the route could take.)
+	n, last := 0, first
 	for _, a := range admits {
 		if !a.After(lastRefusal) {
 			n++
@@ -99,8 +100,8 @@ func TestHandshakeRateStorm(t *testing.T) {
 	}
 	window := last.Sub(first)
 	got := float64(n-burst) / window.Seconds()
-	t.Logf("%d admitted, %d refusals (each told Retry-After); %d admitted in the %v the route was refusing: %.1f/s; all in by %v",
-		len(admits), len(refusals), n, window.Round(time.Millisecond), got, maxAll(admits).Sub(first).Round(time.Millisecond))
+	t.Logf("%d admitted, %d refusals, each told Retry-After; %d admitted in the %v the route was refusing: %.1f/s after the burst of %d; all in by +%v",
+		len(admits), len(refusals), n, window.Round(time.Millisecond), got, burst, maxAll(admits).Sub(first).Round(time.Millisecond))
 	if got < rate*0.9 || got > rate*1.1 {
 		t.Fatalf("admitted %.1f/s while saturated, want %d/s ±10%%", got, rate)
 	}
