@@ -195,7 +195,9 @@ func TestRelayMessageRatePauses(t *testing.T) {
 // one bucket: together they pass at the key's rate, and lose nothing.
 func TestRelayMessageRatePerKey(t *testing.T) {
 	t.Parallel()
-	const rate, burst, each = 300, 10, 300
+	// A burst of 200ms of tokens: three legs on two loops, under a loaded
+	// test run, must not lose tokens to the cap while their timers are late.
+	const rate, burst, each = 300, 60, 300
 	kl := NewKeyLimits(MessageRate{Interval: time.Second / rate, Burst: burst}, MessageRate{})
 	var hs []*harness
 	for i := 0; i < 3; i++ {
