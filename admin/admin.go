@@ -35,6 +35,8 @@ type Proxy interface {
 	Status() proxy.Status
 	Routes() []proxy.RouteInfo
 	Lookup(route, key string) (proxy.Lookup, error)
+	// Connections lists live WebSockets, oldest first, a page at a time.
+	Connections(route, key string, offset, limit int) (proxy.ConnectionsPage, error)
 	// Ready is nil while the proxy serves (port 0: all its listeners),
 	// else why not.
 	Ready(port int) error
@@ -191,6 +193,9 @@ func guard(o Options, bound net.Addr, next http.Handler) http.Handler {
 //	GET /status               version, config file and load time, uptime, live connections
 //	GET /routes               every route with its policy and backends (health, live connections)
 //	GET /lookup?route=R&key=K the backend a connection with key K gets on route R
+//	GET /connections[?route=R][&key=K][&offset=N][&limit=M]
+//	                          live connections, oldest first: key, backend, age,
+//	                          traffic each way, last activity, last ping RTT
 //	POST /reload              re-read the config file and apply it (as SIGHUP)
 //	GET /health/ready[?port=N] 200 while the proxy serves (on port N), else 503 and why
 //	GET /health/live          200 while the process answers
@@ -259,6 +264,26 @@ func Handler(o Options) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, l)
+	})
+	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		var page [2]int // offset, limit
+		for i, name := range [2]string{"offset", "limit"} {
+			if v := q.Get(name); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 {
+					writeJSON(w, http.StatusBadRequest, map[string]string{"error": name + ": want a whole number"})
+					return
+				}
+				page[i] = n
+			}
+		}
+		out, err := p.Connections(q.Get("route"), q.Get("key"), page[0], page[1])
+		if err != nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.Registry(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

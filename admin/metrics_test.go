@@ -125,7 +125,7 @@ func TestMetricsAndAccessLog(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
-	if got := metricValue(t, body, "wsproxy_websocket_bytes_total", `direction="down"`); got <= 0 {
+	if got := metricValue(t, body, "wsproxy_websocket_bytes_total", `route="chat"`, `direction="down"`); got <= 0 {
 		t.Errorf("bytes down %v", got)
 	}
 

@@ -121,6 +121,25 @@ type Ping struct {
 	Timeout time.Duration
 }
 
+// MessageRate is N messages per Per, Burst of them at once. The zero
+// value is no limit.
+type MessageRate struct {
+	N     int
+	Per   time.Duration
+	Burst int
+}
+
+// On reports whether the rate limits anything.
+func (r MessageRate) On() bool { return r.N > 0 && r.Per > 0 }
+
+// Interval is the time between two tokens; 0 when off.
+func (r MessageRate) Interval() time.Duration {
+	if !r.On() {
+		return 0
+	}
+	return r.Per / time.Duration(r.N)
+}
+
 // TCPKeepalive is the kernel's keepalive probing on a socket: the first
 // probe after Idle without traffic, then every Interval, giving up after
 // Count unanswered probes. Idle < 0 turns keepalive off.
@@ -307,6 +326,23 @@ type Route struct {
 	// MaxConnections caps this route's live WebSockets (503 past it).
 	// Directive: max_connections N. Default 0, no cap.
 	MaxConnections int
+	// MessageRate limits the data messages of one connection from the
+	// client [0] and from the backend [1]; MessageRatePerKey limits those
+	// of all connections with the same hash key on this proxy together
+	// (lb_policy hash only). A side over either limit gets a 1008 close
+	// (the default) or, with MessageRatePause, is not read until tokens
+	// return. Directives: max_message_rate and max_message_rate_per_key
+	// FROM_CLIENT [FROM_BACKEND] [burst N [N]] [close|pause], each rate
+	// N/DURATION (100/s, 5/100ms, 600/1m) or off. Default none.
+	MessageRate, MessageRatePerKey [2]MessageRate
+	MessageRatePause               bool
+	// HandshakeRate limits this route's WebSocket handshakes per second,
+	// with HandshakeBurst at once; past it the client gets 503 with a
+	// jittered Retry-After, so a reconnect storm spreads out. Directive:
+	// handshake_rate N/DURATION [BURST]. Default 0, no limit; burst
+	// defaults to one second's worth (at least 1).
+	HandshakeRate  float64
+	HandshakeBurst int
 
 	// HealthCheck, if set, probes the route's static backends (Consul's
 	// own checks decide for Consul backends). Passive ejects backends whose

@@ -44,7 +44,7 @@ const (
 const (
 	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, request_body_timeout, trusted_proxies, write_timeout"
 	knownSite   = "route, tls"
-	knownRoute  = "allow_empty_origin, allow_encoded_slash, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_conns_per_backend, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_size, name, origins, path, ping_backend, ping_client, query, response_timeout, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights, write_timeout"
+	knownRoute  = "allow_empty_origin, allow_encoded_slash, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, handshake_rate, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_conns_per_backend, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_rate, max_message_rate_per_key, max_message_size, name, origins, path, ping_backend, ping_client, query, response_timeout, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights, write_timeout"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -403,6 +403,7 @@ type routeState struct {
 	firstPattern  string // as written, for the default name
 	matchAll      *Pos   // where a "*" path was given
 	namePos       Pos    // where `name` was given
+	rates         rateState
 }
 
 func (p *parser) route(d directive) (*Route, *routeState) {
@@ -447,6 +448,7 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 		p.errorf(r.Pos, "drain_on_removal applies to routes with \"consul\" backends")
 	}
 	p.checkBalancing(r, st)
+	p.checkRates(r, &st.rates)
 	return r, st
 }
 
@@ -632,6 +634,19 @@ func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d
 	case "max_connections":
 		if p.once(seen, d) && p.argCount(d, "max_connections N", 1, 1) {
 			p.count(d, &r.MaxConnections)
+		}
+	case "max_message_rate":
+		if p.once(seen, d) && p.argCount(d, "max_message_rate FROM_CLIENT [FROM_BACKEND] [burst N [N]] [close|pause]", 1, 6) {
+			p.messageRate(r, &st.rates, d, &r.MessageRate)
+		}
+	case "max_message_rate_per_key":
+		if p.once(seen, d) && p.argCount(d, "max_message_rate_per_key FROM_CLIENT [FROM_BACKEND] [burst N [N]] [close|pause]", 1, 6) {
+			st.rates.perKeyPos = d.pos()
+			p.messageRate(r, &st.rates, d, &r.MessageRatePerKey)
+		}
+	case "handshake_rate":
+		if p.once(seen, d) && p.argCount(d, "handshake_rate N/DURATION [BURST] | off", 1, 2) {
+			p.handshakeRateRoute(r, d)
 		}
 	case "consul":
 		if p.once(seen, d) && p.argCount(d, "consul SERVICE { ... }", 1, 1) {

@@ -66,6 +66,9 @@ type RouteInfo struct {
 	Keys     string        `json:"keys,omitempty"`
 	Live     int64         `json:"live_connections"`
 	Backends []BackendInfo `json:"backends"`
+	// Traffic is what the route relayed, live connections included as of
+	// their last flush (at most a second old).
+	Traffic RouteTraffic `json:"traffic"`
 }
 
 // Routes describes every route of the running config, in file order.
@@ -73,7 +76,7 @@ func (s *Server) Routes() []RouteInfo {
 	t := s.table.Load()
 	out := make([]RouteInfo, 0, len(t.routes))
 	for _, r := range t.routes {
-		ri := RouteInfo{Name: r.name, Policy: r.cfg.LBPolicy, Keys: r.keyNames(), Live: r.live.Load()}
+		ri := RouteInfo{Name: r.name, Policy: r.cfg.LBPolicy, Keys: r.keyNames(), Live: r.live.Load(), Traffic: r.stats.traffic()}
 		for _, b := range r.set.Load().Backends() {
 			ri.Backends = append(ri.Backends, BackendInfo{Addr: b.Addr, Weight: b.Weight, Healthy: b.Healthy(), Live: b.Conns()})
 		}

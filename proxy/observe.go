@@ -21,7 +21,8 @@ import (
 // Server's own (no process-wide default registry). Figures that are cheap
 // to read when scraped (live connections, backend health, Consul watches)
 // are collected then; the rest are counted as things happen, never per
-// frame: a connection's frames, messages and bytes are added when it ends.
+// frame: a connection's frames, messages and bytes are added by its loop at
+// most once a second while it has traffic, and the rest when it ends.
 type metrics struct {
 	reg *prometheus.Registry
 
@@ -39,6 +40,11 @@ type metrics struct {
 
 	acceptErrors  *prometheus.CounterVec // port, error
 	acceptRefused *prometheus.CounterVec // port
+
+	limited     *prometheus.CounterVec // route, direction
+	limitCloses *prometheus.CounterVec // route, direction
+	hsLimited   *prometheus.CounterVec // route
+	routes      routeStatsSet          // see live.go
 }
 
 func newMetrics(s *Server) *metrics {
@@ -51,9 +57,12 @@ func newMetrics(s *Server) *metrics {
 	m.handshakes = counter("websocket_handshakes_total", "WebSocket handshakes by route and the status answered (101 is success).", "route", "status")
 	m.wsTotal = counter("websocket_connections_total", "WebSocket connections relayed, by route and backend.", "route", "backend")
 	m.httpRequests = counter("http_requests_total", "Plain HTTP requests proxied, by route and status.", "route", "status")
-	m.frames = counter("websocket_frames_total", "Frames relayed by ended connections, by route and direction (up: client to backend).", "route", "direction")
-	m.messages = counter("websocket_messages_total", "Data messages relayed by ended connections, by route and direction.", "route", "direction")
-	m.bytes = counter("websocket_bytes_total", "Bytes relayed by ended connections, by route and direction.", "route", "direction")
+	m.frames = counter("websocket_frames_total", "Frames relayed, by route and direction (up: client to backend); open connections add theirs at most once a second.", "route", "direction")
+	m.messages = counter("websocket_messages_total", "Data messages relayed, by route and direction; open connections add theirs at most once a second.", "route", "direction")
+	m.bytes = counter("websocket_bytes_total", "Bytes relayed, by route and direction; open connections add theirs at most once a second.", "route", "direction")
+	m.limited = counter("websocket_messages_limited_total", "Messages that found no token under max_message_rate(_per_key): each one that waited (pause) or that closed its connection (close), by route and direction.", "route", "direction")
+	m.limitCloses = counter("websocket_rate_limit_closes_total", "Connections closed with 1008 because the client (up) or the backend (down) went over its message rate, by route and direction.", "route", "direction")
+	m.hsLimited = counter("websocket_handshakes_rate_limited_total", "WebSocket handshakes refused with 503 and Retry-After by the route's handshake_rate.", "route")
 	m.closes = counter("websocket_closes_total", "Ended connections by the side that closed first and the close code.", "side", "code")
 	m.slow = counter("websocket_slow_consumers_total", "Connections ended because one side stopped reading for longer than write_timeout, by route and that side.", "route", "side")
 	m.reloads = counter("config_reloads_total", "Config reloads by result.", "result")
@@ -282,10 +291,9 @@ func (a *accessLog) http(client, route, backend, method, uri string, status int,
 // recordEnd accounts for an ended connection in the metrics.
 func (m *metrics) recordEnd(c *wsConn, ss *relay.Session) {
 	r := c.route.name
-	for dir, st := range map[string]*relay.DirStats{"up": &ss.ClientToBackend, "down": &ss.BackendToClient} {
-		m.frames.WithLabelValues(r, dir).Add(float64(st.Frames))
-		m.messages.WithLabelValues(r, dir).Add(float64(st.Messages))
-		m.bytes.WithLabelValues(r, dir).Add(float64(st.Bytes))
+	// Frames, messages and bytes came through OnFlush (live.go).
+	if ss.LimitClosed != relay.SideNone {
+		c.route.stats.limitClose(ss.LimitClosed)
 	}
 	m.closes.WithLabelValues(ss.ClosedBy.String(), strconv.Itoa(int(ss.CloseCode))).Inc()
 	if ss.Stalled != relay.SideNone {

@@ -81,6 +81,10 @@ type route struct {
 	keys          *balancer.KeySpec
 	rejectMissing bool
 	clientKey     string // see hostClient
+
+	stats     *routeStats      // live traffic figures, by name across reloads
+	keyLimits *relay.KeyLimits // max_message_rate_per_key; nil if none
+	hsRate    *limit.Bucket    // handshake_rate; nil if none
 }
 
 // compilePolicy builds the route's selection policy. A hash policy falls
@@ -206,7 +210,9 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 	if err != nil {
 		return nil, err
 	}
-	r := &route{cfg: rc, name: rc.Name, origins: origins, clientKey: clientKey(rc)}
+	r := &route{cfg: rc, name: rc.Name, origins: origins, clientKey: clientKey(rc), stats: s.metrics.route(rc.Name)}
+	r.keyLimits = relay.NewKeyLimits(relayRate(rc.MessageRatePerKey[0]), relayRate(rc.MessageRatePerKey[1]))
+	r.hsRate = limit.NewBucket(rc.HandshakeRate, rc.HandshakeBurst)
 	if err := r.compilePolicy(rc, g); err != nil {
 		return nil, err
 	}
@@ -255,6 +261,11 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 		rc.Backend = relay.Rules{Masked: false, AllowedRSV: rsv[i], DeflateOnly: i == 1}
 		rc.Client.MaxFrame, rc.Client.MaxMessage = uint64(r.cfg.MaxFrame[0]), uint64(r.cfg.MaxMessage[0])
 		rc.Backend.MaxFrame, rc.Backend.MaxMessage = uint64(r.cfg.MaxFrame[1]), uint64(r.cfg.MaxMessage[1])
+		rc.ClientRate, rc.BackendRate = relayRate(r.cfg.MessageRate[0]), relayRate(r.cfg.MessageRate[1])
+		if r.cfg.MessageRatePause {
+			rc.OverLimit = relay.LimitPause
+		}
+		rc.OnFlush = s.sessionFlush
 		rc.OnPingRTT = s.metrics.observePing
 		rc.OnStart = s.sessionStarted
 		rc.OnDone = s.sessionDone

@@ -368,6 +368,7 @@ func (s *Server) sessionDone(ss *relay.Session) {
 	c.backend.Release()
 	s.release(c.route)
 	c.perIP.Release(c.ip)
+	c.route.keyLimits.Release(ss.Keys)
 	s.metrics.recordEnd(c, ss)
 	s.table.Load().access.websocket(c, ss)
 	s.sessions.remove(ss)

@@ -55,6 +55,14 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 		ctx.SetConnectionClose()
 		return
 	}
+	if ok, wait := r.hsRate.Take(time.Now()); !ok {
+		r.stats.handshakesLimited.Inc()
+		r.stats.hsLimitedTot.Add(1)
+		ctx.Error("too many new connections on this route; retry after the time in Retry-After\n", fasthttp.StatusServiceUnavailable)
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(wait/time.Second)))
+		ctx.SetConnectionClose()
+		return
+	}
 	if !t.perIP.Acquire(ip) {
 		ctx.Error("too many connections from your address\n", fasthttp.StatusTooManyRequests)
 		ctx.SetConnectionClose()
@@ -136,6 +144,7 @@ func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer
 		s.tuneTCP(r, up.Conn)
 		ss := relay.NewSession(cfg)
 		ss.Tag = c
+		ss.Keys = r.keyLimits.Acquire(c.key)
 		// The relay sends the 101 itself, after the session is registered:
 		// a client that has its 101 is a connection reloads and shutdown
 		// can see, and a client gone by now ends like any other.

@@ -24,6 +24,7 @@ type goSession struct {
 
 	ended      atomic.Int32
 	closing    atomic.Bool
+	liveArmed  atomic.Bool // a flush of the live figures is pending (limit_conn.go)
 	closeTimer *time.Timer
 	timerMu    sync.Mutex
 
@@ -61,6 +62,7 @@ type gdir struct {
 	src, dst *gleg
 	from     Side
 	t        Tracker
+	lim      *dirLimit // message-rate limits; nil if none (limit_conn.go)
 	stats    *DirStats
 
 	buf     *[]byte
@@ -82,6 +84,7 @@ func (s *goSession) start(client net.Conn, clientPre []byte, backend net.Conn, b
 	s.c2b.t.Rules = cfg.Client
 	s.b2c = gdir{s: s, src: &s.backend, dst: &s.client, from: SideBackend, stats: &s.pub.BackendToClient}
 	s.b2c.t.Rules = cfg.Backend
+	s.initLive()
 	if cfg.OnStart != nil {
 		cfg.OnStart(s.pub)
 	}
@@ -227,6 +230,7 @@ func (s *goSession) directionDone() {
 		s.cfg.Wheel.Stop(&s.timer)
 	}
 	s.abort()
+	s.endLive()
 	if s.cfg.OnDone != nil {
 		s.cfg.OnDone(s.pub)
 	}
@@ -242,6 +246,7 @@ func (d *gdir) run(pre []byte) {
 		if n > 0 {
 			d.src.seen.Add(uint64(n))
 			d.forward((*d.buf)[:d.carryN+n])
+			d.afterForward()
 		}
 		if err != nil {
 			break
@@ -280,6 +285,7 @@ func (l *gleg) halfClose() {
 // incomplete header or control frame) moves to the start of the buffer.
 func (d *gdir) forward(b []byte) {
 	d.carryN = 0
+	d.beginLimit()
 	for len(b) > 0 {
 		if d.discard {
 			return
@@ -296,6 +302,11 @@ func (d *gdir) forward(b []byte) {
 			d.send(b[:fwd], false)
 			d.violation()
 			return
+		case EvLimit:
+			d.send(b[:fwd], false)
+			if !d.overLimit() {
+				return
+			}
 		}
 		b = b[fwd:]
 	}

@@ -37,6 +37,7 @@ type evSession struct {
 	idleSince int64
 	endOfLife int64
 	done      bool
+	liveDue   int64 // when the live figures are flushed; 0 if not armed
 }
 
 // evLeg is one socket of a session: the source of one direction and the
@@ -52,6 +53,7 @@ type evLeg struct {
 
 	// As a source.
 	t        Tracker
+	lim      *dirLimit // message-rate limits; nil if none (limit_linux.go)
 	stats    *DirStats
 	carry    *[MaxCarry]byte // an incomplete header or control frame
 	carryN   int
@@ -119,6 +121,7 @@ func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Con
 	e.c.pre(clientPre)
 	e.b.pre(backendPre)
 	e.timer.Init(e)
+	e.initLive()
 	s.ev = e
 	// Registered before any byte moves, so a reload or shutdown that looks
 	// right after Start finds it; a Close from OnStart waits for begin.
@@ -205,7 +208,7 @@ func (e *evSession) event(lg *evLeg, ev uint32) {
 // readable reports whether the leg is to be read now: it has not ended and
 // its peer is not holding bytes back.
 func (lg *evLeg) readable() bool {
-	return !lg.eof && lg.fd >= 0 && (lg.peer.out == nil || lg.peer.dead)
+	return !lg.eof && lg.fd >= 0 && (lg.peer.out == nil || lg.peer.dead) && !lg.paused()
 }
 
 // read reads the socket once into the loop's buffer (after any carried
@@ -230,12 +233,16 @@ func (lg *evLeg) read() {
 	}
 	lg.lastRead = lp.now
 	lg.forward(lp.buf[start : MaxCarry+n])
+	lg.afterForward()
 }
 
 // forward passes b (carry included at its start) through the tracker and
 // sends what may go to the peer.
 func (lg *evLeg) forward(b []byte) {
 	lg.setCarry(nil)
+	if lg.lim != nil {
+		lg.lim.begin(&lg.t, lg.s.lp.now)
+	}
 	for len(b) > 0 {
 		if lg.discard {
 			return
@@ -251,6 +258,10 @@ func (lg *evLeg) forward(b []byte) {
 		case EvViolation:
 			lg.send(b[:fwd], false)
 			lg.violation()
+			return
+		case EvLimit:
+			lg.send(b[:fwd], false)
+			lg.overLimit(b[fwd:])
 			return
 		}
 		b = b[fwd:]
@@ -280,6 +291,7 @@ func (lg *evLeg) control(run []byte) {
 		lg.send(run[:len(run)-len(frame)], false) // it answers the proxy: drop it
 		if sent := lg.pingSentAt; sent != 0 {
 			lg.pingSentAt = 0
+			e.pub.notePingRTT(lg.side, time.Duration(e.lp.now-sent))
 			if e.cfg.OnPingRTT != nil {
 				e.cfg.OnPingRTT(lg.side, time.Duration(e.lp.now-sent))
 			}
@@ -583,6 +595,7 @@ func (e *evSession) finish() {
 		e.wheel().Stop(&e.timer)
 		e.timerAt = 0
 	}
+	e.endLive()
 	if e.cfg.OnDone != nil {
 		e.cfg.OnDone(e.pub)
 	}
@@ -621,9 +634,9 @@ func (e *evSession) onTimer() {
 		e.finish()
 		return
 	}
-	next := int64(math.MaxInt64)
+	next := e.tick(now) // live figures, paused directions (limit_linux.go)
 	if e.closing {
-		next = e.closeBy
+		next = min(next, e.closeBy)
 	}
 	if wt := int64(e.cfg.WriteTimeout); wt > 0 {
 		for _, lg := range [2]*evLeg{&e.c, &e.b} {
@@ -757,6 +770,12 @@ func (lg *evLeg) readTLS(syscall bool) {
 		}
 		if n > 0 {
 			lg.forward(lp.buf[start : MaxCarry+n])
+			lg.afterForward()
+			if lg.paused() {
+				// Over its message rate: what crypto/tls still holds is
+				// taken when the direction resumes (limit_linux.go).
+				return
+			}
 		}
 		switch {
 		case err == nil:

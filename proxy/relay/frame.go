@@ -148,6 +148,10 @@ const (
 	// breaks the rules; Tracker.Violation says how. Nothing past the prefix
 	// may be forwarded.
 	EvViolation
+	// EvLimit: Limited is set, Budget is 0, and the bytes right after the
+	// prefix start a new data message. Nothing of it has been accepted: the
+	// driver may present those bytes again once it has raised Budget.
+	EvLimit
 )
 
 // Tracker follows the frames of one direction. Its zero value with Rules set
@@ -163,6 +167,14 @@ type Tracker struct {
 	Frames    uint64 // frames whose header has been accepted
 	Messages  uint64 // data messages completed (final fragment seen)
 	violated  bool
+
+	// Limited makes every new data message take one from Budget as its
+	// first frame is accepted, and Advance stop with EvLimit before a new
+	// message when Budget is 0. The driver sets Budget from its token
+	// buckets before each Advance, so a rate limit costs a decrement per
+	// message, not a stop per message.
+	Limited bool
+	Budget  uint64
 }
 
 // AtBoundary reports whether everything forwarded so far ends on a frame
@@ -205,6 +217,12 @@ func (t *Tracker) Advance(b []byte) (fwd int, ev Event) {
 			t.Frames++
 			t.Control = h
 			return fwd + end, EvControl
+		}
+		if t.Limited && h.Opcode != OpContinuation {
+			if t.Budget == 0 {
+				return fwd, EvLimit
+			}
+			t.Budget--
 		}
 		t.Frames++
 		t.accept(&h)

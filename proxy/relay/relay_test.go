@@ -430,8 +430,9 @@ func TestRelayNoGoroutineLeak(t *testing.T) {
 	})
 }
 
-func benchRelay(b *testing.B, size int) {
-	cfg := Config{Pool: NewPool(0)}
+func benchRelay(b *testing.B, size int) { benchRelayWith(b, size, Config{Pool: NewPool(0)}) }
+
+func benchRelayWith(b *testing.B, size int, cfg Config) {
 	h := startHarness(b, cfg, nil, nil)
 	msg := frame(true, 0, OpBinary, make([]byte, size), true, testMask)
 	echo := frame(true, 0, OpBinary, make([]byte, size), false, testMask)

@@ -78,6 +78,19 @@ type Config struct {
 	// that was answered, and on which side. It runs on the session's loop
 	// or goroutine and must not block.
 	OnPingRTT func(side Side, rtt time.Duration)
+	// ClientRate and BackendRate limit the data messages each side may
+	// send on one connection; the zero MessageRate is no limit. The
+	// session's Keys add a limit shared by every connection with the same
+	// hash key. OverLimit says what a side over either limit gets:
+	// LimitClose (the default) or LimitPause.
+	ClientRate, BackendRate MessageRate
+	OverLimit               LimitAction
+	// OnFlush, if set, is told what a session relayed since the previous
+	// call (up: client to backend), at most once per LiveInterval while it
+	// has traffic and a last time before OnDone, so counters move while
+	// connections are open without a cost per frame. It runs on the
+	// session's loop (or a relay goroutine or timer) and must not block.
+	OnFlush func(s *Session, up, down Counts)
 	// OnStart, if set, is called with the new session before any byte is
 	// relayed, so the caller can register it (for Close on reload or
 	// shutdown). It must not block.
@@ -140,6 +153,9 @@ type Session struct {
 	// First, if set before Start, is written to the client before anything
 	// relayed (the proxy's 101 response). It is not counted in the figures.
 	First []byte
+	// Keys, if set before Start, are the message-rate buckets this
+	// session shares with the other connections of its hash key.
+	Keys *KeyBucket
 
 	cfg *Config
 	ev  *evSession // driven by an event loop
@@ -155,7 +171,12 @@ type Session struct {
 	// Stalled is the side that stopped reading for longer than
 	// WriteTimeout and was dropped as a slow consumer; SideNone if none.
 	Stalled Side
-	closeMu sync.Mutex
+	// LimitClosed is the side whose message rate closed the session
+	// (1008); SideNone if none.
+	LimitClosed Side
+	closeMu     sync.Mutex
+
+	live liveState
 }
 
 // NewSession returns a session to be started with Start; the caller may set
