@@ -152,32 +152,6 @@ func TestLoopFailureOnceThenRecovery(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	lo, hi := 100*time.Millisecond, 30*time.Second
-	for n := 1; n < 70; n++ {
-		full := lo
-		for i := 1; i < n && full < hi; i++ {
-			full *= 2
-		}
-		full = min(full, hi)
-		for range 50 {
-			d := backoff(n, lo, hi)
-			if d < full/2 || d > full {
-				t.Fatalf("backoff(%d) = %v, want in [%v, %v]", n, d, full/2, full)
-			}
-		}
-	}
-	// Jitter: not always the same.
-	seen := map[time.Duration]bool{}
-	for range 20 {
-		seen[backoff(3, lo, hi)] = true
-	}
-	if len(seen) < 2 {
-		t.Fatal("no jitter")
-	}
-}
-
 func TestConfigDefaultsAndErrors(t *testing.T) {
 	t.Parallel()
 	c, err := ConsulConfig{}.withDefaults()

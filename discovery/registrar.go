@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/wsproxy/wsproxy/internal/retry"
 )
 
 // Defaults of RegistrarOptions.
@@ -202,7 +204,7 @@ func (r *Registrar) run() {
 		wait := r.opts.VerifyInterval
 		if err != nil {
 			fails++
-			wait = backoff(fails, r.opts.BackoffMin, r.opts.BackoffMax)
+			wait = retry.Backoff(fails, r.opts.BackoffMin, r.opts.BackoffMax)
 			r.c.log.Warn("consul self-registration failed; retrying", "in", wait.Round(time.Millisecond), "attempt", fails, "err", err)
 		} else {
 			fails = 0

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/wsproxy/wsproxy/internal/retry"
 )
 
 // watch is the blocking-query loop of one distinct Query and the state its
@@ -116,7 +118,7 @@ func (w *watch) run() {
 	)
 	for {
 		if !lastStart.IsZero() {
-			if !sleep(w.ctx, cfg.MinInterval-time.Since(lastStart)) {
+			if !retry.Sleep(w.ctx, cfg.MinInterval-time.Since(lastStart)) {
 				return
 			}
 		}
@@ -128,9 +130,9 @@ func (w *watch) run() {
 		if err != nil {
 			failures++
 			index = 0
-			wait := backoff(failures, cfg.BackoffMin, cfg.BackoffMax)
+			wait := retry.Backoff(failures, cfg.BackoffMin, cfg.BackoffMax)
 			w.fail(err, failures, wait)
-			if !sleep(w.ctx, wait) {
+			if !retry.Sleep(w.ctx, wait) {
 				return
 			}
 			continue

@@ -11,12 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsproxy/wsproxy/internal/testnet"
-
 	"github.com/hashicorp/consul/api"
 
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/discovery/consultest"
+	"github.com/wsproxy/wsproxy/internal/testnet"
 )
 
 // instances returns the agent's instances of service, by port, with the

@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsproxy/wsproxy/internal/testnet"
-
 	"github.com/hashicorp/consul/api"
 
 	"github.com/wsproxy/wsproxy/discovery/consultest"
 	"github.com/wsproxy/wsproxy/examples/echoserver"
+	"github.com/wsproxy/wsproxy/internal/testnet"
 	"github.com/wsproxy/wsproxy/tls/pebbletest"
 )
 

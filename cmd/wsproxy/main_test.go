@@ -17,11 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsproxy/wsproxy/internal/testnet"
-
 	"github.com/fasthttp/websocket"
 
 	"github.com/wsproxy/wsproxy/examples/echoserver"
+	"github.com/wsproxy/wsproxy/internal/testnet"
 )
 
 func runCLI(args ...string) (code int, stdout, stderr string) {

@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/wsproxy/wsproxy/internal/retry"
 )
 
 // lockWait is how long one blocking query waits for a held lock to change
@@ -188,7 +189,7 @@ func (s *Store) acquire(ctx context.Context, name string, try bool) (ok bool, er
 		}
 		if err != nil {
 			errs++
-			if !sleep(ctx, backoff(errs, 100*time.Millisecond, 5*time.Second)) {
+			if !retry.Sleep(ctx, retry.Backoff(errs, 100*time.Millisecond, 5*time.Second)) {
 				s.endLease(l)
 				return false, ctx.Err()
 			}
@@ -197,7 +198,7 @@ func (s *Store) acquire(ctx context.Context, name string, try bool) (ok bool, er
 		if sawFree {
 			// Free, yet refused: the lock-delay of a session that ended.
 			freeWait++
-			if !sleep(ctx, backoff(freeWait, 50*time.Millisecond, time.Second)) {
+			if !retry.Sleep(ctx, retry.Backoff(freeWait, 50*time.Millisecond, time.Second)) {
 				s.endLease(l)
 				return false, ctx.Err()
 			}
@@ -210,7 +211,7 @@ func (s *Store) acquire(ctx context.Context, name string, try bool) (ok bool, er
 			}
 			errs++
 			index = 0
-			if !sleep(ctx, backoff(errs, 100*time.Millisecond, 5*time.Second)) {
+			if !retry.Sleep(ctx, retry.Backoff(errs, 100*time.Millisecond, 5*time.Second)) {
 				s.endLease(l)
 				return false, ctx.Err()
 			}
@@ -346,27 +347,4 @@ func holderInfo() []byte {
 		Since time.Time `json:"since"`
 	}{host, os.Getpid(), time.Now().UTC()})
 	return b
-}
-
-// backoff returns the wait after the n-th failure in a row: lo·2^(n−1)
-// capped at hi, drawn from the upper half so that instances spread out.
-func backoff(n int, lo, hi time.Duration) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits d unless ctx ends first; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -1,4 +1,6 @@
-package discovery
+// Package retry holds the wait between attempts that the Consul watches,
+// the self-registration and the certificate storage's locks share.
+package retry
 
 import (
 	"context"
@@ -6,11 +8,11 @@ import (
 	"time"
 )
 
-// backoff returns how long to wait after the n-th failure in a row (n >= 1):
+// Backoff returns how long to wait after the n-th failure in a row (n >= 1):
 // lo·2^(n−1) capped at hi, drawn uniformly from the upper half of that
-// ("equal jitter"), so that many watches failing together do not retry
+// ("equal jitter"), so that many clients failing together do not retry
 // together, and the wait still grows.
-func backoff(n int, lo, hi time.Duration) time.Duration {
+func Backoff(n int, lo, hi time.Duration) time.Duration {
 	d := lo
 	for i := 1; i < n && d < hi; i++ {
 		d *= 2
@@ -25,9 +27,9 @@ func backoff(n int, lo, hi time.Duration) time.Duration {
 	return half + rand.N(d-half+1)
 }
 
-// sleep waits for d or until ctx is done, and reports whether the full
+// Sleep waits for d or until ctx is done, and reports whether the full
 // wait elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
+func Sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
