@@ -98,6 +98,25 @@ func (o TCP) Validate() error {
 // connection is in use by other goroutines. It allocates only what
 // SyscallConn and the Control callback need (three small objects).
 func Apply(c syscall.Conn, o TCP) error {
+	return apply(c, o, setOpts)
+}
+
+// ApplyUserTimeout sets only o's TCP_USER_TIMEOUT on c (nothing if it is
+// 0): for a socket that inherited the keepalive settings from its
+// listener, where the user timeout cannot be set (Linux refuses it on a
+// listening socket).
+func ApplyUserTimeout(c syscall.Conn, o TCP) error {
+	return apply(c, TCP{UserTimeout: o.UserTimeout}, setUserTimeout)
+}
+
+// Keepalive returns o without its user timeout: what a listening socket
+// can hold for the sockets it accepts.
+func (o TCP) Keepalive() TCP {
+	o.UserTimeout = 0
+	return o
+}
+
+func apply(c syscall.Conn, o TCP, set func(uintptr, TCP) error) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
@@ -106,7 +125,7 @@ func Apply(c syscall.Conn, o TCP) error {
 		return fmt.Errorf("keepalive: apply: %w", err)
 	}
 	var serr error
-	if err := raw.Control(func(fd uintptr) { serr = setOpts(fd, o) }); err != nil {
+	if err := raw.Control(func(fd uintptr) { serr = set(fd, o) }); err != nil {
 		return fmt.Errorf("keepalive: apply: %w", err)
 	}
 	if serr != nil {

@@ -34,6 +34,12 @@ func setOpts(fd uintptr, o TCP) error {
 			}
 		}
 	}
+	return setUserTimeout(fd, o)
+}
+
+// setUserTimeout sets TCP_USER_TIMEOUT if o has one (-1: off).
+func setUserTimeout(fd uintptr, o TCP) error {
+	s := int(fd)
 	if o.UserTimeout != 0 {
 		ms := 0
 		if o.UserTimeout > 0 {

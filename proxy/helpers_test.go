@@ -48,7 +48,8 @@ func startProxy(t testing.TB, conf string, n int, opts ...echoserver.Options) *t
 		tp.backends = append(tp.backends, b)
 		conf = strings.ReplaceAll(conf, fmt.Sprintf("{b%d}", i), b.Addr())
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	lc := net.ListenConfig{KeepAlive: -1} // as Start opens its own
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func startProxy(t testing.TB, conf string, n int, opts ...echoserver.Options) *t
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	srv, err := New(cfg, Options{Logger: log, Listeners: map[int]net.Listener{tp.port: ln}})
+	srv, err := New(cfg, Options{Logger: log, Listeners: map[int]net.Listener{tp.port: ln}, ListenersWithoutKeepAlive: true})
 	if err != nil {
 		t.Fatal(err)
 	}

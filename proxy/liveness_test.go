@@ -74,15 +74,18 @@ func testSIGKILLedBackend(t *testing.T, sc scheme) {
 // port agrees) or gets them per connection (routes differ).
 func TestTCPKeepaliveOnBothLegs(t *testing.T) {
 	t.Run("inherited", func(t *testing.T) {
-		testTCPKeepalive(t, ":{port} {\n\troute /* {\n\t\tto {b0}\n\t\ttcp_keepalive 17s 7s 4\n\t\ttcp_user_timeout 23s\n\t}\n}")
+		testTCPKeepalive(t, true, ":{port} {\n\troute /* {\n\t\tto {b0}\n\t\ttcp_keepalive 17s 7s 4\n\t\ttcp_user_timeout 23s\n\t}\n}")
 	})
 	t.Run("per connection", func(t *testing.T) {
-		testTCPKeepalive(t, ":{port} {\n\troute /other {\n\t\tto {b0}\n\t}\n\troute /* {\n\t\tto {b0}\n\t\ttcp_keepalive 17s 7s 4\n\t\ttcp_user_timeout 23s\n\t}\n}")
+		testTCPKeepalive(t, false, ":{port} {\n\troute /other {\n\t\tto {b0}\n\t}\n\troute /* {\n\t\tto {b0}\n\t\ttcp_keepalive 17s 7s 4\n\t\ttcp_user_timeout 23s\n\t}\n}")
 	})
 }
 
-func testTCPKeepalive(t *testing.T, conf string) {
+func testTCPKeepalive(t *testing.T, inherited bool, conf string) {
 	tp := startProxy(t, conf, 1)
+	if _, ok := tp.srv.inherited.Load(tp.port); ok != inherited {
+		t.Fatalf("listener holds the routes' keepalive settings: %v, want %v", ok, inherited)
+	}
 	c, _ := dialWS(t, "ws://"+tp.addr+"/ws", nil)
 	c.WriteMessage(websocket.TextMessage, []byte("x"))
 	c.ReadMessage()

@@ -36,6 +36,11 @@ type Options struct {
 	// config gives them (tests open 127.0.0.1:0 and write its port in the
 	// config). Ports without one are listened on by Start.
 	Listeners map[int]net.Listener
+	// ListenersWithoutKeepAlive says the Listeners were opened with
+	// net.ListenConfig{KeepAlive: -1}, as Start opens its own: Go then
+	// leaves accepted sockets with what was set on the listener, so the
+	// routes' keepalive settings can be set there once (tcpopts.go).
+	ListenersWithoutKeepAlive bool
 	// BufferSize is the relay's read buffer size; relay.DefaultBufferSize
 	// if 0.
 	BufferSize int
@@ -152,7 +157,9 @@ func (s *Server) Start() error {
 			}
 		}
 		l := &listener{port: port, ln: ln, srv: s.newHTTPServer(t.cfg, port), done: make(chan struct{})}
-		s.inheritTCP(t, port, ln)
+		if s.opts.Listeners[port] == nil || s.opts.ListenersWithoutKeepAlive {
+			s.inheritTCP(t, port, ln)
+		}
 		s.mu.Lock()
 		s.listeners[port] = l
 		s.mu.Unlock()

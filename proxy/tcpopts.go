@@ -7,35 +7,41 @@ import (
 	"github.com/wsproxy/wsproxy/keepalive"
 )
 
-// Accepted sockets inherit keepalive and user-timeout settings from their
-// listening socket (Linux copies them at accept). When every route on a
-// port has the same settings they are set once on the listener, and the
-// client leg of a WebSocket needs none of its five setsockopt calls.
-// inherited holds, per port, what the listener was given.
+// Accepted sockets inherit their keepalive settings from the listening
+// socket (Linux copies them at accept; Go leaves them alone when the
+// listener was opened with KeepAlive -1). When every route on a port has
+// the same settings they are set once on the listener, and the client leg
+// of a WebSocket needs one setsockopt (the user timeout, which a listening
+// socket cannot hold) instead of five. inherited holds, per port, what the
+// listener was given.
 
-// inheritTCP sets on ln the TCP settings all of t's routes on port share,
-// if they do, and records them.
+// inheritTCP sets on ln, a listener opened with KeepAlive -1, the
+// keepalive settings all of t's routes on port share, if they do, and
+// records them.
 func (s *Server) inheritTCP(t *table, port int, ln net.Listener) {
 	tcp, ok := t.portTCP(port)
 	if !ok {
 		return
 	}
 	sc, isSC := ln.(syscall.Conn)
-	if !isSC || keepalive.Apply(sc, tcp) != nil {
+	if !isSC || keepalive.Apply(sc, tcp.Keepalive()) != nil {
 		return
 	}
-	s.inherited.Store(port, tcp)
+	s.inherited.Store(port, tcp.Keepalive())
 }
 
-// clientHasTCP reports whether a connection accepted on local address
-// addr already has tcp, from its listener.
-func (s *Server) clientHasTCP(addr net.Addr, tcp keepalive.TCP) bool {
-	ta, ok := addr.(*net.TCPAddr)
-	if !ok {
-		return false
+// tuneClient gives a client socket accepted on local address addr the
+// route's TCP settings, setting only what its listener did not.
+func (s *Server) tuneClient(r *route, c net.Conn) {
+	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		if v, ok := s.inherited.Load(ta.Port); ok && v.(keepalive.TCP) == r.tcp.Keepalive() {
+			if sc, ok := c.(syscall.Conn); ok {
+				keepalive.ApplyUserTimeout(sc, r.tcp)
+				return
+			}
+		}
 	}
-	v, ok := s.inherited.Load(ta.Port)
-	return ok && v.(keepalive.TCP) == tcp
+	s.tuneTCP(r, c)
 }
 
 // portTCP returns the TCP settings every route served on port has, and

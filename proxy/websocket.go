@@ -138,9 +138,7 @@ func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(hc net.Conn) {
 		conn, pre := unwrapHijacked(hc)
-		if !s.clientHasTCP(conn.LocalAddr(), r.tcp) {
-			s.tuneTCP(r, conn)
-		}
+		s.tuneClient(r, conn)
 		s.tuneTCP(r, up.Conn)
 		ss := relay.NewSession(cfg)
 		ss.Tag = c
