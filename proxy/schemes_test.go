@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"net"
 	"strings"
 	"testing"
@@ -76,8 +75,6 @@ func forSchemes(t *testing.T, body func(t *testing.T, sc scheme)) {
 	}
 }
 
-var _ = x509.NewCertPool // roots come from rootsFromFile
-
 // TestLivenessOverSchemes: over ws:// and wss:// alike, an idle client is
 // pinged, a silent one is cut at interval + timeout (its backend gets
 // 1001), and one that answers stays.
@@ -130,4 +127,38 @@ func TestLivenessOverSchemes(t *testing.T) {
 			t.Fatalf("%d pings in 1.5s at a 300ms interval", pings)
 		}
 	})
+}
+
+// TestWSSSessionResumption: TLS sessions resume through the proxy (the
+// handshake is crypto/tls's; the loops only take the records after it),
+// and a resumed connection relays like any other.
+func TestWSSSessionResumption(t *testing.T) {
+	t.Parallel()
+	cert, key := writeSelfSigned(t, t.TempDir(), "site", "localhost")
+	tp := newTLSProxy(t, 0, 0)
+	tp.vars["cert"], tp.vars["key"] = cert, key
+	if err := tp.start(t, "localhost:{port} {\n\ttls {cert} {key}\n\troute /* {\n\t\tto {b0}\n\t}\n}\n"); err != nil {
+		t.Fatal(err)
+	}
+	d := wssDialer(tp.addr, rootsFromFile(t, cert))
+	d.TLSClientConfig.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	url := "wss://localhost:" + strings.Split(tp.addr, ":")[1] + "/ws"
+	for i, wantResumed := range []bool{false, true} {
+		c, _, err := d.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// TLS 1.3 tickets arrive after the handshake: one echo reads them.
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := c.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, msg, err := c.ReadMessage(); err != nil || string(msg) != "hi" {
+			t.Fatalf("connection %d: echo %q %v", i, msg, err)
+		}
+		if got := c.UnderlyingConn().(*tls.Conn).ConnectionState().DidResume; got != wantResumed {
+			t.Fatalf("connection %d: resumed %v, want %v", i, got, wantResumed)
+		}
+		c.Close()
+	}
 }
