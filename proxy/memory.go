@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -44,7 +45,7 @@ func (m *memReleaser) handshake() { m.count.Add(1) }
 // goroutine of its own.
 func (m *memReleaser) Fire(now time.Time) {
 	if m.due(now) {
-		go debug.FreeOSMemory()
+		go release()
 	}
 	m.wheel.Schedule(&m.timer, releaseTick)
 }
@@ -59,4 +60,12 @@ func (m *memReleaser) due(now time.Time) bool {
 		return true
 	}
 	return false
+}
+
+// release collects twice, then returns the free memory: buffers in
+// sync.Pools (fasthttp's header readers above all) survive one collection
+// in the pools' victim caches, and only the second frees them.
+func release() {
+	runtime.GC()
+	debug.FreeOSMemory()
 }
