@@ -49,3 +49,24 @@ func tlsPair(t testing.TB, client, server net.Conn) (tc, ts net.Conn) {
 	}
 	return cl, srv
 }
+
+// TestTLSCloseNotifyEndsLikeFIN: a TLS client that sends close_notify
+// without a close frame has gone away: its backend gets 1001, as for a
+// plain client's FIN.
+func TestTLSCloseNotifyEndsLikeFIN(t *testing.T) {
+	t.Run("tls", func(t *testing.T) {
+		h := startHarness(t, Config{}, nil, nil)
+		tc := h.client.(*tls.Conn)
+		msg := frame(true, 0, OpText, []byte("before"), true, testMask)
+		tc.Write(msg)
+		if got := readFull(t, h.backend, len(msg)); string(got) != string(msg) {
+			t.Fatal("frame altered")
+		}
+		if err := tc.CloseWrite(); err != nil { // close_notify
+			t.Fatal(err)
+		}
+		expectClose(t, h.backend, CloseGoingAway)
+		h.backend.Close()
+		h.wait(t)
+	})
+}
