@@ -144,9 +144,12 @@ func (s *Server) compile(cfg *config.Config) (*table, error) {
 	t := &table{cfg: cfg, ports: map[int]*hostTable{}, byName: map[string]*route{}, loaded: time.Now()}
 	g := &cfg.Global
 	t.clientIP = balancer.KeySpec{TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
-	// Keep the live per-IP counts across a reload that keeps the limits.
-	if old := s.table.Load(); old != nil && old.cfg.Global.MaxConnectionsPerIP == g.MaxConnectionsPerIP {
-		t.perIP = old.perIP
+	// Carry the live per-IP counts across every reload, whatever the new
+	// cap: a fresh limiter would start each client at zero and let it open
+	// the new cap on top of what it holds. WithMax leaves the running
+	// limiter untouched, so a reload that fails later changes nothing.
+	if old := s.table.Load(); old != nil {
+		t.perIP = old.perIP.WithMax(g.MaxConnectionsPerIP)
 	} else {
 		t.perIP = limit.NewPerIP(g.MaxConnectionsPerIP)
 	}
