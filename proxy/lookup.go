@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
 )
 
@@ -44,8 +43,9 @@ func (s *Server) Lookup(routeName, key string) (Lookup, error) {
 			out.Preference = append(out.Preference, b.Addr)
 		}
 	}
-	if b := r.policy.Pick(set, []byte(key), balancer.Tried{}); b != nil {
-		b.Release()
+	// Peek, not Pick and Release: a pick would move a round-robin route's
+	// position and briefly count a connection that other picks would see.
+	if b := r.policy.Peek(set, []byte(key)); b != nil {
 		out.Backend = b.Addr
 	}
 	return out, nil

@@ -159,3 +159,34 @@ func TestLookupUnknownRoute(t *testing.T) {
 		t.Fatal("lookup of an unknown route succeeded")
 	}
 }
+
+// TestLookupLeavesRoundRobinAlone: Lookup is documented as side-effect
+// free, so asking many times does not move a round-robin route's position:
+// every answer is the same, and the next real connection goes where the
+// answers said.
+func TestLookupLeavesRoundRobinAlone(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, ":{port} {\n\troute /* {\n\t\tname rr\n\t\tto {b0} {b1} {b2}\n\t\tlb_policy round_robin\n\t}\n}", 3)
+	first, err := tp.srv.Lookup("rr", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if l, _ := tp.srv.Lookup("rr", ""); l.Backend != first.Backend {
+			t.Fatalf("lookup %d: %s, want %s as the first (the lookups moved the round robin)", i, l.Backend, first.Backend)
+		}
+	}
+	c, _ := dialWS(t, "ws://"+tp.addr+"/ws", nil)
+	defer c.Close()
+	for _, ri := range tp.srv.Routes() {
+		for _, b := range ri.Backends {
+			want := int64(0)
+			if b.Addr == first.Backend {
+				want = 1
+			}
+			if b.Live != want {
+				t.Fatalf("backend %s has %d live, want %d (the connection on %s)", b.Addr, b.Live, want, first.Backend)
+			}
+		}
+	}
+}
