@@ -12,7 +12,9 @@ import (
 // push to the backend holding a user's connection.
 type Lookup struct {
 	Route string `json:"route"`
-	Key   string `json:"key"`
+	// Key is the key as asked; like a connection's, only its first 512
+	// bytes are hashed.
+	Key string `json:"key"`
 	// Backend is where a new connection with Key would go now: the route's
 	// policy decides, with health and (for bounded loads) live counts.
 	Backend string `json:"backend"`
@@ -38,14 +40,15 @@ func (s *Server) Lookup(routeName, key string) (Lookup, error) {
 	}
 	set := r.set.Load()
 	out := Lookup{Route: routeName, Key: key, Sticky: r.keys != nil}
+	k := hashKey([]byte(key)) // cut as a connection's key is
 	if r.keys != nil {
-		for _, b := range set.AppendPreference(nil, []byte(key)) {
+		for _, b := range set.AppendPreference(nil, k) {
 			out.Preference = append(out.Preference, b.Addr)
 		}
 	}
 	// Peek, not Pick and Release: a pick would move a round-robin route's
 	// position and briefly count a connection that other picks would see.
-	if b := r.policy.Peek(set, []byte(key)); b != nil {
+	if b := r.policy.Peek(set, k); b != nil {
 		out.Backend = b.Addr
 	}
 	return out, nil

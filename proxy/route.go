@@ -127,6 +127,16 @@ func (r *route) requireKey(ctx *fasthttp.RequestCtx, dst []byte) ([]byte, bool) 
 // maxKeyLen bounds the key a client can make the proxy hash.
 const maxKeyLen = 512
 
+// hashKey returns the part of a routing key that is hashed: its first
+// maxKeyLen bytes. Routing and Lookup both cut keys here, so that they
+// agree on keys longer than that.
+func hashKey(k []byte) []byte {
+	if len(k) > maxKeyLen {
+		return k[:maxKeyLen]
+	}
+	return k
+}
+
 // key returns the connection's hash key, and false if the route requires
 // one and the request has none (answered 400).
 func (r *route) key(ctx *fasthttp.RequestCtx, dst []byte) ([]byte, bool) {
@@ -134,10 +144,7 @@ func (r *route) key(ctx *fasthttp.RequestCtx, dst []byte) ([]byte, bool) {
 		return nil, true
 	}
 	k, ok := r.keys.Key(ctx, dst)
-	if len(k) > maxKeyLen {
-		k = k[:maxKeyLen]
-	}
-	return k, ok || !r.rejectMissing
+	return hashKey(k), ok || !r.rejectMissing
 }
 
 func (s *Server) compile(cfg *config.Config) (*table, error) {

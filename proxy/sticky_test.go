@@ -3,6 +3,8 @@ package proxy
 import (
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -187,6 +189,34 @@ func TestLookupLeavesRoundRobinAlone(t *testing.T) {
 			if b.Live != want {
 				t.Fatalf("backend %s has %d live, want %d (the connection on %s)", b.Addr, b.Live, want, first.Backend)
 			}
+		}
+	}
+}
+
+// TestLongKeyLookupAgreesWithRouting: keys longer than the routing limit
+// are cut the same way for routing and for Lookup, so Lookup answers where
+// a connection with a long key actually went, for several long keys that
+// differ only after the cut.
+func TestLongKeyLookupAgreesWithRouting(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, stickyConf, 3)
+	addrOf := map[string]string{}
+	for _, b := range tp.backends {
+		addrOf[b.ID()] = b.Addr()
+	}
+	prefix := strings.Repeat("k", maxKeyLen)
+	for i := range 8 {
+		key := prefix + strconv.Itoa(i) // a query value; no escaping needed
+		id, _, err := backendOf(t, "ws://"+tp.addr+"/room?room="+key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := tp.srv.Lookup("rooms", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Backend != addrOf[id] {
+			t.Fatalf("key %d: lookup says %s, the connection went to %s", i, l.Backend, addrOf[id])
 		}
 	}
 }
