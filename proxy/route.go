@@ -160,7 +160,12 @@ func (s *Server) compile(cfg *config.Config) (*table, error) {
 	} else {
 		t.perIP = limit.NewPerIP(g.MaxConnectionsPerIP)
 	}
-	if old := s.table.Load(); old != nil && old.cfg.Global.AccessLog == g.AccessLog && old.cfg.Global.AccessLogSample == g.AccessLogSample {
+	if s.validating {
+		if err := checkAccessLog(g.AccessLog); err != nil {
+			return nil, err
+		}
+		t.access = &accessLog{}
+	} else if old := s.table.Load(); old != nil && old.cfg.Global.AccessLog == g.AccessLog && old.cfg.Global.AccessLogSample == g.AccessLogSample {
 		t.access = old.access
 	} else {
 		a, err := newAccessLog(g.AccessLog, g.AccessLogSample)

@@ -84,6 +84,10 @@ type Server struct {
 	accessFiles   []io.Closer
 
 	self selfState // readiness and Consul self-registration; see register.go
+
+	// validating is set by Validate: compile checks what it would open
+	// (access log, certificate cache, Consul storage) without opening it.
+	validating bool
 }
 
 type listener struct {
@@ -126,6 +130,25 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.table.Store(t)
 	return s, nil
+}
+
+// Validate reports the errors New would report for cfg, with the file:line
+// of the directive where one is known, but builds nothing that runs or
+// needs closing: no event loop (epoll set), timing wheel, health checker,
+// certificate cache, Consul client or goroutine, and no access log file is
+// opened or created. It reads TLS certificate files and CA roots, as New
+// does, and closes them.
+func Validate(cfg *config.Config) error {
+	s := &Server{log: slog.New(slog.DiscardHandler), validating: true}
+	// Routes register their metrics on compile; a private registry is only
+	// memory.
+	s.metrics = newMetrics(s)
+	t, err := s.compile(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = s.compileTLS(t)
+	return err
 }
 
 // Start opens every listener of the config and serves on it. It returns

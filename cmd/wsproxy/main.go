@@ -235,8 +235,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := config.Load(*path)
 	if err == nil {
-		// Compiling catches what only the runtime form can check.
-		_, err = proxy.New(cfg, proxy.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		// Compiling catches what only the runtime form can check;
+		// proxy.Validate does it without starting anything to shut down.
+		err = proxy.Validate(cfg)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestValidateBuildsNothing: validating a config with TLS sites (local CA
+// and automatic ACME) and an access log file leaves no goroutine, no file
+// descriptor (socket, epoll set, file) and no access log file behind: it
+// checks the config, it does not start a proxy. Not parallel, so that no
+// other test's goroutines or descriptors come and go while it counts.
+func TestValidateBuildsNothing(t *testing.T) {
+	dir := t.TempDir()
+	accessLog := filepath.Join(dir, "access.log")
+	conf := writeFile(t, "tls.Caddyfile", "{\n\tstorage "+filepath.Join(dir, "certs")+"\n\temail ops@example.com\n\taccess_log "+accessLog+"\n}\n"+
+		"chat.localhost:8443 {\n\ttls internal\n\troute /* {\n\t\tto 127.0.0.1:9\n\t}\n}\n"+
+		"chat.example.com {\n\troute /* {\n\t\tto 127.0.0.1:9\n\t}\n}\n")
+	// One validate first, so that lazily started runtime goroutines and
+	// package-level state (not ours to count) exist before the baseline.
+	if code, out, errs := runCLI("validate", "-config", conf); code != 0 {
+		t.Fatalf("exit %d: %s%s", code, out, errs)
+	}
+	os.Remove(accessLog)
+	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
+	for range 3 {
+		if code, out, errs := runCLI("validate", "-config", conf); code != 0 || !strings.Contains(out, "valid") {
+			t.Fatalf("exit %d: %s%s", code, out, errs)
+		}
+	}
+	// Anything validate started would be running now; give goroutines
+	// that end by themselves a moment, bounded.
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > goroutines || openFDs(t) > fds {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("after validate: %d goroutines (was %d), %d fds (was %d)\n%s",
+				runtime.NumGoroutine(), goroutines, openFDs(t), fds, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(accessLog); !os.IsNotExist(err) {
+		t.Fatalf("validate created the access log (stat: %v)", err)
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
