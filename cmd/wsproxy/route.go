@@ -24,7 +24,7 @@ func cmdRoute(args []string, stdout, stderr io.Writer) int {
 	adminAddr := fs.String("admin", "", "ask the running proxy's admin API at this address instead")
 	asJSON := fs.Bool("json", false, "print the whole answer (preference order included) as JSON")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() != 2 {
 		fmt.Fprintln(stderr, "usage: wsproxy route [-config FILE | -admin ADDR] [-json] ROUTE KEY")

@@ -57,3 +57,16 @@ func openFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// TestSubcommandHelpExitsZero: asking a subcommand for its flags is not an
+// error.
+func TestSubcommandHelpExitsZero(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"run", "validate", "fmt", "route", "reload", "demo", "version"} {
+		for _, h := range []string{"-h", "-help", "--help"} {
+			if code, _, errs := runCLI(cmd, h); code != 0 {
+				t.Errorf("wsproxy %s %s: exit %d: %s", cmd, h, code, errs)
+			}
+		}
+	}
+}
