@@ -54,6 +54,22 @@ func (s *Server) Lookup(routeName, key string) (Lookup, error) {
 	return out, nil
 }
 
+// LookupConfig answers Lookup from cfg alone, as a proxy just started with
+// it would: every backend healthy and idle. Like Validate it builds nothing
+// that runs. A route whose backends come from Consul is an error, since the
+// config does not list them: ask the running proxy's Lookup instead.
+func LookupConfig(cfg *config.Config, routeName, key string) (Lookup, error) {
+	s, err := validate(cfg)
+	if err != nil {
+		return Lookup{}, err
+	}
+	if r := s.table.Load().byName[routeName]; r != nil && r.cfg.Consul != nil {
+		return Lookup{}, fmt.Errorf("%s: route %q takes its backends from Consul service %q, which the config does not list; ask the running proxy (wsproxy route -admin ADDR)",
+			r.cfg.Pos, routeName, r.cfg.Consul.Service)
+	}
+	return s.Lookup(routeName, key)
+}
+
 // BackendInfo is one backend of a route as the proxy sees it now.
 type BackendInfo struct {
 	Addr    string `json:"addr"`

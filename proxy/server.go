@@ -139,16 +139,26 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 // opened or created. It reads TLS certificate files and CA roots, as New
 // does, and closes them.
 func Validate(cfg *config.Config) error {
+	_, err := validate(cfg)
+	return err
+}
+
+// validate compiles cfg into a table of a Server that runs nothing (see
+// Validate), and returns that Server with the table installed.
+func validate(cfg *config.Config) (*Server, error) {
 	s := &Server{log: slog.New(slog.DiscardHandler), validating: true}
 	// Routes register their metrics on compile; a private registry is only
 	// memory.
 	s.metrics = newMetrics(s)
 	t, err := s.compile(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = s.compileTLS(t)
-	return err
+	if _, err := s.compileTLS(t); err != nil {
+		return nil, err
+	}
+	s.table.Store(t)
+	return s, nil
 }
 
 // Start opens every listener of the config and serves on it. It returns

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
@@ -57,11 +56,7 @@ func lookupConfig(path, route, key string) (proxy.Lookup, error) {
 	if err != nil {
 		return proxy.Lookup{}, err
 	}
-	srv, err := proxy.New(cfg, proxy.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		return proxy.Lookup{}, err
-	}
-	return srv.Lookup(route, key)
+	return proxy.LookupConfig(cfg, route, key)
 }
 
 func lookupAdmin(addr, route, key string) (proxy.Lookup, error) {

@@ -70,3 +70,15 @@ func TestSubcommandHelpExitsZero(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteCommandOnConsulRoute: the config does not list a Consul route's
+// backends, so answering from it is an error that says so and points at
+// -admin, not an empty line.
+func TestRouteCommandOnConsulRoute(t *testing.T) {
+	t.Parallel()
+	conf := writeFile(t, "Caddyfile", "127.0.0.1:8080 {\n\troute /chat {\n\t\tname chat\n\t\tconsul chat\n\t\tlb_policy hash query:room\n\t}\n}\n")
+	code, out, errs := runCLI("route", "-config", conf, "chat", "room-1")
+	if code != 1 || out != "" || !strings.Contains(errs, "Consul") || !strings.Contains(errs, "-admin") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 1 and an error naming Consul and -admin", code, out, errs)
+	}
+}
