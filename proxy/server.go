@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -218,8 +219,11 @@ func (s *Server) serveListener(l *listener) {
 }
 
 // bindAddr chooses the interface for a port: loopback when every site on
-// it names a loopback host, all interfaces otherwise. TLS sites count on
-// the HTTP port too (ACME challenges, redirects).
+// it names a loopback host, all interfaces otherwise. A loopback host is a
+// loopback IP, localhost or a name under .localhost, which resolvers and
+// browsers answer with loopback (RFC 6761), so no one elsewhere can reach
+// it by name. TLS sites count on the HTTP port too (ACME challenges,
+// redirects).
 func bindAddr(cfg *config.Config, port int) string {
 	loop := true
 	for _, st := range cfg.Sites {
@@ -228,7 +232,7 @@ func bindAddr(cfg *config.Config, port int) string {
 				continue
 			}
 			ip, err := netip.ParseAddr(a.Host)
-			if !(a.Host == "localhost" || err == nil && ip.IsLoopback()) {
+			if !(a.Host == "localhost" || strings.HasSuffix(a.Host, ".localhost") || err == nil && ip.IsLoopback()) {
 				loop = false
 			}
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -39,5 +40,39 @@ func TestValidateAgreesWithNew(t *testing.T) {
 				t.Fatalf("Validate: %v\nNew:      %v", verr, nerr)
 			}
 		})
+	}
+}
+
+// TestBindAddrLoopbackNames: a port whose sites all name loopback hosts,
+// *.localhost names included (RFC 6761: they resolve to loopback), listens
+// on loopback only; the example tls.Caddyfile is one.
+func TestBindAddrLoopbackNames(t *testing.T) {
+	t.Parallel()
+	for addrs, want := range map[string]string{
+		"localhost:8443":                        "127.0.0.1:8443",
+		"chat.localhost:8443":                   "127.0.0.1:8443",
+		"127.0.0.1:8443, chat.localhost:8443":   "127.0.0.1:8443",
+		"example.com:8443":                      ":8443",
+		"chat.localhost:8443, example.com:8443": ":8443",
+		"notlocalhost:8443":                     ":8443",
+	} {
+		cfg, err := config.Parse("test.Caddyfile", []byte(addrs+" {\n\ttls internal\n\troute /* {\n\t\tto 127.0.0.1:9\n\t}\n}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bindAddr(cfg, 8443); got != want {
+			t.Errorf("%s: binds %s, want %s", addrs, got, want)
+		}
+	}
+	cfg, err := config.Load("../examples/configs/tls.Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range cfg.Sites {
+		for _, a := range st.Addresses {
+			if got := bindAddr(cfg, a.Port); got != "127.0.0.1:"+strconv.Itoa(a.Port) {
+				t.Errorf("examples/configs/tls.Caddyfile: port %d binds %s, want loopback", a.Port, got)
+			}
+		}
 	}
 }
