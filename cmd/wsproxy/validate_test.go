@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -80,5 +81,32 @@ func TestRouteCommandOnConsulRoute(t *testing.T) {
 	code, out, errs := runCLI("route", "-config", conf, "chat", "room-1")
 	if code != 1 || out != "" || !strings.Contains(errs, "Consul") || !strings.Contains(errs, "-admin") {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want 1 and an error naming Consul and -admin", code, out, errs)
+	}
+}
+
+// TestBuiltBinaryRemovedAtExit: the wsproxy binary the process tests build
+// is removed when the test binary exits, so that runs do not pile up
+// binaries in the temp directory. It runs this test binary again, with its
+// own TMPDIR, to build the binary and exit.
+func TestBuiltBinaryRemovedAtExit(t *testing.T) {
+	if os.Getenv("WSPROXY_TEST_BUILD_ONLY") == "1" {
+		if _, err := binary(); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Parallel()
+	tmp := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBuiltBinaryRemovedAtExit$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "WSPROXY_TEST_BUILD_ONLY=1", "TMPDIR="+tmp)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("test binary: %v\n%s", err, out)
+	}
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		t.Errorf("left in the temp directory: %s", e.Name())
 	}
 }
