@@ -110,3 +110,25 @@ func TestBuiltBinaryRemovedAtExit(t *testing.T) {
 		t.Errorf("left in the temp directory: %s", e.Name())
 	}
 }
+
+// TestReadmeTryIt: the README gives the demo's WebSocket URL (the path and
+// query TestDemo connects to, on the default -listen address) and copies
+// Caddyfile.example before the first command that runs ./Caddyfile.
+func TestReadmeTryIt(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	_, try, _ := strings.Cut(readme, "## Try it\n")
+	try, _, _ = strings.Cut(try, "\n## ")
+	if !strings.Contains(try, "ws://127.0.0.1:8080/ws?room=") {
+		t.Error("README's Try it does not give the demo's WebSocket URL ws://127.0.0.1:8080/ws?room=...")
+	}
+	cp := strings.Index(readme, "cp Caddyfile.example Caddyfile")
+	run := strings.Index(readme, "run -config Caddyfile ")
+	if cp < 0 || run < 0 || cp > run {
+		t.Errorf("README: copy of Caddyfile.example at %d, first run of ./Caddyfile at %d; want the copy first", cp, run)
+	}
+}
