@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/proxy"
 )
 
 // request sends method to the API at addr with the given Host and header
@@ -146,5 +149,40 @@ func TestAdminHealthNeedsNoToken(t *testing.T) {
 		if w.Code != tc.want {
 			t.Errorf("%s %s Host %s: %d, want %d", tc.method, tc.path, tc.host, w.Code, tc.want)
 		}
+	}
+}
+
+// TestReloadAnswerIsSnakeCase: POST /reload answers with the same
+// snake_case field names as /status (wsproxy reload prints this body).
+func TestReloadAnswerIsSnakeCase(t *testing.T) {
+	t.Parallel()
+	srv, _, _ := startProxyAndAPI(t, "reload-json", func(port int) string {
+		return fmt.Sprintf(":%d {\n\troute /chat {\n\t\tto 127.0.0.1:1\n\t}\n}\n", port)
+	})
+	defer srv.Shutdown(t.Context())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := proxy.ReloadReport{Version: 2, Added: []string{"a"}, Unchanged: 1, DrainedRoutes: 1, DrainedConns: 3, Unreachable: []string{"r: x"}, KeptConns: 4}
+	a := Serve(ln, Options{Version: "test", Proxy: srv, Logger: slog.New(slog.DiscardHandler),
+		Reload: func() (proxy.ReloadReport, error) { return rep, nil }})
+	defer a.Close()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Post("http://"+ln.Addr().String()+"/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"version", "added", "removed", "changed", "unchanged", "drained_routes", "drained_connections", "unreachable", "kept_connections"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("reload answer lacks %q: %v", k, got)
+		}
+	}
+	if len(got) != 9 {
+		t.Errorf("reload answer has %d fields, want 9: %v", len(got), got)
 	}
 }

@@ -13,7 +13,8 @@
 //     LeastConn, RoundRobin (smooth, weighted) and RandomTwo (power of two
 //     choices). Pick counts the connection on the backend it returns, takes
 //     the backends already tried (Tried) so that a failed upstream handshake
-//     can ask for the key's next choice, and never allocates.
+//     can ask for the key's next choice, and never allocates. Peek gives
+//     the same answer without counting or advancing anything (for /lookup).
 //   - KeySpec: where a connection's sticky key comes from: a query
 //     parameter, a header, a cookie, the client IP (through trusted
 //     proxies' X-Forwarded-For or Forwarded) or the path; first present wins.

@@ -64,18 +64,35 @@ func (h *Hash) LoadFactor() float64 { return float64(h.cMilli) / 1000 }
 
 // Pick implements Policy.
 func (h *Hash) Pick(s *Set, key []byte, tried Tried) *Backend {
+	if s != nil && len(s.backends) > 0 && len(key) == 0 {
+		return h.fallback.Pick(s, key, tried)
+	}
+	return h.pick(s, key, &tried, true)
+}
+
+// Peek implements Policy.
+func (h *Hash) Peek(s *Set, key []byte) *Backend {
+	if s != nil && len(s.backends) > 0 && len(key) == 0 {
+		return h.fallback.Peek(s, key)
+	}
+	return h.pick(s, key, &Tried{}, false)
+}
+
+// pick returns the backend for a non-empty key. With count it counts the
+// connection on it, in the same atomic step as the load-bound check;
+// without, it only reads the counters.
+func (h *Hash) pick(s *Set, key []byte, tried *Tried, count bool) *Backend {
 	if s == nil || len(s.backends) == 0 {
 		return nil
-	}
-	if len(key) == 0 {
-		return h.fallback.Pick(s, key, tried)
 	}
 	var it prefIter
 	it.init(s, xxhash.Sum64(key))
 	if h.cMilli == 0 {
 		for i := it.next(); i >= 0; i = it.next() {
-			if b := s.backends[i]; eligible(b, &tried) {
-				b.Acquire()
+			if b := s.backends[i]; eligible(b, tried) {
+				if count {
+					b.Acquire()
+				}
 				return b
 			}
 		}
@@ -96,17 +113,20 @@ func (h *Hash) Pick(s *Set, key []byte, tried Tried) *Backend {
 	den := 1000 * weight
 	for i := it.next(); i >= 0; i = it.next() {
 		b := s.backends[i]
-		if !eligible(b, &tried) {
+		if !eligible(b, tried) {
 			continue
 		}
-		if b.tryAcquire(capacity(num, s.weights[i], den)) {
+		limit := capacity(num, s.weights[i], den)
+		if count && b.tryAcquire(limit) || !count && b.live.conns.Load() < limit {
 			return b
 		}
 	}
 	it.reset()
 	for i := it.next(); i >= 0; i = it.next() {
-		if b := s.backends[i]; eligible(b, &tried) {
-			b.Acquire()
+		if b := s.backends[i]; eligible(b, tried) {
+			if count {
+				b.Acquire()
+			}
 			return b
 		}
 	}

@@ -30,6 +30,17 @@ func (*LeastConn) Pick(s *Set, _ []byte, tried Tried) *Backend {
 	return b
 }
 
+// Peek implements Policy.
+func (*LeastConn) Peek(s *Set, _ []byte) *Backend {
+	if s == nil {
+		return nil
+	}
+	if i := leastLoaded(s, &Tried{}); i >= 0 {
+		return s.backends[i]
+	}
+	return nil
+}
+
 // leastLoaded returns the index of the eligible backend of s with the
 // lowest (conns+1)/weight, ties broken uniformly at random, or −1.
 func leastLoaded(s *Set, tried *Tried) int {
@@ -101,15 +112,32 @@ func (p *RoundRobin) Pick(s *Set, _ []byte, tried Tried) *Backend {
 	if s == nil || len(s.backends) == 0 {
 		return nil
 	}
+	b := p.at(s, p.next.Add(1), &tried)
+	if b != nil {
+		b.Acquire()
+	}
+	return b
+}
+
+// Peek implements Policy: the backend of the position the next Pick takes,
+// read without advancing the counter.
+func (p *RoundRobin) Peek(s *Set, _ []byte) *Backend {
+	if s == nil || len(s.backends) == 0 {
+		return nil
+	}
+	return p.at(s, p.next.Load()+1, &Tried{})
+}
+
+// at returns the first eligible backend from position k of s's order on,
+// without counting a connection on it.
+func (p *RoundRobin) at(s *Set, k uint64, tried *Tried) *Backend {
 	order := s.rrOrder()
-	k := p.next.Add(1)
 	size := uint64(len(order))
 	pos := k % size
 	// Skip ineligible entries, but not forever: with most backends down a
 	// scan of the Set is cheaper than a walk of the whole order.
 	for range min(size, uint64(2*len(s.backends)+MaxTries)) {
-		if b := s.backends[order[pos]]; eligible(b, &tried) {
-			b.Acquire()
+		if b := s.backends[order[pos]]; eligible(b, tried) {
 			return b
 		}
 		if pos++; pos == size {
@@ -118,8 +146,7 @@ func (p *RoundRobin) Pick(s *Set, _ []byte, tried Tried) *Backend {
 	}
 	n := uint64(len(s.backends))
 	for j := range n {
-		if b := s.backends[(k+j)%n]; eligible(b, &tried) {
-			b.Acquire()
+		if b := s.backends[(k+j)%n]; eligible(b, tried) {
 			return b
 		}
 	}
@@ -217,6 +244,18 @@ const randomTwoDraws = 8
 
 // Pick implements Policy.
 func (*RandomTwo) Pick(s *Set, _ []byte, tried Tried) *Backend {
+	b := randomTwo(s, &tried)
+	if b != nil {
+		b.Acquire()
+	}
+	return b
+}
+
+// Peek implements Policy: one random answer among those Pick could give.
+func (*RandomTwo) Peek(s *Set, _ []byte) *Backend { return randomTwo(s, &Tried{}) }
+
+// randomTwo returns RandomTwo's choice without counting a connection on it.
+func randomTwo(s *Set, tried *Tried) *Backend {
 	if s == nil || len(s.backends) == 0 {
 		return nil
 	}
@@ -224,7 +263,7 @@ func (*RandomTwo) Pick(s *Set, _ []byte, tried Tried) *Backend {
 	a, b := -1, -1
 	for range randomTwoDraws {
 		i := s.sample(r.next())
-		if i == a || !eligible(s.backends[i], &tried) {
+		if i == a || !eligible(s.backends[i], tried) {
 			continue
 		}
 		if a < 0 {
@@ -239,13 +278,11 @@ func (*RandomTwo) Pick(s *Set, _ []byte, tried Tried) *Backend {
 	}
 	switch {
 	case a < 0:
-		if a = leastLoaded(s, &tried); a < 0 {
+		if a = leastLoaded(s, tried); a < 0 {
 			return nil
 		}
 	case b >= 0 && lessLoaded(s, b, a):
 		a = b
 	}
-	be := s.backends[a]
-	be.Acquire()
-	return be
+	return s.backends[a]
 }

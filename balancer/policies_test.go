@@ -283,3 +283,55 @@ func TestNew(t *testing.T) {
 		t.Error("load factor 0.5 accepted")
 	}
 }
+
+// TestPeek: Peek counts no connection and never returns an unhealthy
+// backend; for the deterministic policies (hash with a key, round robin,
+// least_conn without ties) it answers what the next Pick returns, however
+// often it is asked.
+func TestPeek(t *testing.T) {
+	t.Parallel()
+	for name, p := range allPolicies(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if p.Peek(nil, []byte("k")) != nil || p.Peek(NewSet(nil), []byte("k")) != nil {
+				t.Fatal("Peek on a nil or empty Set returned a backend")
+			}
+			bs := backends(nil, 5, func(i int) int { return 1 + i%3 })
+			s := NewSet(bs)
+			bs[2].SetHealthy(false)
+			// Uneven loads so that least_conn has a single answer.
+			for i, b := range bs {
+				for range i + 1 {
+					b.Acquire()
+				}
+			}
+			for i := range 200 {
+				k := testKeys()[i]
+				var want *Backend
+				for range 3 {
+					b := p.Peek(s, k)
+					if b == nil || !b.Healthy() {
+						t.Fatalf("key %d: Peek returned %v", i, b)
+					}
+					if want != nil && name != NameRandomTwo && !b.Same(want) {
+						t.Fatalf("key %d: Peek answered %s then %s", i, want.Addr, b.Addr)
+					}
+					want = b
+				}
+				for j, b := range bs {
+					if b.Conns() != int64(j+1) {
+						t.Fatalf("key %d: Peek changed %s's count to %d", i, b.Addr, b.Conns())
+					}
+				}
+				if name == NameRandomTwo {
+					continue
+				}
+				got := p.Pick(s, k, Tried{})
+				if !got.Same(want) {
+					t.Fatalf("key %d: Peek said %s, Pick took %s", i, want.Addr, got.Addr)
+				}
+				got.Release()
+			}
+		})
+	}
+}

@@ -23,8 +23,15 @@ import (
 // key is the connection's sticky key (see KeySpec.Key), empty when the
 // request has none; only Hash reads it, and no policy keeps it. Pick does
 // not allocate, and is safe for concurrent use.
+//
+// Peek answers what Pick would return now for a first attempt with key,
+// without counting a connection on the backend or moving the policy's state
+// (RoundRobin's position), so that asking (the admin /lookup) does not
+// change the answers given to real connections. Nothing is to be released.
+// A random policy may answer differently from the Pick that follows.
 type Policy interface {
 	Pick(s *Set, key []byte, tried Tried) *Backend
+	Peek(s *Set, key []byte) *Backend
 }
 
 // MaxTries is the most backends a Tried holds: a connection whose every

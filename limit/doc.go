@@ -36,7 +36,7 @@
 //	}
 //	defer perIP.Release(ip) // when the connection ends, on the same PerIP
 //
-// A PerIP's counts are live state: keep the same PerIP across config
-// reloads that do not change its settings, and release each connection on
-// the PerIP it was acquired from.
+// A PerIP's counts are live state: across a config reload, keep the same
+// PerIP, or take one with the new cap from WithMax, which shares the counts;
+// a connection may be released on any PerIP that shares its counts.
 package limit

@@ -14,8 +14,15 @@ import (
 // each with its own lock, so concurrent handshakes from different clients
 // rarely wait on each other. An entry exists only while its group has a live
 // connection, so memory is bounded by the live connections.
+//
+// The counts are kept even when there is no limit, so that WithMax can give
+// a reloaded config a new cap over the connections that are already live.
 type PerIP struct {
-	max    int
+	max int
+	c   *perIPCounts // shared by every PerIP made from this one by WithMax
+}
+
+type perIPCounts struct {
 	g      grouping
 	shards [numShards]perIPShard
 }
@@ -31,24 +38,31 @@ type perIPShard struct {
 }
 
 // NewPerIP returns a PerIP that lets each client group hold at most max live
-// connections. If max <= 0 there is no limit: Acquire always succeeds and
-// nothing is stored.
+// connections. If max <= 0 there is no limit: Acquire always succeeds, but
+// still counts the connection (see WithMax).
 //
 // opts is optional; the zero Options (or none) groups IPv4 by /32 and IPv6
 // by /64. NewPerIP panics if more than one Options is given or if it fails
 // Validate.
 func NewPerIP(max int, opts ...Options) *PerIP {
 	o := withDefaults(opts)
-	p := &PerIP{max: max, g: newGrouping(o)}
-	if max > 0 {
-		for i := range p.shards {
-			p.shards[i].m = make(map[key]int)
-		}
+	c := &perIPCounts{g: newGrouping(o)}
+	for i := range c.shards {
+		c.shards[i].m = make(map[key]int)
 	}
-	return p
+	return &PerIP{max: max, c: c}
 }
 
-// Max returns the cap given to NewPerIP; 0 or less means unlimited.
+// WithMax returns a PerIP with cap max that shares p's live counts: a
+// connection acquired on either is counted against both caps and may be
+// released on either. A config reload uses it so that changing the cap, up
+// or down, does not forget the connections already open (a fresh PerIP
+// would start every client at zero). p itself is not changed, so a reload
+// that fails later leaves the running limit as it was.
+func (p *PerIP) WithMax(max int) *PerIP { return &PerIP{max: max, c: p.c} }
+
+// Max returns the cap given to NewPerIP or WithMax; 0 or less means
+// unlimited.
 func (p *PerIP) Max() int { return p.max }
 
 // Acquire counts a new connection for ip's group and reports true if the
@@ -58,14 +72,11 @@ func (p *PerIP) Max() int { return p.max }
 // Acquire does not allocate when the group already has live connections; a
 // new group costs one map insert.
 func (p *PerIP) Acquire(ip netip.Addr) bool {
-	if p.max <= 0 {
-		return true
-	}
-	k := p.g.key(ip)
-	s := &p.shards[p.g.shard(k)]
+	k := p.c.g.key(ip)
+	s := &p.c.shards[p.c.g.shard(k)]
 	s.mu.Lock()
 	n := s.m[k]
-	if n >= p.max {
+	if p.max > 0 && n >= p.max {
 		s.mu.Unlock()
 		return false
 	}
@@ -79,11 +90,8 @@ func (p *PerIP) Acquire(ip netip.Addr) bool {
 // count reaches zero. Release of a group with no live connections does
 // nothing, so a count never goes negative.
 func (p *PerIP) Release(ip netip.Addr) {
-	if p.max <= 0 {
-		return
-	}
-	k := p.g.key(ip)
-	s := &p.shards[p.g.shard(k)]
+	k := p.c.g.key(ip)
+	s := &p.c.shards[p.c.g.shard(k)]
 	s.mu.Lock()
 	switch n := s.m[k]; {
 	case n > 1:
@@ -94,14 +102,10 @@ func (p *PerIP) Release(ip netip.Addr) {
 	s.mu.Unlock()
 }
 
-// Count returns the live connections of ip's group: 0 when there are none
-// or when the PerIP is unlimited (which counts nothing).
+// Count returns the live connections of ip's group, limited or not.
 func (p *PerIP) Count(ip netip.Addr) int {
-	if p.max <= 0 {
-		return 0
-	}
-	k := p.g.key(ip)
-	s := &p.shards[p.g.shard(k)]
+	k := p.c.g.key(ip)
+	s := &p.c.shards[p.c.g.shard(k)]
 	s.mu.Lock()
 	n := s.m[k]
 	s.mu.Unlock()
@@ -112,8 +116,8 @@ func (p *PerIP) Count(ip netip.Addr) int {
 // turn, so under concurrent use it is a close estimate, not a snapshot.
 func (p *PerIP) Len() int {
 	n := 0
-	for i := range p.shards {
-		s := &p.shards[i]
+	for i := range p.c.shards {
+		s := &p.c.shards[i]
 		s.mu.Lock()
 		n += len(s.m)
 		s.mu.Unlock()

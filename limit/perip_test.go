@@ -158,19 +158,26 @@ func TestPerIPGrouping(t *testing.T) {
 	}
 }
 
+// TestPerIPUnlimited: with no cap nothing is refused, but the connections
+// are still counted (a reload may set a cap over them) and released.
 func TestPerIPUnlimited(t *testing.T) {
 	t.Parallel()
 	for _, max := range []int{0, -1} {
 		p := NewPerIP(max)
-		for i := range 1000 {
+		for i := range 999 {
 			if !p.Acquire(v4(i % 3)) {
 				t.Fatalf("max %d: Acquire refused", max)
 			}
 		}
-		if p.Len() != 0 || p.Count(v4(0)) != 0 {
-			t.Fatalf("max %d: Len %d, Count %d, want nothing stored", max, p.Len(), p.Count(v4(0)))
+		if p.Len() != 3 || p.Count(v4(0)) != 333 {
+			t.Fatalf("max %d: Len %d, Count %d, want 3, 333", max, p.Len(), p.Count(v4(0)))
 		}
-		p.Release(v4(0))
+		for i := range 999 {
+			p.Release(v4(i % 3))
+		}
+		if p.Len() != 0 {
+			t.Fatalf("max %d: Len %d after releasing all", max, p.Len())
+		}
 	}
 }
 
@@ -219,5 +226,56 @@ func TestPerIPRace(t *testing.T) {
 	wg.Wait()
 	if p.Len() != 0 {
 		t.Fatalf("Len %d after all releases, want 0", p.Len())
+	}
+}
+
+// TestPerIPWithMaxSharesCounts: a PerIP from WithMax enforces its own cap
+// over the connections counted on the original, whether the cap goes up,
+// down, or from unlimited to limited, and a release on either frees the
+// same slot. The original keeps its cap.
+func TestPerIPWithMaxSharesCounts(t *testing.T) {
+	t.Parallel()
+	a := netip.MustParseAddr("192.0.2.1")
+	for _, tc := range []struct {
+		name     string
+		from, to int
+		live     int // acquired on the original before WithMax
+		more     int // further acquisitions the new cap allows
+	}{
+		{"raise", 1, 2, 1, 1},
+		{"lower", 3, 1, 2, 0},
+		{"unlimited to limited", 0, 2, 2, 0},
+		{"limited to unlimited", 1, 0, 1, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := NewPerIP(tc.from)
+			for i := 0; i < tc.live; i++ {
+				if !old.Acquire(a) {
+					t.Fatalf("live acquisition %d refused", i)
+				}
+			}
+			p := old.WithMax(tc.to)
+			if p.Max() != tc.to || old.Max() != tc.from {
+				t.Fatalf("Max: new %d old %d, want %d %d", p.Max(), old.Max(), tc.to, tc.from)
+			}
+			for i := 0; i < tc.more; i++ {
+				if !p.Acquire(a) {
+					t.Fatalf("acquisition %d under the new cap refused", i)
+				}
+			}
+			if tc.to > 0 && p.Acquire(a) {
+				t.Fatalf("acquisition beyond the new cap %d allowed (count %d)", tc.to, p.Count(a))
+			}
+			if got, want := old.Count(a), tc.live+tc.more; got != want {
+				t.Fatalf("old Count %d, want %d (shared)", got, want)
+			}
+			// Releasing on the original frees a slot under the new cap.
+			for i := 0; i < tc.live+tc.more; i++ {
+				old.Release(a)
+			}
+			if p.Count(a) != 0 || p.Len() != 0 {
+				t.Fatalf("after releasing all: Count %d Len %d", p.Count(a), p.Len())
+			}
+		})
 	}
 }

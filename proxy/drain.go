@@ -114,19 +114,25 @@ func withoutPos(r *config.Route) config.Route {
 }
 
 // ReloadReport says what a reload changed.
+//
+// Its JSON (the admin API's answer to POST /reload, which wsproxy reload
+// prints) uses snake_case names, as Status does.
 type ReloadReport struct {
-	Version                     uint64
-	Added, Removed, Changed     []string
-	Unchanged                   int
-	DrainedRoutes, DrainedConns int
+	Version       uint64   `json:"version"`
+	Added         []string `json:"added"`
+	Removed       []string `json:"removed"`
+	Changed       []string `json:"changed"`
+	Unchanged     int      `json:"unchanged"`
+	DrainedRoutes int      `json:"drained_routes"`
+	DrainedConns  int      `json:"drained_connections"`
 	// Unreachable lists the static backends of changed routes that a TCP
 	// dial did not reach when the reload was applied, as
 	// "ROUTE: ADDR: ERROR".
-	Unreachable []string
+	Unreachable []string `json:"unreachable"`
 	// KeptConns counts the live connections on backends that left a
 	// changed route and were not drained, because none of the route's new
 	// backends was reachable.
-	KeptConns int
+	KeptConns int `json:"kept_connections"`
 }
 
 // reloadProbeTimeout bounds the reachability check of a reload's new

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
 )
 
@@ -13,7 +12,9 @@ import (
 // push to the backend holding a user's connection.
 type Lookup struct {
 	Route string `json:"route"`
-	Key   string `json:"key"`
+	// Key is the key as asked; like a connection's, only its first 512
+	// bytes are hashed.
+	Key string `json:"key"`
 	// Backend is where a new connection with Key would go now: the route's
 	// policy decides, with health and (for bounded loads) live counts.
 	Backend string `json:"backend"`
@@ -39,16 +40,34 @@ func (s *Server) Lookup(routeName, key string) (Lookup, error) {
 	}
 	set := r.set.Load()
 	out := Lookup{Route: routeName, Key: key, Sticky: r.keys != nil}
+	k := hashKey([]byte(key)) // cut as a connection's key is
 	if r.keys != nil {
-		for _, b := range set.AppendPreference(nil, []byte(key)) {
+		for _, b := range set.AppendPreference(nil, k) {
 			out.Preference = append(out.Preference, b.Addr)
 		}
 	}
-	if b := r.policy.Pick(set, []byte(key), balancer.Tried{}); b != nil {
-		b.Release()
+	// Peek, not Pick and Release: a pick would move a round-robin route's
+	// position and briefly count a connection that other picks would see.
+	if b := r.policy.Peek(set, k); b != nil {
 		out.Backend = b.Addr
 	}
 	return out, nil
+}
+
+// LookupConfig answers Lookup from cfg alone, as a proxy just started with
+// it would: every backend healthy and idle. Like Validate it builds nothing
+// that runs. A route whose backends come from Consul is an error, since the
+// config does not list them: ask the running proxy's Lookup instead.
+func LookupConfig(cfg *config.Config, routeName, key string) (Lookup, error) {
+	s, err := validate(cfg)
+	if err != nil {
+		return Lookup{}, err
+	}
+	if r := s.table.Load().byName[routeName]; r != nil && r.cfg.Consul != nil {
+		return Lookup{}, fmt.Errorf("%s: route %q takes its backends from Consul service %q, which the config does not list; ask the running proxy (wsproxy route -admin ADDR)",
+			r.cfg.Pos, routeName, r.cfg.Consul.Service)
+	}
+	return s.Lookup(routeName, key)
 }
 
 // BackendInfo is one backend of a route as the proxy sees it now.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -174,6 +175,25 @@ func newAccessLog(output string, sample float64) (*accessLog, error) {
 	}
 	sink := &logSink{w: w, file: file}
 	return &accessLog{log: slog.New(slog.NewJSONHandler(sink, nil)), sample: sample, closer: sink}, nil
+}
+
+// checkAccessLog reports what newAccessLog would fail on for a file output
+// that is sure to fail (its directory is missing or not a directory),
+// without creating the file: Validate must leave nothing behind.
+func checkAccessLog(output string) error {
+	switch output {
+	case "", "stdout", "stderr":
+		return nil
+	}
+	dir := filepath.Dir(output)
+	fi, err := os.Stat(dir)
+	if err == nil && !fi.IsDir() {
+		err = fmt.Errorf("%s is not a directory", dir)
+	}
+	if err != nil {
+		return fmt.Errorf("access_log: %w", err)
+	}
+	return nil
 }
 
 // logSink buffers access log lines and writes them in batches, by size

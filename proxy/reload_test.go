@@ -77,3 +77,75 @@ func TestReloadToUnreachableBackendKeepsSessions(t *testing.T) {
 		t.Fatalf("after a reload to a reachable backend: %v, want close 1012", err)
 	}
 }
+
+// TestReloadPerIPCapKeepsLiveCounts: a reload that changes
+// max_connections_per_ip applies the new cap to the connections already
+// open, up or down, instead of starting every client at zero; and closing a
+// connection opened before the reload frees its slot under the new cap.
+func TestReloadPerIPCapKeepsLiveCounts(t *testing.T) {
+	t.Parallel()
+	backend := "{b0}" // startProxy fills it in; reload does not
+	conf := func(max int) string {
+		return "{\n\tmax_connections_per_ip " + strconv.Itoa(max) + "\n\ttrusted_proxies 127.0.0.1\n}\n:{port} {\n\troute /* {\n\t\tto " + backend + "\n\t}\n}"
+	}
+	tp := startProxy(t, conf(1), 1)
+	backend = tp.backends[0].Addr()
+	dial := func() *rawClient {
+		rc := rawRequest(t, tp.addr, wsHead("/ws", "X-Forwarded-For: 198.51.100.7"))
+		if rc.Status != 101 {
+			rc.conn.Close()
+		}
+		return rc
+	}
+	first := dial()
+	if first.Status != 101 {
+		t.Fatalf("first handshake: %d", first.Status)
+	}
+	defer first.conn.Close()
+
+	// Cap 1 -> 2 with one live: one more, not two.
+	tp.reload(t, conf(2))
+	second := dial()
+	if second.Status != 101 {
+		t.Fatalf("second handshake after raising the cap to 2: %d", second.Status)
+	}
+	defer second.conn.Close()
+	if rc := dial(); rc.Status != 429 {
+		rc.conn.Close()
+		t.Fatalf("third handshake with cap 2 and two live: %d, want 429", rc.Status)
+	}
+
+	// Cap 2 -> 1 with two live: none until both pre-reload slots are free.
+	tp.reload(t, conf(1))
+	if rc := dial(); rc.Status != 429 {
+		rc.conn.Close()
+		t.Fatalf("handshake with cap 1 and two live: %d, want 429", rc.Status)
+	}
+	first.conn.Close() // counted under cap 1, released under the latest table
+	waitFor(t, func() bool { return tp.srv.Sessions() == 1 })
+	if rc := dial(); rc.Status != 429 {
+		rc.conn.Close()
+		t.Fatalf("handshake with cap 1 and one live: %d, want 429", rc.Status)
+	}
+	second.conn.Close()
+	waitFor(t, func() bool { return tp.srv.Sessions() == 0 })
+	rc := dial()
+	if rc.Status != 101 {
+		t.Fatalf("handshake with cap 1 and none live: %d", rc.Status)
+	}
+	rc.conn.Close()
+
+	// Unlimited -> 1 with one live: the live one counts.
+	waitFor(t, func() bool { return tp.srv.Sessions() == 0 })
+	tp.reload(t, conf(0))
+	live := dial()
+	if live.Status != 101 {
+		t.Fatalf("handshake with no cap: %d", live.Status)
+	}
+	defer live.conn.Close()
+	tp.reload(t, conf(1))
+	if rc := dial(); rc.Status != 429 {
+		rc.conn.Close()
+		t.Fatalf("handshake after setting cap 1 over one live: %d, want 429", rc.Status)
+	}
+}

@@ -127,6 +127,16 @@ func (r *route) requireKey(ctx *fasthttp.RequestCtx, dst []byte) ([]byte, bool) 
 // maxKeyLen bounds the key a client can make the proxy hash.
 const maxKeyLen = 512
 
+// hashKey returns the part of a routing key that is hashed: its first
+// maxKeyLen bytes. Routing and Lookup both cut keys here, so that they
+// agree on keys longer than that.
+func hashKey(k []byte) []byte {
+	if len(k) > maxKeyLen {
+		return k[:maxKeyLen]
+	}
+	return k
+}
+
 // key returns the connection's hash key, and false if the route requires
 // one and the request has none (answered 400).
 func (r *route) key(ctx *fasthttp.RequestCtx, dst []byte) ([]byte, bool) {
@@ -134,23 +144,28 @@ func (r *route) key(ctx *fasthttp.RequestCtx, dst []byte) ([]byte, bool) {
 		return nil, true
 	}
 	k, ok := r.keys.Key(ctx, dst)
-	if len(k) > maxKeyLen {
-		k = k[:maxKeyLen]
-	}
-	return k, ok || !r.rejectMissing
+	return hashKey(k), ok || !r.rejectMissing
 }
 
 func (s *Server) compile(cfg *config.Config) (*table, error) {
 	t := &table{cfg: cfg, ports: map[int]*hostTable{}, byName: map[string]*route{}, loaded: time.Now()}
 	g := &cfg.Global
 	t.clientIP = balancer.KeySpec{TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
-	// Keep the live per-IP counts across a reload that keeps the limits.
-	if old := s.table.Load(); old != nil && old.cfg.Global.MaxConnectionsPerIP == g.MaxConnectionsPerIP {
-		t.perIP = old.perIP
+	// Carry the live per-IP counts across every reload, whatever the new
+	// cap: a fresh limiter would start each client at zero and let it open
+	// the new cap on top of what it holds. WithMax leaves the running
+	// limiter untouched, so a reload that fails later changes nothing.
+	if old := s.table.Load(); old != nil {
+		t.perIP = old.perIP.WithMax(g.MaxConnectionsPerIP)
 	} else {
 		t.perIP = limit.NewPerIP(g.MaxConnectionsPerIP)
 	}
-	if old := s.table.Load(); old != nil && old.cfg.Global.AccessLog == g.AccessLog && old.cfg.Global.AccessLogSample == g.AccessLogSample {
+	if s.validating {
+		if err := checkAccessLog(g.AccessLog); err != nil {
+			return nil, err
+		}
+		t.access = &accessLog{}
+	} else if old := s.table.Load(); old != nil && old.cfg.Global.AccessLog == g.AccessLog && old.cfg.Global.AccessLogSample == g.AccessLogSample {
 		t.access = old.access
 	} else {
 		a, err := newAccessLog(g.AccessLog, g.AccessLogSample)

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +85,10 @@ type Server struct {
 	accessFiles   []io.Closer
 
 	self selfState // readiness and Consul self-registration; see register.go
+
+	// validating is set by Validate: compile checks what it would open
+	// (access log, certificate cache, Consul storage) without opening it.
+	validating bool
 }
 
 type listener struct {
@@ -122,6 +127,35 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	if err := s.initTLS(t); err != nil {
+		return nil, err
+	}
+	s.table.Store(t)
+	return s, nil
+}
+
+// Validate reports the errors New would report for cfg, with the file:line
+// of the directive where one is known, but builds nothing that runs or
+// needs closing: no event loop (epoll set), timing wheel, health checker,
+// certificate cache, Consul client or goroutine, and no access log file is
+// opened or created. It reads TLS certificate files and CA roots, as New
+// does, and closes them.
+func Validate(cfg *config.Config) error {
+	_, err := validate(cfg)
+	return err
+}
+
+// validate compiles cfg into a table of a Server that runs nothing (see
+// Validate), and returns that Server with the table installed.
+func validate(cfg *config.Config) (*Server, error) {
+	s := &Server{log: slog.New(slog.DiscardHandler), validating: true}
+	// Routes register their metrics on compile; a private registry is only
+	// memory.
+	s.metrics = newMetrics(s)
+	t, err := s.compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.compileTLS(t); err != nil {
 		return nil, err
 	}
 	s.table.Store(t)
@@ -185,8 +219,11 @@ func (s *Server) serveListener(l *listener) {
 }
 
 // bindAddr chooses the interface for a port: loopback when every site on
-// it names a loopback host, all interfaces otherwise. TLS sites count on
-// the HTTP port too (ACME challenges, redirects).
+// it names a loopback host, all interfaces otherwise. A loopback host is a
+// loopback IP, localhost or a name under .localhost, which resolvers and
+// browsers answer with loopback (RFC 6761), so no one elsewhere can reach
+// it by name. TLS sites count on the HTTP port too (ACME challenges,
+// redirects).
 func bindAddr(cfg *config.Config, port int) string {
 	loop := true
 	for _, st := range cfg.Sites {
@@ -195,7 +232,7 @@ func bindAddr(cfg *config.Config, port int) string {
 				continue
 			}
 			ip, err := netip.ParseAddr(a.Host)
-			if !(a.Host == "localhost" || err == nil && ip.IsLoopback()) {
+			if !(a.Host == "localhost" || strings.HasSuffix(a.Host, ".localhost") || err == nil && ip.IsLoopback()) {
 				loop = false
 			}
 		}

@@ -3,6 +3,8 @@ package proxy
 import (
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,5 +159,64 @@ func TestLookupUnknownRoute(t *testing.T) {
 	tp := startProxy(t, stickyConf, 3)
 	if _, err := tp.srv.Lookup("nope", "k"); err == nil {
 		t.Fatal("lookup of an unknown route succeeded")
+	}
+}
+
+// TestLookupLeavesRoundRobinAlone: Lookup is documented as side-effect
+// free, so asking many times does not move a round-robin route's position:
+// every answer is the same, and the next real connection goes where the
+// answers said.
+func TestLookupLeavesRoundRobinAlone(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, ":{port} {\n\troute /* {\n\t\tname rr\n\t\tto {b0} {b1} {b2}\n\t\tlb_policy round_robin\n\t}\n}", 3)
+	first, err := tp.srv.Lookup("rr", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if l, _ := tp.srv.Lookup("rr", ""); l.Backend != first.Backend {
+			t.Fatalf("lookup %d: %s, want %s as the first (the lookups moved the round robin)", i, l.Backend, first.Backend)
+		}
+	}
+	c, _ := dialWS(t, "ws://"+tp.addr+"/ws", nil)
+	defer c.Close()
+	for _, ri := range tp.srv.Routes() {
+		for _, b := range ri.Backends {
+			want := int64(0)
+			if b.Addr == first.Backend {
+				want = 1
+			}
+			if b.Live != want {
+				t.Fatalf("backend %s has %d live, want %d (the connection on %s)", b.Addr, b.Live, want, first.Backend)
+			}
+		}
+	}
+}
+
+// TestLongKeyLookupAgreesWithRouting: keys longer than the routing limit
+// are cut the same way for routing and for Lookup, so Lookup answers where
+// a connection with a long key actually went, for several long keys that
+// differ only after the cut.
+func TestLongKeyLookupAgreesWithRouting(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, stickyConf, 3)
+	addrOf := map[string]string{}
+	for _, b := range tp.backends {
+		addrOf[b.ID()] = b.Addr()
+	}
+	prefix := strings.Repeat("k", maxKeyLen)
+	for i := range 8 {
+		key := prefix + strconv.Itoa(i) // a query value; no escaping needed
+		id, _, err := backendOf(t, "ws://"+tp.addr+"/room?room="+key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := tp.srv.Lookup("rooms", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Backend != addrOf[id] {
+			t.Fatalf("key %d: lookup says %s, the connection went to %s", i, l.Backend, addrOf[id])
+		}
 	}
 }

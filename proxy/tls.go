@@ -126,11 +126,15 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 	if len(sites) == 0 {
 		return rt, nil
 	}
-	storage, err := s.certStorage(t.cfg)
-	if err != nil {
-		return nil, err
+	var storage certmagic.Storage
+	if !s.validating { // a Consul store is a client; Validate needs none
+		st, err := s.certStorage(t.cfg)
+		if err != nil {
+			return nil, err
+		}
+		storage = st
 	}
-	mgr, err := tls.New(tls.Global{
+	tg := tls.Global{
 		StorageDir: g.StorageDir,
 		Email:      g.Email,
 		CA:         g.CA,
@@ -141,7 +145,12 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 
 		Storage:       storage,
 		RenewInterval: g.RenewInterval,
-	}, sites)
+	}
+	if s.validating {
+		// tls.New would start a certificate cache's goroutine.
+		return rt, rt.siteError(tls.Validate(tg, sites))
+	}
+	mgr, err := tls.New(tg, sites)
 	if err != nil {
 		return nil, rt.siteError(err)
 	}

@@ -31,7 +31,7 @@ type wsConn struct {
 	client  string
 	key     string
 	start   time.Time
-	perIP   *limit.PerIP // the limiter the client's address was counted on
+	perIP   *limit.PerIP // the limiter the client's address was counted on; later reloads share its counts (WithMax)
 	ip      netip.Addr
 
 	subprotocol string

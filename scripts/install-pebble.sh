@@ -2,7 +2,7 @@
 # Installs Pebble, a real ACME server for tests, and its DNS/challenge helper
 # pebble-challtestsrv, into a cache directory outside the repository:
 #
-#   ${XDG_CACHE_HOME:-$HOME/.cache}/wsproxy/pebble-<version>/
+#   ${WSPROXY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wsproxy}/pebble-<version>/
 #     pebble                   the ACME server
 #     pebble-challtestsrv      the DNS server the tests point Pebble's resolver at
 #     certs/cert.pem, key.pem  Pebble's own HTTPS certificate (localhost, 127.0.0.1)
@@ -11,13 +11,15 @@
 # Idempotent: a complete install is reused. Prints the pebble binary's path on
 # stdout (progress goes to stderr). The tests in tls/ run this script themselves
 # when PEBBLE_BIN is not set, so running it first only moves the build out of the
-# test run. PEBBLE_VERSION overrides the pinned version (tls/ expects the pin).
+# test run. PEBBLE_VERSION overrides the pinned version (tls/ expects the pin);
+# WSPROXY_CACHE the cache directory, as for install-consul.sh.
 set -euo pipefail
 
 # v2.10.1 builds with Go 1.26 (GOTOOLCHAIN=local); its go.mod asks for go 1.24.
 PEBBLE_VERSION=${PEBBLE_VERSION:-v2.10.1}
 module=github.com/letsencrypt/pebble/v2
-dir="${XDG_CACHE_HOME:-${HOME:?install-pebble.sh: set HOME or XDG_CACHE_HOME}/.cache}/wsproxy/pebble-$PEBBLE_VERSION"
+cache="${WSPROXY_CACHE:-${XDG_CACHE_HOME:-${HOME:?install-pebble.sh: set HOME, XDG_CACHE_HOME or WSPROXY_CACHE}/.cache}/wsproxy}"
+dir="$cache/pebble-$PEBBLE_VERSION"
 
 complete() {
 	[ -x "$dir/pebble" ] && [ -x "$dir/pebble-challtestsrv" ] &&

@@ -10,7 +10,7 @@ go mod download
 
 # Real parts the tests run: a Consul agent and the Pebble ACME server, built
 # from the Go module proxy and cached outside the repository
-# (${XDG_CACHE_HOME:-~/.cache}/wsproxy). Consul takes a few minutes the
+# (${WSPROXY_CACHE:-${XDG_CACHE_HOME:-~/.cache}/wsproxy}). Consul takes a few minutes the
 # first time.
 echo "== installing Consul and Pebble (cached after the first run)"
 WSPROXY_CONSUL_BIN="$(bash scripts/install-consul.sh)"

@@ -89,58 +89,11 @@ type site struct {
 // files and CA roots, so that a reload reads them again. Errors about one
 // site are *SiteError values.
 func New(g Global, sites []Site) (*Manager, error) {
-	if g.Logger == nil {
-		g.Logger = slog.Default()
+	m, roots, err := prepare(g, sites)
+	if err != nil {
+		return nil, err
 	}
-	if g.StorageDir == "" && g.Storage == nil {
-		dir, err := defaultStorageDir()
-		if err != nil {
-			return nil, err
-		}
-		g.StorageDir = dir
-	}
-	if g.HTTPPort == 0 {
-		g.HTTPPort = 80
-	}
-	if g.HTTPSPort == 0 {
-		g.HTTPSPort = 443
-	}
-	for _, p := range []int{g.HTTPPort, g.HTTPSPort} {
-		if p < 0 || p > 65535 {
-			return nil, fmt.Errorf("tls: port %d out of range", p)
-		}
-	}
-
-	m := &Manager{
-		g:         g,
-		log:       g.Logger.With("component", "tls"),
-		storage:   g.Storage,
-		exact:     make(map[string]*site),
-		wild:      make(map[string]*site),
-		askClient: &http.Client{Timeout: 10 * time.Second},
-		approved:  make(map[string]struct{}),
-	}
-	if m.storage == nil {
-		m.storage = &certmagic.FileStorage{Path: g.StorageDir}
-	}
-	if g.RenewInterval < 0 {
-		return nil, fmt.Errorf("tls: renew interval %v is negative", g.RenewInterval)
-	}
-
-	// Validate everything before building certmagic values: a cache owns a
-	// goroutine from its birth.
-	roots := make(map[string]*x509.CertPool)
-	for i, s := range sites {
-		cs, err := m.compile(i, s, roots)
-		if err != nil {
-			names := make([]string, len(s.Names))
-			for j, n := range s.Names {
-				names[j] = normalizeName(n)
-			}
-			return nil, &SiteError{Index: i, Site: siteLabel(names), Err: err}
-		}
-		m.sites = append(m.sites, cs)
-	}
+	g = m.g
 
 	zl := newZapLogger(g.Logger)
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -198,6 +151,74 @@ func New(g Global, sites []Site) (*Manager, error) {
 		GetCertificate: m.getCertificate,
 	}
 	return m, nil
+}
+
+// Validate reports the errors New would report for g and sites, and
+// builds nothing that runs: no certificate cache (which owns a goroutine
+// from its birth), no storage. Like New it reads certificate files and CA
+// roots, and closes them.
+func Validate(g Global, sites []Site) error {
+	_, _, err := prepare(g, sites)
+	return err
+}
+
+// prepare fills g's defaults and checks g and sites, compiling each site,
+// before any certmagic value exists: New builds on its result, Validate
+// stops there.
+func prepare(g Global, sites []Site) (*Manager, map[string]*x509.CertPool, error) {
+	if g.Logger == nil {
+		g.Logger = slog.Default()
+	}
+	if g.StorageDir == "" && g.Storage == nil {
+		dir, err := defaultStorageDir()
+		if err != nil {
+			return nil, nil, err
+		}
+		g.StorageDir = dir
+	}
+	if g.HTTPPort == 0 {
+		g.HTTPPort = 80
+	}
+	if g.HTTPSPort == 0 {
+		g.HTTPSPort = 443
+	}
+	for _, p := range []int{g.HTTPPort, g.HTTPSPort} {
+		if p < 0 || p > 65535 {
+			return nil, nil, fmt.Errorf("tls: port %d out of range", p)
+		}
+	}
+
+	m := &Manager{
+		g:         g,
+		log:       g.Logger.With("component", "tls"),
+		storage:   g.Storage,
+		exact:     make(map[string]*site),
+		wild:      make(map[string]*site),
+		askClient: &http.Client{Timeout: 10 * time.Second},
+		approved:  make(map[string]struct{}),
+	}
+	if m.storage == nil {
+		m.storage = &certmagic.FileStorage{Path: g.StorageDir}
+	}
+	if g.RenewInterval < 0 {
+		return nil, nil, fmt.Errorf("tls: renew interval %v is negative", g.RenewInterval)
+	}
+
+	// Validate everything before building certmagic values: a cache owns a
+	// goroutine from its birth.
+	roots := make(map[string]*x509.CertPool)
+	for i, s := range sites {
+		cs, err := m.compile(i, s, roots)
+		if err != nil {
+			names := make([]string, len(s.Names))
+			for j, n := range s.Names {
+				names[j] = normalizeName(n)
+			}
+			return nil, nil, &SiteError{Index: i, Site: siteLabel(names), Err: err}
+		}
+		m.sites = append(m.sites, cs)
+	}
+	return m, roots, nil
 }
 
 // compile validates one site and indexes its names.

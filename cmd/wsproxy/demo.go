@@ -28,7 +28,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	var cf commonFlags
 	cf.register(fs)
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	var backends []*echoserver.Server
 	defer func() {

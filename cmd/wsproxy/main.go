@@ -76,6 +76,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// parseExit is the exit code of a subcommand whose flags did not parse:
+// 0 when they asked for help (-h, which the flag package prints), else 2.
+func parseExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
 func versionString() string {
 	v := version
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -122,7 +131,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	var cf commonFlags
 	cf.register(fs)
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -231,12 +240,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "Caddyfile", "config file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	cfg, err := config.Load(*path)
 	if err == nil {
-		// Compiling catches what only the runtime form can check.
-		_, err = proxy.New(cfg, proxy.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		// Compiling catches what only the runtime form can check;
+		// proxy.Validate does it without starting anything to shut down.
+		err = proxy.Validate(cfg)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -251,7 +261,7 @@ func cmdFmt(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	write := fs.Bool("w", false, "write the result to the file instead of stdout")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "usage: wsproxy fmt [-w] FILE")

@@ -79,9 +79,24 @@ func TestFmtAndVersion(t *testing.T) {
 	}
 }
 
+// binDir is the directory binary builds into, made on first use.
+var binDir = sync.OnceValues(func() (string, error) { return os.MkdirTemp("", "wsproxy-bin") })
+
+// TestMain removes the wsproxy binary the process tests built (about
+// 20 MB), which would otherwise stay in the temp directory after every run.
+// (When no test built it, binDir makes an empty directory just to remove
+// it, which is simpler than tracking whether it was made.)
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if dir, err := binDir(); err == nil {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
 // binary builds wsproxy once for the process tests.
 var binary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "wsproxy-bin")
+	dir, err := binDir()
 	if err != nil {
 		return "", err
 	}

@@ -22,7 +22,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	pidFile := fs.String("pidfile", "", "signal the process whose ID this file holds (wsproxy run -pidfile)")
 	adminAddr := fs.String("admin", "", "ask the admin API at this address")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	switch {
 	case *adminAddr != "":

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
@@ -24,7 +23,7 @@ func cmdRoute(args []string, stdout, stderr io.Writer) int {
 	adminAddr := fs.String("admin", "", "ask the running proxy's admin API at this address instead")
 	asJSON := fs.Bool("json", false, "print the whole answer (preference order included) as JSON")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() != 2 {
 		fmt.Fprintln(stderr, "usage: wsproxy route [-config FILE | -admin ADDR] [-json] ROUTE KEY")
@@ -57,11 +56,7 @@ func lookupConfig(path, route, key string) (proxy.Lookup, error) {
 	if err != nil {
 		return proxy.Lookup{}, err
 	}
-	srv, err := proxy.New(cfg, proxy.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		return proxy.Lookup{}, err
-	}
-	return srv.Lookup(route, key)
+	return proxy.LookupConfig(cfg, route, key)
 }
 
 func lookupAdmin(addr, route, key string) (proxy.Lookup, error) {

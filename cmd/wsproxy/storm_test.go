@@ -309,7 +309,7 @@ func TestReloadDrainsRemovedRouteAndSIGTERM(t *testing.T) {
 
 	os.WriteFile(path, []byte(conf(false)), 0o644)
 	start := time.Now()
-	if code, out, errs := runCLI("reload", "-admin", admin); code != 0 || !strings.Contains(out, `"Removed"`) {
+	if code, out, errs := runCLI("reload", "-admin", admin); code != 0 || !strings.Contains(out, `"removed"`) {
 		t.Fatalf("reload via admin: %d %s %s", code, out, errs)
 	}
 	for i, c := range onA {

@@ -41,14 +41,17 @@ var files = []string{
 }
 
 // validate does what `wsproxy validate -config path` does: parse, then
-// compile (proxy.New), which catches what only the runtime form can check.
-// Nothing listens. The compiled Server is returned for inspection and shut
-// down when the test ends.
+// proxy.Validate, which catches what only the runtime form can check. It
+// then builds the Server (proxy.New; nothing listens), returned for
+// inspection and shut down when the test ends.
 func validate(t *testing.T, path string) (*config.Config, *proxy.Server, error) {
 	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, nil, err
+	}
+	if err := proxy.Validate(cfg); err != nil {
+		return cfg, nil, err
 	}
 	srv, err := proxy.New(cfg, proxy.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
