@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 
 	"github.com/wsproxy/wsproxy/config"
@@ -58,7 +59,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	srv, log, code := newServer(cfg, cf, stderr)
+	srv, log, code := newServer(cfg, cf, stderr, new(slog.LevelVar))
 	if srv == nil {
 		return code
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -154,4 +155,33 @@ func TestSIGTERMWithStalledReaders(t *testing.T) {
 		t.Errorf("exited %v after SIGTERM, grace_period %v", took, grace)
 	}
 	t.Logf("exited %v after SIGTERM (grace_period %v) with %d stalled readers", took.Round(time.Millisecond), grace, stalled)
+}
+
+// TestReloadAppliesLogLevel: log_level takes effect on reload, not only at
+// start.
+func TestReloadAppliesLogLevel(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	conf := func(level string) string {
+		return fmt.Sprintf("{\n\tlog_level %s\n}\n127.0.0.1:%d {\n\troute /ws {\n\t\tto 127.0.0.1:9\n\t}\n}\n", level, port)
+	}
+	path := writeFile(t, "Caddyfile", conf("warn"))
+	p := startProc(t, "run", "-config", path)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never listened")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	os.WriteFile(path, []byte(conf("info")), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP) // logged at warn: not shown
+	time.Sleep(300 * time.Millisecond)
+	p.cmd.Process.Signal(syscall.SIGHUP) // now at info
+	p.waitLog(t, `msg="config reloaded"`)
 }

@@ -109,10 +109,10 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the process ID to this file (for wsproxy reload -pidfile)")
 }
 
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: %w", level, err)
+// newLogger's level is a LevelVar, so that a reload can change it.
+func newLogger(w io.Writer, format, level string, lv *slog.LevelVar) (*slog.Logger, error) {
+	if err := setLevel(lv, level); err != nil {
+		return nil, err
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
@@ -122,6 +122,16 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// setLevel sets lv to a config's log_level.
+func setLevel(lv *slog.LevelVar, level string) error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("log level %q: %w", level, err)
+	}
+	lv.Set(l)
+	return nil
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
@@ -138,7 +148,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	srv, log, code := newServer(cfg, cf, stderr)
+	var level slog.LevelVar
+	srv, log, code := newServer(cfg, cf, stderr, &level)
 	if srv == nil {
 		return code
 	}
@@ -147,15 +158,19 @@ func cmdRun(args []string, stderr io.Writer) int {
 		if err != nil {
 			return proxy.ReloadReport{}, err
 		}
-		return srv.Reload(c)
+		rep, err := srv.Reload(c)
+		if err == nil {
+			setLevel(&level, c.Global.LogLevel) // checked by config.Load
+		}
+		return rep, err
 	}
 	return serve(srv, cfg, log, cf.pidFile, reload)
 }
 
 // newServer builds the logger and the proxy for cfg; on failure it says why
 // on stderr and returns the exit code.
-func newServer(cfg *config.Config, cf commonFlags, stderr io.Writer) (*proxy.Server, *slog.Logger, int) {
-	log, err := newLogger(stderr, cf.logFormat, cfg.Global.LogLevel)
+func newServer(cfg *config.Config, cf commonFlags, stderr io.Writer, level *slog.LevelVar) (*proxy.Server, *slog.Logger, int) {
+	log, err := newLogger(stderr, cf.logFormat, cfg.Global.LogLevel, level)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return nil, nil, 2
