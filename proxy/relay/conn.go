@@ -118,12 +118,7 @@ func (s *goSession) writeConn(l *gleg, p []byte) error {
 // slowConsumer drops a leg whose peer stopped reading and tells the other
 // side, as if the stalled side had gone away.
 func (s *goSession) slowConsumer(l *gleg) {
-	s.pub.closeMu.Lock()
-	if s.pub.Stalled == SideNone {
-		s.pub.Stalled = l.side
-	}
-	s.pub.closeMu.Unlock()
-	s.pub.noteReason("slow consumer: " + l.side.String())
+	s.pub.noteStalled(l.side)
 	l.conn.Close()
 	other := &s.client
 	if l == &s.client {

@@ -716,12 +716,7 @@ func (e *evSession) liveness(now int64) int64 {
 // slowConsumer drops a socket that took nothing for WriteTimeout; the
 // other side is told as if the stalled one had gone away.
 func (e *evSession) slowConsumer(lg *evLeg) {
-	e.pub.closeMu.Lock()
-	if e.pub.Stalled == SideNone {
-		e.pub.Stalled = lg.side
-	}
-	e.pub.closeMu.Unlock()
-	e.pub.noteReason("slow consumer: " + lg.side.String())
+	e.pub.noteStalled(lg.side)
 	lg.drop()
 }
 

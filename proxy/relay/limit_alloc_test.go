@@ -3,7 +3,6 @@
 package relay
 
 import (
-	"io"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,23 +14,7 @@ import (
 func TestLoopLimitedForwardsWithoutAllocating(t *testing.T) {
 	var flushed atomic.Uint64
 	h := startHarness(t, limitedConfig(&flushed), nil, nil)
-	up := frame(true, 0, OpBinary, make([]byte, 64), true, testMask)
-	down := frame(true, 0, OpBinary, make([]byte, 64), false, testMask)
-	in := make([]byte, len(up))
-	round := func() {
-		if _, err := h.client.Write(up); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(h.backend, in[:len(up)]); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := h.backend.Write(down); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(h.client, in[:len(down)]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	round := roundTrip(t, h, 64)
 	round() // warm the pools
 	start := time.Now()
 	runs := 0

@@ -14,23 +14,7 @@ import (
 func TestLoopForwardsWithoutAllocating(t *testing.T) {
 	for _, size := range []int{64, 64 << 10} {
 		h := startHarness(t, Config{}, nil, nil)
-		up := frame(true, 0, OpBinary, make([]byte, size), true, testMask)
-		down := frame(true, 0, OpBinary, make([]byte, size), false, testMask)
-		in := make([]byte, len(up))
-		round := func() {
-			if _, err := h.client.Write(up); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.ReadFull(h.backend, in[:len(up)]); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := h.backend.Write(down); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.ReadFull(h.client, in[:len(down)]); err != nil {
-				t.Fatal(err)
-			}
-		}
+		round := roundTrip(t, h, size)
 		round() // warm the pools
 		if n := testing.AllocsPerRun(200, round); n != 0 {
 			t.Errorf("%d-byte frames: %v allocations per round trip, want 0", size, n)
@@ -38,5 +22,27 @@ func TestLoopForwardsWithoutAllocating(t *testing.T) {
 		h.client.Close()
 		h.backend.Close()
 		h.wait(t)
+	}
+}
+
+// roundTrip returns a function that sends one frame of size bytes each way
+// through h and reads it on the other side, allocating nothing itself.
+func roundTrip(t *testing.T, h *harness, size int) func() {
+	up := frame(true, 0, OpBinary, make([]byte, size), true, testMask)
+	down := frame(true, 0, OpBinary, make([]byte, size), false, testMask)
+	in := make([]byte, len(up))
+	return func() {
+		if _, err := h.client.Write(up); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(h.backend, in[:len(up)]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.backend.Write(down); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(h.client, in[:len(down)]); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -57,7 +57,7 @@ func flood(c net.Conn, masked bool, blocked *atomic.Bool, stop chan struct{}) {
 func TestLoopStalledReaderIsBoundedAndCut(t *testing.T) {
 	for _, stalled := range []Side{SideClient, SideBackend} {
 		t.Run(stalled.String(), func(t *testing.T) {
-			const wt = 2 * time.Second
+			const wt = 3 * time.Second
 			started := make(chan *Session, 1)
 			h := startHarness(t, Config{WriteTimeout: wt, OnStart: func(s *Session) { started <- s }}, nil, nil)
 			<-started
@@ -71,7 +71,9 @@ func TestLoopStalledReaderIsBoundedAndCut(t *testing.T) {
 			stop := make(chan struct{})
 			defer close(stop)
 			go flood(sender, masked, &blocked, stop)
-			deadline := time.Now().Add(wt / 2)
+			// Loopback buffers autotune to megabytes: under -race on a busy
+			// machine filling them takes a while.
+			deadline := time.Now().Add(wt)
 			for !blocked.Load() && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}

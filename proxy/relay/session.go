@@ -231,6 +231,16 @@ func (s *Session) noteClose(code uint16, by Side) {
 	s.closeMu.Unlock()
 }
 
+// noteStalled records a side dropped as a slow consumer.
+func (s *Session) noteStalled(side Side) {
+	s.closeMu.Lock()
+	if s.Stalled == SideNone {
+		s.Stalled = side
+	}
+	s.closeMu.Unlock()
+	s.noteReason("slow consumer: " + side.String())
+}
+
 func (s *Session) noteReason(reason string) {
 	s.closeMu.Lock()
 	if s.Reason == "" {
