@@ -116,8 +116,8 @@ func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Con
 	if csock != nil {
 		csock.leg = &e.c
 	}
-	// Pre-read bytes are few (frames sent before the 101 arrived): they
-	// wait in carry-sized copies, or a pool buffer if larger.
+	// Pre-read bytes (frames sent before the 101 arrived) are few and
+	// rare: a copy of their own until the loop forwards them.
 	e.c.pre(clientPre)
 	e.b.pre(backendPre)
 	e.timer.Init(e)

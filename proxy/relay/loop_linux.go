@@ -71,15 +71,6 @@ func (ls *Loops) pick() *loop {
 	return ls.loops[int(ls.next.Add(1))%len(ls.loops)]
 }
 
-// Task operations posted to a loop.
-const (
-	opStart = iota + 1
-	opClose
-	opAbort
-	opTimer
-	opStop
-)
-
 type task struct {
 	s                   *evSession
 	op                  uint8

@@ -30,11 +30,6 @@ func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Con
 	return false
 }
 
-const (
-	opClose = iota + 2
-	opAbort
-)
-
 // Socket is the net.Conn under a TLS server connection; without loops it
 // is just the TCP connection.
 type Socket struct{ *net.TCPConn }

@@ -18,6 +18,15 @@ const DefaultBufferSize = 16 << 10
 // or the peers' FINs once it has started to end.
 const DefaultCloseTimeout = 5 * time.Second
 
+// Operations posted to a session's loop (see Loops).
+const (
+	opStart = iota + 1
+	opClose
+	opAbort
+	opTimer
+	opStop
+)
+
 // Pool lends buffers. An event-loop direction holds one only while its peer
 // will not take what was read (backpressure); a goroutine-driven leg holds
 // one while it reads. An idle connection holds none. It is safe for
