@@ -11,10 +11,7 @@
 // extensions such as permessage-deflate pass end to end.
 package relay
 
-import (
-	"encoding/binary"
-	"unicode/utf8"
-)
+import "encoding/binary"
 
 // WebSocket opcodes (RFC 6455 §5.2).
 const (
@@ -371,6 +368,3 @@ func AppendClose(dst []byte, code uint16, reason string, mask [4]byte, masked bo
 	n := 2 + copy(p[2:], reason)
 	return AppendFrame(dst, OpClose, p[:n], mask, masked)
 }
-
-// validUTF8 reports whether a close reason is valid UTF-8.
-func validUTF8(b []byte) bool { return utf8.Valid(b) }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/wsproxy/wsproxy/keepalive"
 )
@@ -279,7 +280,7 @@ func checkClose(frame []byte, h *Header, scratch []byte) (code uint16, v Violati
 	if !ValidCloseCode(code) {
 		return code, Violation{CloseProtocolError, "invalid close code"}
 	}
-	if !validUTF8(reason) {
+	if !utf8.Valid(reason) {
 		return code, Violation{CloseInvalidPayload, "close reason is not valid UTF-8"}
 	}
 	return code, Violation{}
