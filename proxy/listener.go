@@ -41,10 +41,13 @@ func (l hijackableListener) Accept() (net.Conn, error) {
 			// The handshake runs at fasthttp's first read, within its
 			// ReadTimeout (handshake_timeout). Over a relay.Socket, so
 			// that the event loops can take the connection over after
-			// the 101 like a plain one.
+			// the 101 like a plain one, and, with the key log set
+			// on every config the listeners serve (tls.go), move a TLS
+			// 1.3 connection to their own record layer.
 			raw := c
 			if tc, ok := c.(*net.TCPConn); ok {
-				raw = relay.NewSocket(tc)
+				keys, _ := conf.KeyLogWriter.(*relay.KeyLog)
+				raw = relay.NewSocket(tc, keys)
 			}
 			return &hijackableTLSConn{hijackableConn{Conn: cryptotls.Server(raw, conf)}}, nil
 		}

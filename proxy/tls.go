@@ -14,6 +14,7 @@ import (
 
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/discovery"
+	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/tls"
 	"github.com/wsproxy/wsproxy/tls/consulstore"
 )
@@ -45,6 +46,12 @@ type tlsState struct {
 	store       *consulstore.Store
 	storeClient *discovery.Consul
 	stores      []*consulstore.Store
+
+	// keys is the KeyLogWriter of every config the listeners serve: how
+	// the relay gets a TLS 1.3 connection's traffic secrets to take its
+	// records over after the upgrade (relay.KeyLog keeps them only until
+	// then, and writes nothing anywhere).
+	keys *relay.KeyLog
 }
 
 // tlsRuntime is the TLS part of one compiled config. It never changes
@@ -65,6 +72,7 @@ type tlsRuntime struct {
 // initTLS builds the certificate management of New's table.
 func (s *Server) initTLS(t *table) error {
 	s.tls.ctx, s.tls.cancel = context.WithCancel(context.Background())
+	s.tls.keys = relay.NewKeyLog()
 	rt, err := s.compileTLS(t)
 	if err != nil {
 		return err
@@ -155,6 +163,9 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 		return nil, rt.siteError(err)
 	}
 	rt.mgr, rt.conf = mgr, mgr.TLSConfig()
+	if s.tls.keys != nil {
+		rt.conf.KeyLogWriter = s.tls.keys
+	}
 	if redirect {
 		rt.httpPort = g.HTTPPort
 		if t.ports[rt.httpPort] == nil {

@@ -79,9 +79,11 @@ type evLeg struct {
 	pingSentAt int64  // 0 when no ping is unanswered
 	preBytes   []byte // read before the relay started, forwarded first
 
-	// A TLS leg: crypto/tls reads and writes through sock (see Socket).
+	// A TLS leg: crypto/tls reads and writes through sock (see Socket),
+	// until a TLS 1.3 leg moves to the loop's record layer (rec).
 	tc   *tls.Conn
 	sock *Socket
+	rec  *recLeg
 }
 
 // startOnLoop hands the session to a loop if both connections can leave
@@ -214,6 +216,10 @@ func (lg *evLeg) readable() bool {
 // read reads the socket once into the loop's buffer (after any carried
 // partial frame) and forwards what it can.
 func (lg *evLeg) read() {
+	if lg.rec != nil {
+		lg.readRec()
+		return
+	}
 	if lg.tc != nil {
 		lg.readTLS(true)
 		return
@@ -342,6 +348,10 @@ func (lg *evLeg) write(p []byte) {
 	if lg.closeSent || lg.dead || lg.fd < 0 {
 		return
 	}
+	if lg.rec != nil {
+		lg.writeRec(p)
+		return
+	}
 	if lg.tc != nil {
 		// Socket.Write never fails (see there); an error here is
 		// crypto/tls refusing, which leaves the leg unusable.
@@ -426,6 +436,12 @@ func (lg *evLeg) fail() {
 // maybeShut half-closes the socket once everything for it has gone out.
 func (lg *evLeg) maybeShut() {
 	if lg.shutWant && !lg.shut && lg.out == nil && !lg.dead && lg.fd >= 0 {
+		if lg.rec != nil && !lg.rec.closed {
+			lg.closeNotify()
+			if lg.out != nil {
+				return // the FIN follows it when it has gone out
+			}
+		}
 		lg.shut = true
 		unix.Shutdown(lg.fd, unix.SHUT_WR)
 	}
@@ -589,6 +605,7 @@ func (e *evSession) finish() {
 		e.lp.unregister(lg)
 		lg.releaseOut()
 		lg.setCarry(nil)
+		lg.endRec()
 		lg.stats.Frames, lg.stats.Messages = lg.t.Frames, lg.t.Messages
 	}
 	if e.timerAt != 0 {
@@ -776,6 +793,9 @@ func (lg *evLeg) readTLS(syscall bool) {
 		case err == nil:
 			continue // the buffer filled: more may be waiting inside
 		case err == errWouldBlock:
+			// crypto/tls holds nothing it could decrypt: the moment a
+			// TLS 1.3 leg can leave it.
+			lg.maybeTakeRecords()
 			return
 		default: // io.EOF (close_notify or FIN) or a TLS error
 			if !lg.eof {

@@ -90,6 +90,7 @@ type loop struct {
 	buf     []byte   // the read buffer: MaxCarry bytes of carry, then reads
 	scratch [maxControlFrameBytes]byte
 	pool    *Pool
+	rec     *recLoop // for TLS legs on the record layer; nil until one
 	wheel   *keepalive.Wheel
 	now     int64 // unix ns, taken once per wakeup
 	done    chan struct{}
@@ -146,8 +147,15 @@ func (l *loop) run() {
 	defer runtime.UnlockOSThread()
 	defer close(l.done)
 	events := make([]unix.EpollEvent, 256)
+	var swept int64
 	for {
-		n, err := unix.EpollWait(l.epfd, events, -1)
+		// While AEADs are cached, wake up now and then to free those of
+		// legs gone idle (rec_linux.go).
+		wait := -1
+		if l.rec != nil && l.rec.cache.live > 0 {
+			wait = int(aeadIdle / 1e6)
+		}
+		n, err := unix.EpollWait(l.epfd, events, wait)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -155,6 +163,10 @@ func (l *loop) run() {
 			panic("relay: epoll_wait: " + err.Error())
 		}
 		l.now = time.Now().UnixNano()
+		if l.now-swept >= aeadIdle {
+			swept = l.now
+			l.sweepAEADs()
+		}
 		tasks := false
 		for i := 0; i < n; i++ {
 			ev := &events[i]

@@ -34,5 +34,6 @@ func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Con
 // is just the TCP connection.
 type Socket struct{ *net.TCPConn }
 
-// NewSocket wraps an accepted TCP connection for tls.Server.
-func NewSocket(c *net.TCPConn) *Socket { return &Socket{TCPConn: c} }
+// NewSocket wraps an accepted TCP connection for tls.Server; keys are
+// not used without loops.
+func NewSocket(c *net.TCPConn, keys *KeyLog) *Socket { return &Socket{TCPConn: c} }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -45,6 +46,8 @@ func tcpPair(t testing.TB) (a, b net.Conn) {
 type harness struct {
 	client, backend net.Conn // the peers' ends
 	done            chan *Session
+	tls             bool        // the client speaks TLS
+	took            atomic.Bool // its leg moved to the record layer
 }
 
 func startHarness(t testing.TB, cfg Config, clientPre, backendPre []byte) *harness {
@@ -64,6 +67,17 @@ func startHarness(t testing.TB, cfg Config, clientPre, backendPre []byte) *harne
 		c, pcc = tlsPair(t, c, pc)
 		h.client = c
 		cfg.Loops = testLoops
+		h.tls = true
+		if cfg.recHook == nil {
+			cfg.recHook = nonceCheck(t)
+		}
+		took := cfg.recHook.took
+		cfg.recHook.took = func() {
+			h.took.Store(true)
+			if took != nil {
+				took()
+			}
+		}
 	} else if strings.HasSuffix(t.Name(), "/goroutines") {
 		// Not a *net.TCPConn: the session keeps a goroutine per direction,
 		// as it does for a TLS leg.
@@ -80,6 +94,9 @@ func (h *harness) wait(t testing.TB) *Session {
 	t.Helper()
 	select {
 	case s := <-h.done:
+		if h.tls && !h.took.Load() {
+			t.Error("the TLS leg never moved to the record layer")
+		}
 		return s
 	case <-time.After(10 * time.Second):
 		t.Fatal("session did not end")

@@ -109,6 +109,8 @@ type Config struct {
 	// both connections are closed. It runs on the session's loop (or a
 	// relay goroutine) and must not block.
 	OnDone func(*Session)
+
+	recHook *recHook // tests only (rec_linux.go)
 }
 
 // Ping is one leg's proxy ping schedule.

@@ -20,15 +20,26 @@ import (
 // and keeps the rest in the leg's one pending buffer. So an idle wss leg
 // holds no goroutine and no buffer of the loop's: only what crypto/tls
 // itself keeps (its record buffers).
+//
+// With a KeyLog (set as the tls.Config's KeyLogWriter) the Socket also
+// follows the records crypto/tls reads and writes (see records.go), so
+// that a TLS 1.3 connection can leave crypto/tls for the loop's own record
+// layer, which keeps nothing while idle.
 type Socket struct {
 	*net.TCPConn
 
 	leg     *evLeg // set when a loop owns the session
 	didRead bool   // this readiness event's one read is done
+
+	recTrack
 }
 
-// NewSocket wraps an accepted TCP connection for tls.Server.
-func NewSocket(c *net.TCPConn) *Socket { return &Socket{TCPConn: c} }
+// NewSocket wraps an accepted TCP connection for tls.Server. keys, if not
+// nil, must be the KeyLogWriter of the config the connection is served
+// with; without it the connection stays with crypto/tls for its life.
+func NewSocket(c *net.TCPConn, keys *KeyLog) *Socket {
+	return &Socket{TCPConn: c, recTrack: recTrack{keys: keys}}
+}
 
 // errWouldBlock says the loop's one read for this event is done, or the
 // socket is empty: crypto/tls keeps what it has and returns the error.
@@ -43,7 +54,9 @@ func (wouldBlock) Temporary() bool { return true } // crypto/tls keeps the conn 
 func (s *Socket) Read(p []byte) (int, error) {
 	lg := s.leg
 	if lg == nil {
-		return s.TCPConn.Read(p)
+		n, err := s.TCPConn.Read(p)
+		s.tracked(p[:n], true)
+		return n, err
 	}
 	if s.didRead || lg.fd < 0 {
 		return 0, errWouldBlock
@@ -59,6 +72,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	lg.lastRead = lg.s.lp.now
+	s.tracked(p[:n], true)
 	return n, nil
 }
 
@@ -66,6 +80,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 // write error permanent, so the bytes the socket does not take are kept by
 // the leg (and the source is not read until they drain, or write_timeout).
 func (s *Socket) Write(p []byte) (int, error) {
+	s.tracked(p, false)
 	if s.leg == nil {
 		return s.TCPConn.Write(p)
 	}
@@ -79,6 +94,7 @@ func (s *Socket) Close() error {
 	if s.leg != nil {
 		return nil
 	}
+	s.stopTracking()
 	return s.TCPConn.Close()
 }
 

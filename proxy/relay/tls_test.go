@@ -37,7 +37,8 @@ var testCert = sync.OnceValue(func() tls.Certificate {
 // for the test, the server end (over a Socket) for the relay.
 func tlsPair(t testing.TB, client, server net.Conn) (tc, ts net.Conn) {
 	t.Helper()
-	srv := tls.Server(NewSocket(server.(*net.TCPConn)), &tls.Config{Certificates: []tls.Certificate{testCert()}})
+	keys := NewKeyLog()
+	srv := tls.Server(NewSocket(server.(*net.TCPConn), keys), &tls.Config{Certificates: []tls.Certificate{testCert()}, KeyLogWriter: keys})
 	cl := tls.Client(client, &tls.Config{InsecureSkipVerify: true})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Handshake() }()
@@ -69,4 +70,22 @@ func TestTLSCloseNotifyEndsLikeFIN(t *testing.T) {
 		h.backend.Close()
 		h.wait(t)
 	})
+}
+
+// nonceCheck returns a hook that fails t if the record layer ever seals
+// twice with one key and nonce, counting what crypto/tls sealed under the
+// same key before the handover.
+func nonceCheck(t testing.TB) *recHook {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	return &recHook{sealed: func(key, nonce []byte) {
+		k := string(key) + string(nonce)
+		mu.Lock()
+		dup := seen[k]
+		seen[k] = true
+		mu.Unlock()
+		if dup {
+			t.Errorf("key %x nonce %x used twice", key[:4], nonce)
+		}
+	}}
 }
