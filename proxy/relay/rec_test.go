@@ -27,13 +27,13 @@ type recClient struct {
 	t        testing.TB
 	rd, wr   tlsrec.Dir
 	hook     *recHook
-	in       []byte // raw bytes not yet a whole record
-	plain    []byte // opened, not yet read
+	in       []byte      // raw bytes not yet a whole record
+	plain    []byte      // opened, not yet read
 	rdA, wrA cipher.AEAD // built for the current keys, nil after an update
 	buf, out []byte      // reused, so a steady exchange allocates nothing
 	updates  int         // KeyUpdates received
-	alert    int    // the alert received, -1 if none
-	closed   bool   // close_notify received
+	alert    int         // the alert received, -1 if none
+	closed   bool        // close_notify received
 }
 
 type clientKeys struct {
