@@ -30,7 +30,14 @@ type Loops struct {
 	loops []*loop
 	next  atomic.Uint32
 	wheel *keepalive.Wheel // the sessions' timers, fired into their loops
+	// recLegs counts TLS legs moved to the record layer (RecordLegs).
+	recLegs atomic.Uint64
 }
+
+// RecordLegs is how many TLS client legs have moved from crypto/tls to
+// the loops' own record layer so far (TLS 1.3 after the upgrade); the
+// rest stay with crypto/tls.
+func (ls *Loops) RecordLegs() uint64 { return ls.recLegs.Load() }
 
 // NewLoops starts n loops (GOMAXPROCS if n is not positive) whose read
 // buffers are bufSize bytes (DefaultBufferSize if not positive).

@@ -17,6 +17,9 @@ func NewLoops(n, bufSize int) (*Loops, error) {
 	return nil, errors.New("relay: event loops need Linux")
 }
 
+// RecordLegs is always 0: the record layer lives in the loops.
+func (ls *Loops) RecordLegs() uint64 { return 0 }
+
 // Close does nothing.
 func (ls *Loops) Close() error { return nil }
 

@@ -130,7 +130,7 @@ func (t *recTrack) record(c *recCount, read bool) bool {
 		// its Finished on its own. Anything else (a KeyUpdate) is left
 		// to crypto/tls.
 		for len(pt) >= 4 && pt[0] == 4 {
-			n := 4 + int(pt[1])<<16 | int(pt[2])<<8 | int(pt[3])
+			n := 4 + (int(pt[1])<<16 | int(pt[2])<<8 | int(pt[3]))
 			if n > len(pt) {
 				return false
 			}
