@@ -23,6 +23,9 @@ func (ls *Loops) RecordLegs() uint64 { return 0 }
 // Close does nothing.
 func (ls *Loops) Close() error { return nil }
 
+// Dial takes nothing on this platform: the caller dials from a goroutine.
+func (ls *Loops) Dial(client net.Conn, pre []byte, up Upstream) bool { return false }
+
 type evSession struct{}
 
 func (e *evSession) sockets() (client, backend syscall.Conn) { return nil, nil }
