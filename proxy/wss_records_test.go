@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -24,7 +25,13 @@ func startWSSProxy(t *testing.T) (tp *tlsProxy, certFile string) {
 	cert, key := writeSelfSigned(t, t.TempDir(), "site", "localhost")
 	tp = newTLSProxy(t, 0, 0)
 	tp.vars["cert"], tp.vars["key"] = cert, key
-	if err := tp.start(t, "localhost:{port} {\n\ttls {cert} {key}\n\troute /* {\n\t\tto {b0}\n\t}\n}\n"); err != nil {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.Close() // nothing listens there now: connections are refused
+	tp.vars["dead"] = dead.Addr().String()
+	if err := tp.start(t, "localhost:{port} {\n\ttls {cert} {key}\n\troute /dead {\n\t\tto {dead}\n\t}\n\troute /* {\n\t\tto {b0}\n\t}\n}\n"); err != nil {
 		t.Fatal(err)
 	}
 	return tp, cert
@@ -91,6 +98,21 @@ func TestWSSRecordLayer(t *testing.T) {
 		}
 		ws.Close()
 	}
+}
+
+// TestWSSFailedUpgradeDropsKeys: a wss:// upgrade whose backend refuses
+// leaves no secrets in the key log either.
+func TestWSSFailedUpgradeDropsKeys(t *testing.T) {
+	t.Parallel()
+	tp, cert := startWSSProxy(t)
+	url := "wss://localhost:" + strings.Split(tp.addr, ":")[1] + "/dead"
+	for i := 0; i < 3; i++ {
+		_, resp, err := wssDialer(tp.addr, rootsFromFile(t, cert)).Dial(url, nil)
+		if err == nil || resp == nil || resp.StatusCode != 502 {
+			t.Fatalf("dial: %v %v", err, resp)
+		}
+	}
+	expectKeysDropped(t, tp)
 }
 
 // wsUpgrade is a raw upgrade request and the masked text frames a

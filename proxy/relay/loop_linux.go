@@ -55,6 +55,7 @@ func NewLoops(n, bufSize int) (*Loops, error) {
 			ls.Close()
 			return nil, err
 		}
+		l.owner = ls
 		ls.loops = append(ls.loops, l)
 	}
 	return ls, nil
@@ -97,6 +98,7 @@ type loop struct {
 	buf     []byte   // the read buffer: MaxCarry bytes of carry, then reads
 	scratch [maxControlFrameBytes]byte
 	pool    *Pool
+	owner   *Loops
 	rec     *recLoop // for TLS legs on the record layer; nil until one
 	wheel   *keepalive.Wheel
 	now     int64 // unix ns, taken once per wakeup
@@ -266,6 +268,9 @@ func (l *loop) unregister(lg *evLeg) {
 	}
 	if lg.fd < len(l.legs) && l.legs[lg.fd] == lg {
 		l.legs[lg.fd] = nil
+	}
+	if lg.sock != nil {
+		lg.sock.stopTracking() // a TLS leg that never moved: its secrets go
 	}
 	unix.Close(lg.fd)
 	lg.fd = -1

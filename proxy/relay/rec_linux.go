@@ -88,7 +88,7 @@ func (lg *evLeg) maybeTakeRecords() {
 		*r.in = append((*r.in)[:0], partial...)
 	}
 	lg.rec = r
-	lg.s.cfg.Loops.recLegs.Add(1)
+	lp.owner.recLegs.Add(1)
 	if h := lg.s.cfg.recHook; h != nil && h.took != nil {
 		h.took()
 	}
