@@ -45,6 +45,8 @@ type Options struct {
 	// BufferSize is the relay's read buffer size; relay.DefaultBufferSize
 	// if 0.
 	BufferSize int
+	// Loops is the number of event loops; GOMAXPROCS if 0.
+	Loops int
 }
 
 // Server runs one configuration. Its methods are safe for concurrent use.
@@ -118,7 +120,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.metrics = newMetrics(s)
 	s.health = health.NewChecker(s.log)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if ls, err := relay.NewLoops(0, opts.BufferSize); err == nil {
+	if ls, err := relay.NewLoops(opts.Loops, opts.BufferSize); err == nil {
 		s.loops = ls
 	} else {
 		s.log.Warn("no event loops: every connection keeps a goroutine per direction", "err", err)
