@@ -209,7 +209,7 @@ func (s *Server) Start() error {
 }
 
 // newListener serves ln on port: a fasthttp server, and the event loops
-// accepting on it when there are loops (front.go). inherit sets the
+// accepting on it when there are loops and the port is plain (front.go). inherit sets the
 // routes' shared TCP keepalive on the listening socket (see tcpopts.go),
 // for a socket opened without Go's.
 func (s *Server) newListener(t *table, port int, ln net.Listener, inherit bool) *listener {
@@ -217,8 +217,11 @@ func (s *Server) newListener(t *table, port int, ln net.Listener, inherit bool) 
 	if inherit {
 		s.inheritTCP(t, port, ln)
 	}
-	if s.loops != nil {
-		f := &front{s: s, port: port, local: ln.Addr(), tls: s.listenerTLS(port), ep: l.ep}
+	// The loops accept on ports that are plain now; a TLS port is left to
+	// Go's accept, which crypto/tls needs anyway (a reload that changes a
+	// port's kind is served right either way: Front.Plain is asked per
+	// connection).
+	if f := (&front{s: s, port: port, local: ln.Addr(), tls: s.listenerTLS(port), ep: l.ep}); s.loops != nil && f.Plain() {
 		if fl, err := s.loops.Listen(ln, f); err == nil {
 			l.ln = fl
 		} else {
