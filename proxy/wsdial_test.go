@@ -267,3 +267,15 @@ func TestClientGoneDuringBackendHandshake(t *testing.T) {
 		t.Fatalf("admissions given back after %v", took)
 	}
 }
+
+// A head over max_header_bytes is a 431 however it arrives, whole in one
+// read included.
+func TestHandshakeHeadOverLimit(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, "{\n\tmax_header_bytes 2048\n}\n"+simpleConf, 1)
+	rc := rawRequest(t, tp.addr, wsHead("/ws", "X-Big: "+strings.Repeat("a", 3000)))
+	if rc.Status != 431 {
+		t.Fatalf("status %d, want 431", rc.Status)
+	}
+	dialRaw(t, tp.addr, "/ws", "X-Small: "+strings.Repeat("a", 1500))
+}
