@@ -94,8 +94,7 @@ func (s *Server) swap(t *table) error {
 			}
 			return fmt.Errorf("reload: listen on port %d: %w", port, err)
 		}
-		opened = append(opened, &listener{port: port, ln: ln, srv: s.newHTTPServer(t.cfg, port), done: make(chan struct{})})
-		s.inheritTCP(t, port, ln)
+		opened = append(opened, s.newListener(t, port, ln, true))
 	}
 	old := s.table.Load()
 	t.version = old.version + 1

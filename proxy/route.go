@@ -282,6 +282,7 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 		}
 		rc.OnFlush = s.sessionFlush
 		rc.OnPingRTT = s.metrics.observePing
+		rc.Tune, rc.TuneAfter = r.tuneSockets(s), tuneAfter(r.tcp)
 		rc.OnStart = s.sessionStarted
 		rc.OnDone = s.sessionDone
 	}

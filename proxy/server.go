@@ -45,6 +45,8 @@ type Options struct {
 	// BufferSize is the relay's read buffer size; relay.DefaultBufferSize
 	// if 0.
 	BufferSize int
+	// Loops is the number of event loops; GOMAXPROCS if 0.
+	Loops int
 }
 
 // Server runs one configuration. Its methods are safe for concurrent use.
@@ -93,8 +95,9 @@ type Server struct {
 
 type listener struct {
 	port int
-	ln   net.Listener
+	ln   net.Listener // a relay.Listener when the loops accept on it
 	srv  *fasthttp.Server
+	ep   *acceptEpisode
 	done chan struct{}
 }
 
@@ -117,7 +120,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.metrics = newMetrics(s)
 	s.health = health.NewChecker(s.log)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if ls, err := relay.NewLoops(0, opts.BufferSize); err == nil {
+	if ls, err := relay.NewLoops(opts.Loops, opts.BufferSize); err == nil {
 		s.loops = ls
 	} else {
 		s.log.Warn("no event loops: every connection keeps a goroutine per direction", "err", err)
@@ -190,10 +193,7 @@ func (s *Server) Start() error {
 				return fmt.Errorf("listen on port %d: %w", port, err)
 			}
 		}
-		l := &listener{port: port, ln: ln, srv: s.newHTTPServer(t.cfg, port), done: make(chan struct{})}
-		if s.opts.Listeners[port] == nil || s.opts.ListenersWithoutKeepAlive {
-			s.inheritTCP(t, port, ln)
-		}
+		l := s.newListener(t, port, ln, s.opts.Listeners[port] == nil || s.opts.ListenersWithoutKeepAlive)
 		s.mu.Lock()
 		s.listeners[port] = l
 		s.mu.Unlock()
@@ -206,6 +206,29 @@ func (s *Server) Start() error {
 	s.self.started.Store(true)
 	s.registerSelf(t)
 	return nil
+}
+
+// newListener serves ln on port: a fasthttp server, and the event loops
+// accepting on it when there are loops and the port is plain (front.go). inherit sets the
+// routes' shared TCP keepalive on the listening socket (see tcpopts.go),
+// for a socket opened without Go's.
+func (s *Server) newListener(t *table, port int, ln net.Listener, inherit bool) *listener {
+	l := &listener{port: port, ln: ln, srv: s.newHTTPServer(t.cfg, port), ep: s.acceptEpisode(port), done: make(chan struct{})}
+	if inherit {
+		s.inheritTCP(t, port, ln)
+	}
+	// The loops accept on ports that are plain now; a TLS port is left to
+	// Go's accept, which crypto/tls needs anyway (a reload that changes a
+	// port's kind is served right either way: Front.Plain is asked per
+	// connection).
+	if f := (&front{s: s, port: port, local: ln.Addr(), tls: s.listenerTLS(port), ep: l.ep}); s.loops != nil && f.Plain() {
+		if fl, err := s.loops.Listen(ln, f); err == nil {
+			l.ln = fl
+		} else {
+			s.log.Warn("the event loops do not accept on this port; Go does", "port", port, "err", err)
+		}
+	}
+	return l
 }
 
 func (s *Server) serveListener(l *listener) {
@@ -276,30 +299,46 @@ func (s *Server) newHTTPServer(cfg *config.Config, port int) *fasthttp.Server {
 	}
 }
 
-// serve is the entry point of every request.
+// serve is the entry point of every request fasthttp reads (the event
+// loops read WebSocket handshakes on plain ports themselves: front.go).
 func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
+	t, r, ok := s.route(ctx, port)
+	if !ok {
+		return
+	}
+	if upgrade.IsAttempt(&ctx.Request.Header) {
+		s.serveWebSocket(ctx, t, r)
+		return
+	}
+	s.serveHTTP(ctx, r)
+}
+
+// route checks the request's framing and target and finds its route. When
+// it reports false, ctx holds the answer (a 400 or 404, an ACME challenge
+// or a redirect to https).
+func (s *Server) route(ctx *fasthttp.RequestCtx, port int) (*table, *route, bool) {
 	if why := framingError(&ctx.Request.Header); why != "" {
 		ctx.Error("bad request: "+why+"\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose() // where this request ends is in doubt
-		return
+		return nil, nil, false
 	}
 	var buf [256]byte
 	tg, why := parseTarget(ctx, buf[:0])
 	if why != "" {
 		ctx.Error("bad request: "+why+"\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose()
-		return
+		return nil, nil, false
 	}
 	t := s.table.Load()
 	if s.serveHTTPPort(ctx, t, port, tg.path) { // ACME challenges, redirects to https
-		return
+		return nil, nil, false
 	}
 	r := t.lookup(port, ctx.Host(), tg.path, ctx.QueryArgs())
 	attempt := upgrade.IsAttempt(&ctx.Request.Header)
 	if r != nil && tg.encodedSlash && !r.cfg.AllowEncodedSlash {
 		ctx.Error("bad request: encoded slash or backslash in the path\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose()
-		return
+		return nil, nil, false
 	}
 	tg.forward(ctx)
 	if r == nil {
@@ -307,13 +346,9 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
 		if attempt || bodyMayRemain(ctx) {
 			ctx.SetConnectionClose()
 		}
-		return
+		return nil, nil, false
 	}
-	if attempt {
-		s.serveWebSocket(ctx, t, r)
-		return
-	}
-	s.serveHTTP(ctx, r)
+	return t, r, true
 }
 
 // Shutdown stops accepting, sends every live WebSocket a 1001 close (spread

@@ -7,16 +7,18 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/wsproxy/wsproxy/upgrade"
 )
 
-// scriptedBackend accepts connections and answers each handshake request
-// with answer(key), written in pieces of at most chunk bytes with a pause
-// between them, then keeps or closes the connection.
-func scriptedBackend(t *testing.T, chunk int, pause time.Duration, closeAfter bool, answer func(key string) string) string {
+// fakeBackend listens on loopback and runs serve on each connection in a
+// goroutine of its own; it returns the address.
+func fakeBackend(t *testing.T, serve func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -29,34 +31,48 @@ func scriptedBackend(t *testing.T, chunk int, pause time.Duration, closeAfter bo
 			if err != nil {
 				return
 			}
-			go func() {
-				defer func() {
-					if closeAfter {
-						c.Close()
-					}
-				}()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					c.Close()
-					return
-				}
-				out := answer(req.Header.Get("Sec-WebSocket-Key"))
-				for len(out) > 0 {
-					n := min(chunk, len(out))
-					if _, err := io.WriteString(c, out[:n]); err != nil {
-						return
-					}
-					out = out[n:]
-					time.Sleep(pause)
-				}
-				if !closeAfter {
-					io.Copy(io.Discard, c)
-					c.Close()
-				}
-			}()
+			go serve(c)
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// silentBackend accepts connections and never answers; they are closed
+// when the test ends.
+func silentBackend(t *testing.T) string {
+	t.Helper()
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	return fakeBackend(t, func(c net.Conn) {
+		<-done
+		c.Close()
+	})
+}
+
+// scriptedBackend answers each handshake request with answer(key),
+// written in pieces of at most chunk bytes with a pause between them, then
+// closes the connection (closeAfter) or keeps it until the client does.
+func scriptedBackend(t *testing.T, chunk int, pause time.Duration, closeAfter bool, answer func(key string) string) string {
+	t.Helper()
+	return fakeBackend(t, func(c net.Conn) {
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		out := answer(req.Header.Get("Sec-WebSocket-Key"))
+		for len(out) > 0 {
+			n := min(chunk, len(out))
+			if _, err := io.WriteString(c, out[:n]); err != nil {
+				return
+			}
+			out = out[n:]
+			time.Sleep(pause)
+		}
+		if !closeAfter {
+			io.Copy(io.Discard, c)
+		}
+	})
 }
 
 func switching(key string) string {
@@ -113,24 +129,10 @@ func TestBackendErrorBodyInPieces(t *testing.T) {
 // upstream handshake timeout, and one named by host name is looked up.
 func TestBackendSilentAndByName(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
 	conf := `
 :{port} {
 	route /silent {
-		to ` + ln.Addr().String() + `
+		to ` + silentBackend(t) + `
 		upstream_handshake_timeout 300ms
 	}
 	route /named {
@@ -147,4 +149,133 @@ func TestBackendSilentAndByName(t *testing.T) {
 		t.Fatalf("silent backend: status %d after %v", rc.Status, took)
 	}
 	dialRaw(t, tp.addr, "/named")
+}
+
+// The event loops read handshakes on plain ports themselves: a head that
+// arrives a few bytes at a time, with frames right behind it in the last
+// piece, is relayed like any other.
+func TestHandshakeHeadInPieces(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, simpleConf, 1)
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := wireFrame(true, 0, 1, []byte("__id"), true)
+	all := append([]byte(wsHead("/ws")), msg...)
+	for len(all) > 0 {
+		n := min(5, len(all))
+		if _, err := c.Write(all[:n]); err != nil {
+			t.Fatal(err)
+		}
+		all = all[n:]
+		time.Sleep(time.Millisecond)
+	}
+	rc := &rawClient{t: t, conn: c, br: bufio.NewReader(c)}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := rc.br.ReadString('\n')
+	if err != nil || !strings.Contains(line, " 101 ") {
+		t.Fatalf("status line %q, %v", line, err)
+	}
+	for {
+		l, err := rc.br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l == "\r\n" {
+			break
+		}
+	}
+	if h, p := rc.next(); h.Opcode != 1 || string(p) != "b0" {
+		t.Fatalf("echo of the early frame: opcode %d %q", h.Opcode, p)
+	}
+	// Both sockets send frames without Nagle's delay: the client's has it
+	// from the listening socket the loop accepted it on.
+	ss := tp.srv.sessions.list(nil)
+	if len(ss) != 1 {
+		t.Fatalf("%d sessions", len(ss))
+	}
+	for i, sc := range func() []syscall.Conn { c, b := ss[0].Sockets(); return []syscall.Conn{c, b} }() {
+		raw, _ := sc.SyscallConn()
+		v := -1
+		raw.Control(func(fd uintptr) { v, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY) })
+		if v != 1 {
+			t.Errorf("socket %d: TCP_NODELAY %d", i, v)
+		}
+	}
+}
+
+// A connection whose first request is plain HTTP goes to fasthttp with
+// the bytes the loop read; an upgrade later on the same connection is
+// served from there.
+func TestUpgradeAfterPlainRequestOnOneConnection(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, simpleConf, 1)
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /plain HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	io.WriteString(c, wsHead("/ws"))
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade after a plain request: %v %v", resp, err)
+	}
+	rc := &rawClient{t: t, conn: c, br: br}
+	rc.send(wireFrame(true, 0, 1, []byte("__id"), true))
+	if h, p := rc.next(); h.Opcode != 1 || string(p) != "b0" {
+		t.Fatalf("echo: opcode %d %q", h.Opcode, p)
+	}
+}
+
+// A client that leaves while its backend is still being dialed gives its
+// admission back at once, not when the backend finally answers.
+func TestClientGoneDuringBackendHandshake(t *testing.T) {
+	t.Parallel()
+	addr := scriptedBackend(t, 4096, 0, false, func(key string) string {
+		time.Sleep(4 * time.Second)
+		return switching(key)
+	})
+	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
+	var cs []net.Conn
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", tp.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, wsHead("/ws"))
+		cs = append(cs, c)
+	}
+	waitFor(t, func() bool { return tp.srv.live.Load() == 5 })
+	for _, c := range cs {
+		c.Close()
+	}
+	start := time.Now()
+	waitFor(t, func() bool { return tp.srv.live.Load() == 0 })
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("admissions given back after %v", took)
+	}
+}
+
+// A head over max_header_bytes is a 431 however it arrives, whole in one
+// read included.
+func TestHandshakeHeadOverLimit(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, "{\n\tmax_header_bytes 2048\n}\n"+simpleConf, 1)
+	rc := rawRequest(t, tp.addr, wsHead("/ws", "X-Big: "+strings.Repeat("a", 3000)))
+	if rc.Status != 431 {
+		t.Fatalf("status %d, want 431", rc.Status)
+	}
+	dialRaw(t, tp.addr, "/ws", "X-Small: "+strings.Repeat("a", 1500))
 }
