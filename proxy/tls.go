@@ -350,3 +350,13 @@ func netConn(c net.Conn) net.Conn {
 	}
 	return c
 }
+
+// TLSRecordLegs is how many wss:// client connections have moved from
+// crypto/tls to the event loops' own TLS 1.3 record layer since the
+// Server started (see relay.Loops.RecordLegs); 0 without loops.
+func (s *Server) TLSRecordLegs() uint64 {
+	if s.loops == nil {
+		return 0
+	}
+	return s.loops.RecordLegs()
+}

@@ -123,6 +123,11 @@ func TestChromiumChat(t *testing.T) {
 	w.exchange(ann, bob, "hello bob, this is ann")
 	w.exchange(bob, ann, "hi ann! bob here")
 	step("messages exchanged both ways")
+	// Chromium speaks TLS 1.3: after the upgrade its connections leave
+	// crypto/tls for the loops' own record layer.
+	if n := px.srv.TLSRecordLegs(); n < 2 {
+		t.Errorf("%d wss connections moved to the record layer, want both pages'", n)
+	}
 
 	// Kill the room's backend.
 	second := "chat-1"
