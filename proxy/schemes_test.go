@@ -159,6 +159,10 @@ func TestWSSSessionResumption(t *testing.T) {
 		if got := c.UnderlyingConn().(*tls.Conn).ConnectionState().DidResume; got != wantResumed {
 			t.Fatalf("connection %d: resumed %v, want %v", i, got, wantResumed)
 		}
+		// Resumed or not, the records after the upgrade are the loops'.
+		if tp.srv.loops != nil && tp.srv.TLSRecordLegs() != uint64(i+1) {
+			t.Fatalf("connection %d: %d connections on the record layer, want %d", i, tp.srv.TLSRecordLegs(), i+1)
+		}
 		c.Close()
 	}
 }
