@@ -421,3 +421,38 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// failRecorder is a testing.TB that only notes that it failed.
+type failRecorder struct {
+	testing.TB
+	failed bool
+}
+
+func (f *failRecorder) Errorf(string, ...any) { f.failed = true }
+
+// TestNonceCheckCatchesReuse: the hook every TLS-mode test runs under does
+// fail a test whose record layer would continue one record too early
+// after the handover, reusing the last nonce crypto/tls sealed with.
+func TestNonceCheckCatchesReuse(t *testing.T) {
+	ft := &failRecorder{TB: t}
+	h := nonceCheck(ft)
+	wr, err := tlsrec.NewDir(tlsrec.AES128GCMSHA256, bytes.Repeat([]byte{5}, 32), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(0); i < 3; i++ { // crypto/tls sealed records 0, 1 and 2
+		h.sealed(wr.Key(), wr.Nonce(i))
+	}
+	a, _ := wr.NewAEAD()
+	sealer := &hookedAEAD{AEAD: a, key: wr.Key(), h: h}
+	wr.Seq = 3
+	tlsrec.Seal(nil, sealer, &wr, tlsrec.TypeApplicationData, []byte("right"))
+	if ft.failed {
+		t.Fatal("flagged a fresh nonce")
+	}
+	wr.Seq = 2
+	tlsrec.Seal(nil, sealer, &wr, tlsrec.TypeApplicationData, []byte("wrong"))
+	if !ft.failed {
+		t.Fatal("a reused key and nonce went unnoticed")
+	}
+}
