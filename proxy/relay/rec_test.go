@@ -79,8 +79,7 @@ func recHandshake(t testing.TB, hook *recHook) (srv *tls.Conn, keys *KeyLog, rc 
 	return srv, keys, &recClient{Conn: c, t: t, rd: rd, wr: wr, hook: hook, alert: -1}
 }
 
-// startRecHarness is startHarness with a recClient as the client; srv,
-// if not nil, is the server end of recHandshake's connection.
+// startRecHarness is startHarness with a recClient as the client.
 func startRecHarness(t testing.TB, cfg Config) (*harness, *recClient) {
 	t.Helper()
 	if cfg.recHook == nil {
@@ -90,6 +89,8 @@ func startRecHarness(t testing.TB, cfg Config) (*harness, *recClient) {
 	return startRecSession(t, cfg, srv, keys, rc), rc
 }
 
+// startRecSession relays between srv, recHandshake's server end, and a
+// backend; the test fails if keys still hold secrets at its end.
 func startRecSession(t testing.TB, cfg Config, srv *tls.Conn, keys *KeyLog, rc *recClient) *harness {
 	b, pb := tcpPair(t)
 	h := &harness{client: rc, backend: b, done: make(chan *Session, 1), tls: true}
