@@ -10,7 +10,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
 )
 
@@ -37,18 +36,12 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 		closeIfBodyUnread(ctx)
 		return
 	}
-	set := r.set.Load()
-	var tried balancer.Tried
-	var lastErr error
-	for attempt := 0; attempt <= r.cfg.LBRetries; attempt++ {
-		b := r.policy.Pick(set, key, tried)
-		if b == nil {
-			break
-		}
-		// Plain requests are not long-lived: the backend's live count is
-		// for WebSocket connections.
-		b.Release()
+	// Only a request that never reached the backend is safe to repeat,
+	// and a streamed body cannot be sent twice.
+	att := r.attempts(s.health, key, !ctx.Request.IsBodyStream(), false)
+	for b := att.Next(); b != nil; b = att.Next() {
 		err := s.hostClient(b.Addr, r).Do(&ctx.Request, &ctx.Response)
+		att.Report(b, err) // then Next is nil unless another attempt may follow
 		if err == nil {
 			for _, h := range hopHeaders {
 				ctx.Response.Header.Del(h)
@@ -59,16 +52,9 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 			s.logHTTP(ctx, r, b.Addr)
 			return
 		}
-		lastErr = err
-		if isDialError(err) && r.passive.MaxFails > 0 {
-			s.health.ReportFailure(b, set.Backends(), r.passive)
-		}
-		s.log.Warn("backend request failed", "route", r.name, "backend", b.Addr, "attempt", attempt+1, "err", err)
-		// Only a request that never reached the backend is safe to repeat.
-		if !isDialError(err) || ctx.Request.IsBodyStream() || !tried.Add(b) {
-			break
-		}
+		s.log.Warn("backend request failed", "route", r.name, "backend", b.Addr, "attempt", att.Tries(), "err", err)
 	}
+	lastErr := att.Err()
 	switch {
 	case body != nil && body.bodyErr != nil:
 		if isTimeout(body.bodyErr) {
@@ -80,7 +66,7 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 		ctx.Error("no backend available\n", fasthttp.StatusServiceUnavailable)
 	case errors.Is(lastErr, fasthttp.ErrNoFreeConns):
 		ctx.Error("backend busy: no connection to it freed up in time\n", fasthttp.StatusServiceUnavailable)
-	case !isDialError(lastErr) && isTimeout(lastErr):
+	case !backendFailed(lastErr) && isTimeout(lastErr):
 		ctx.Error("backend did not answer in time\n", fasthttp.StatusGatewayTimeout)
 	default:
 		ctx.Error("backend request failed\n", fasthttp.StatusBadGateway)
@@ -165,14 +151,6 @@ func (s *Server) logHTTP(ctx *fasthttp.RequestCtx, r *route, backend string) {
 		t.access.http(ctx.RemoteAddr().String(), r.name, backend, string(ctx.Method()), string(ctx.RequestURI()),
 			status, ctx.Response.Header.ContentLength(), time.Since(ctx.Time()))
 	}
-}
-
-func isDialError(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	return errors.Is(err, fasthttp.ErrDialTimeout)
 }
 
 // prepareRequest strips hop-by-hop headers, including those the Connection

@@ -410,8 +410,7 @@ func (s *Server) sessionStarted(ss *relay.Session) {
 func (s *Server) sessionDone(ss *relay.Session) {
 	c := ss.Tag.(*wsConn)
 	c.backend.Release()
-	s.release(c.route)
-	c.perIP.Release(c.ip)
+	c.ticket.Release()
 	c.route.keyLimits.Release(ss.Keys)
 	s.metrics.recordEnd(c, ss)
 	s.table.Load().access.websocket(c, ss)

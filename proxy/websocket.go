@@ -13,7 +13,6 @@ import (
 
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/keepalive"
-	"github.com/wsproxy/wsproxy/limit"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
@@ -31,8 +30,7 @@ type wsConn struct {
 	client  string
 	key     string
 	start   time.Time
-	perIP   *limit.PerIP // the limiter the client's address was counted on; later reloads share its counts (WithMax)
-	ip      netip.Addr
+	ticket  *ticket // its admission, released when it ends
 
 	subprotocol string
 }
@@ -63,24 +61,18 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 		ctx.SetConnectionClose()
 		return
 	}
-	if !t.perIP.Acquire(ip) {
+	tk, why := admit(&s.live, t, r, ip)
+	switch why {
+	case overPerIP:
 		ctx.Error("too many connections from your address\n", fasthttp.StatusTooManyRequests)
 		ctx.SetConnectionClose()
 		return
-	}
-	if !s.admit(t, r) {
-		t.perIP.Release(ip)
+	case overCapacity:
 		ctx.Error("too many connections\n", fasthttp.StatusServiceUnavailable)
 		ctx.SetConnectionClose()
 		return
 	}
-	admitted := true
-	defer func() {
-		if admitted {
-			s.release(r)
-			t.perIP.Release(ip)
-		}
-	}()
+	defer func() { tk.Release() }() // tk is nil once the connection owns it
 	clientIP, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	req := upgrade.UpstreamRequest{Header: &ctx.Request.Header, ClientIP: clientIP.Unmap(), TLS: ctx.IsTLS()}
 
@@ -90,23 +82,15 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 		ctx.SetConnectionClose()
 		return
 	}
-	set := r.set.Load()
-	var tried balancer.Tried
-	var lastErr error
-	for attempt := 0; attempt <= r.cfg.LBRetries; attempt++ {
-		b := r.policy.Pick(set, key, tried)
-		if b == nil {
-			break
-		}
+	att := r.attempts(s.health, key, true, true)
+	for b := att.Next(); b != nil; b = att.Next() {
 		up, err := upgrade.Dial(s.ctx, b.Addr, r.cfg.DialTimeout, &req, r.cfg.UpstreamHandshakeTimeout)
-		s.reportHealth(r, set, b, err)
+		att.Report(b, err) // then Next is nil unless another attempt may follow
 		if err == nil {
-			admitted = false // the connection owns the admission now
-			s.switchProtocols(ctx, r, b, up, info.Key, key, t.perIP, ip)
+			s.switchProtocols(ctx, r, b, up, info.Key, key, tk)
+			tk = nil
 			return
 		}
-		b.Release()
-		lastErr = err
 		var httpErr *upgrade.HTTPResponseError
 		if errors.As(err, &httpErr) {
 			// The backend's own answer (e.g. 401): the client gets it as is.
@@ -114,11 +98,9 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 			ctx.SetConnectionClose()
 			return
 		}
-		s.log.Warn("backend handshake failed", "route", r.name, "backend", b.Addr, "attempt", attempt+1, "err", err)
-		if !upgrade.Retryable(err) || !tried.Add(b) {
-			break
-		}
+		s.log.Warn("backend handshake failed", "route", r.name, "backend", b.Addr, "attempt", att.Tries(), "err", err)
 	}
+	lastErr := att.Err()
 	if lastErr == nil {
 		ctx.Error("no backend available\n", fasthttp.StatusServiceUnavailable)
 	} else {
@@ -129,11 +111,11 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 
 // switchProtocols answers 101 with what the backend chose, hijacks the client
 // connection and runs the relay on it.
-func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer.Backend, up *upgrade.Upstream, wsKey, hashKey []byte, perIP *limit.PerIP, ip netip.Addr) {
+func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer.Backend, up *upgrade.Upstream, wsKey, hashKey []byte, tk *ticket) {
 	resp := upgrade.AppendSwitchingProtocols(make([]byte, 0, 256), wsKey, &up.Handshake)
 	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols) // for the handshake metric; the 101 itself is written below
 	s.metrics.wsTotal.WithLabelValues(r.name, b.Addr).Inc()
-	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), key: string(hashKey), start: time.Now(), perIP: perIP, ip: ip, subprotocol: up.Handshake.Protocol}
+	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), key: string(hashKey), start: time.Now(), ticket: tk, subprotocol: up.Handshake.Protocol}
 	cfg := r.relayConfig(up.Handshake.RSV)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(hc net.Conn) {
@@ -183,27 +165,6 @@ func unwrapHijacked(hc net.Conn) (net.Conn, []byte) {
 	return hj.take(), pre
 }
 
-// admit counts a new WebSocket against the proxy's and the route's caps,
-// and reports false (counting nothing) when either is full.
-func (s *Server) admit(t *table, r *route) bool {
-	if max := int64(t.cfg.Global.MaxConnections); s.live.Add(1) > max && max > 0 {
-		s.live.Add(-1)
-		return false
-	}
-	if max := int64(r.cfg.MaxConnections); r.live.Add(1) > max && max > 0 {
-		r.live.Add(-1)
-		s.live.Add(-1)
-		return false
-	}
-	return true
-}
-
-// release undoes admit.
-func (s *Server) release(r *route) {
-	r.live.Add(-1)
-	s.live.Add(-1)
-}
-
 // tuneTCP applies the route's TCP keepalive and user timeout to a socket.
 func (s *Server) tuneTCP(r *route, c net.Conn) {
 	sc, ok := netConn(c).(syscall.Conn)
@@ -212,20 +173,5 @@ func (s *Server) tuneTCP(r *route, c net.Conn) {
 	}
 	if err := keepalive.Apply(sc, r.tcp); err != nil {
 		s.log.Debug("TCP keepalive not applied", "route", r.name, "err", err)
-	}
-}
-
-// reportHealth feeds passive health: a failed dial or handshake counts
-// against the backend, a success clears its count. A backend's own HTTP
-// answer (e.g. 401) is neither.
-func (s *Server) reportHealth(r *route, set *balancer.Set, b *balancer.Backend, err error) {
-	if r.passive.MaxFails <= 0 {
-		return
-	}
-	switch {
-	case err == nil:
-		s.health.ReportSuccess(b)
-	case upgrade.Retryable(err):
-		s.health.ReportFailure(b, set.Backends(), r.passive)
 	}
 }
