@@ -150,7 +150,7 @@ const (
 // admit counts a new WebSocket from ip against the per-IP, proxy and
 // route caps, and returns its ticket; when a cap is full it counts nothing
 // and says which.
-func admit(live *atomic.Int64, rt *table, r *route, ip netip.Addr) (*ticket, admission) {
+func admit(live *atomic.Int64, rt *runtime, r *route, ip netip.Addr) (*ticket, admission) {
 	if !rt.perIP.Acquire(ip) {
 		return nil, overPerIP
 	}

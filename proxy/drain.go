@@ -35,7 +35,7 @@ func closeSpread(sessions []*relay.Session, window time.Duration, toClient, toBa
 // whose backend set differs from the old route's, once per address, and
 // returns the result by address. Routes whose backends did not change are
 // not dialled: nothing of theirs is drained.
-func (s *Server) probeChanged(old, t *table) map[string]error {
+func (s *Server) probeChanged(old, t *runtime) map[string]error {
 	timeouts := map[string]time.Duration{}
 	for _, r := range t.routes {
 		or := old.byName[r.name]
@@ -153,7 +153,7 @@ const reloadProbeTimeout = time.Second
 //
 // Sessions are matched to routes by name, so those kept by one reload are
 // drained by a later one that makes the route's backends reachable.
-func (s *Server) diffAndDrain(old, t *table) ReloadReport {
+func (s *Server) diffAndDrain(old, t *runtime) ReloadReport {
 	var rep ReloadReport
 	window := t.cfg.Global.ReloadDrain
 	reach := s.probeChanged(old, t)

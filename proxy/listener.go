@@ -126,9 +126,9 @@ type resilientListener struct {
 	lastFailure    time.Time
 }
 
-func (s *Server) resilient(l *listener) *resilientListener {
-	port := strconv.Itoa(l.port)
-	rl := &resilientListener{Listener: l.ln, port: port, log: s.log, errs: s.metrics.acceptErrors,
+func (s *Server) resilient(p int, ln net.Listener) *resilientListener {
+	port := strconv.Itoa(p)
+	rl := &resilientListener{Listener: ln, port: port, log: s.log, errs: s.metrics.acceptErrors,
 		refused: s.metrics.acceptRefused.WithLabelValues(port)}
 	rl.reserve, _ = os.Open(os.DevNull) // without one, exhaustion only backs off
 	return rl

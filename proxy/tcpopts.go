@@ -18,7 +18,7 @@ import (
 // inheritTCP sets on ln, a listener opened with KeepAlive -1, the
 // keepalive settings all of t's routes on port share, if they do, and
 // records them.
-func (s *Server) inheritTCP(t *table, port int, ln net.Listener) {
+func (p *ports) inheritTCP(t *runtime, port int, ln net.Listener) {
 	tcp, ok := t.portTCP(port)
 	if !ok {
 		return
@@ -27,14 +27,14 @@ func (s *Server) inheritTCP(t *table, port int, ln net.Listener) {
 	if !isSC || keepalive.Apply(sc, tcp.Keepalive()) != nil {
 		return
 	}
-	s.inherited.Store(port, tcp.Keepalive())
+	p.inherited.Store(port, tcp.Keepalive())
 }
 
 // tuneClient gives a client socket accepted on local address addr the
 // route's TCP settings, setting only what its listener did not.
 func (s *Server) tuneClient(r *route, c net.Conn) {
 	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
-		if v, ok := s.inherited.Load(ta.Port); ok && v.(keepalive.TCP) == r.tcp.Keepalive() {
+		if v, ok := s.ports.inherited.Load(ta.Port); ok && v.(keepalive.TCP) == r.tcp.Keepalive() {
 			if sc, ok := c.(syscall.Conn); ok {
 				keepalive.ApplyUserTimeout(sc, r.tcp)
 				return
@@ -46,7 +46,7 @@ func (s *Server) tuneClient(r *route, c net.Conn) {
 
 // portTCP returns the TCP settings every route served on port has, and
 // false if they differ or there are none.
-func (t *table) portTCP(port int) (keepalive.TCP, bool) {
+func (t *runtime) portTCP(port int) (keepalive.TCP, bool) {
 	ht := t.ports[port]
 	if ht == nil {
 		return keepalive.TCP{}, false

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -16,12 +15,6 @@ import (
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
-
-// atomicTable holds the live routing table; a reload swaps it.
-type atomicTable struct{ p atomic.Pointer[table] }
-
-func (a *atomicTable) Load() *table   { return a.p.Load() }
-func (a *atomicTable) Store(t *table) { a.p.Store(t) }
 
 // wsConn is what the proxy keeps about one relayed WebSocket.
 type wsConn struct {
@@ -38,7 +31,7 @@ type wsConn struct {
 // serveWebSocket checks the client's handshake, completes the backend's, and
 // only then answers 101 and hands both connections to the relay. A dead
 // backend is therefore a retry or a 502/503, never a 101 followed by a drop.
-func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
+func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *runtime, r *route) {
 	defer func() { s.metrics.handshakes.WithLabelValues(r.name, strconv.Itoa(ctx.Response.StatusCode())).Inc() }()
 	s.mem.handshake()
 	info, rej := upgrade.Check(&ctx.Request.Header, r.origins)
