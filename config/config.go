@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/health"
+	"github.com/wsproxy/wsproxy/keepalive"
 )
 
 // Pos is where a directive appeared in the config.
@@ -138,14 +140,6 @@ func (r MessageRate) Interval() time.Duration {
 		return 0
 	}
 	return r.Per / time.Duration(r.N)
-}
-
-// TCPKeepalive is the kernel's keepalive probing on a socket: the first
-// probe after Idle without traffic, then every Interval, giving up after
-// Count unanswered probes. Idle < 0 turns keepalive off.
-type TCPKeepalive struct {
-	Idle, Interval time.Duration
-	Count          int
 }
 
 // Site is one site block: the addresses it listens on and its routes in order.
@@ -297,13 +291,11 @@ type Route struct {
 	// leg. Directives: ping_client / ping_backend INTERVAL [TIMEOUT] | off.
 	// Defaults: client 30s 15s, backend off.
 	ClientPing, BackendPing Ping
-	// TCPKeepalive applies to both legs' sockets. Directive: tcp_keepalive
-	// IDLE INTERVAL COUNT | off. Default 30s 10s 3.
-	TCPKeepalive TCPKeepalive
-	// TCPUserTimeout bounds how long sent data may stay unacknowledged on
-	// either leg before the kernel drops the connection; -1 is off.
-	// Directive: tcp_user_timeout DURATION | off. Default 60s.
-	TCPUserTimeout time.Duration
+	// TCP is the kernel-side liveness of both legs' sockets. Directives:
+	// tcp_keepalive IDLE INTERVAL COUNT | off (default 30s 10s 3; off is
+	// Idle -1) and tcp_user_timeout DURATION | off (default 60s; off is
+	// -1). See keepalive.DefaultTCP.
+	TCP keepalive.TCP
 	// IdleTimeout closes a WebSocket with no data either way for this long
 	// (1001). Directive: idle_timeout DURATION | off. Default off.
 	IdleTimeout time.Duration
@@ -347,8 +339,9 @@ type Route struct {
 	// HealthCheck, if set, probes the route's static backends (Consul's
 	// own checks decide for Consul backends). Passive ejects backends whose
 	// dials or handshakes fail, for static and Consul backends alike.
-	HealthCheck *HealthCheck
-	Passive     PassiveHealth
+	HealthCheck    *health.Check
+	HealthCheckPos Pos // where the check's first directive is
+	Passive        health.Passive
 
 	// AllowEmptyOrigin admits requests without an Origin header (non-browser
 	// clients) when Origins is set. Directive: allow_empty_origin true|false.

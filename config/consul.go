@@ -133,7 +133,7 @@ func (p *parser) consulGlobal(d directive) {
 				p.registerBlock(c, sub)
 			}
 		default:
-			p.errorf(sub.pos(), "unknown option %q in consul; known: address, datacenter, register, scheme, tls_ca_file, tls_cert_file, tls_insecure_skip_verify, tls_key_file, tls_server_name, token", sub.name.Text)
+			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in consul", strings.Split("address, datacenter, register, scheme, tls_ca_file, tls_cert_file, tls_insecure_skip_verify, tls_key_file, tls_server_name, token", ", ")))
 		}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
@@ -184,7 +184,7 @@ func (p *parser) registerBlock(c *Consul, d directive) {
 				}
 			}
 		default:
-			p.errorf(sub.pos(), "unknown option %q in register; known: address, check_interval, check_timeout, check_url, deregister_after", sub.name.Text)
+			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in register", strings.Split("address, check_interval, check_timeout, check_url, deregister_after", ", ")))
 		}
 	}
 }
@@ -252,7 +252,7 @@ func (p *parser) consulRoute(r *Route, d directive) {
 				cs.KeepStaleOnEmpty = true
 			}
 		default:
-			p.errorf(sub.pos(), "unknown option %q in consul; known: allow_warning, datacenter, keep_stale_on_empty, node_meta, service_meta, tags, weight_meta", sub.name.Text)
+			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in consul", strings.Split("allow_warning, datacenter, keep_stale_on_empty, node_meta, service_meta, tags, weight_meta", ", ")))
 		}
 	}
 	r.Consul = cs

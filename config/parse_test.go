@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/keepalive"
 )
 
 const testFile = "test.Caddyfile"
@@ -69,8 +71,7 @@ func defaultRoute() Route {
 		LBPolicy:                 "least_conn",
 		LBKeyMissing:             "least_conn",
 		ClientPing:               Ping{Interval: 30 * time.Second, Timeout: 15 * time.Second},
-		TCPKeepalive:             TCPKeepalive{Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3},
-		TCPUserTimeout:           60 * time.Second,
+		TCP:                      keepalive.DefaultTCP(),
 		WriteTimeout:             30 * time.Second,
 		MaxMessage:               [2]int64{64 << 20, 0},
 		Passive:                  defaultPassive(),

@@ -384,7 +384,7 @@ func (p *parser) siteTLSBlock(st *SiteTLS, d directive) {
 				st.CARoot = sub.args[0].Text
 			}
 		default:
-			p.errorf(sub.pos(), "unknown tls option %q; known: ask, ca, ca_root, on_demand, rate_limit", sub.name.Text)
+			p.errorf(sub.pos(), "%s", unknownName("tls option", sub.name.Text, "", strings.Split("ask, ca, ca_root, on_demand, rate_limit", ", ")))
 		}
 	}
 	switch {

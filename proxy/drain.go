@@ -100,7 +100,7 @@ func sameRoute(a, b *config.Route, ga, gb *config.Global) bool {
 
 func withoutPos(r *config.Route) config.Route {
 	c := *r
-	c.Pos = config.Pos{}
+	c.Pos, c.HealthCheckPos = config.Pos{}, config.Pos{}
 	c.Upstreams = slices.Clone(r.Upstreams)
 	for i := range c.Upstreams {
 		c.Upstreams[i].Pos = config.Pos{}

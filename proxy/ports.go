@@ -38,6 +38,10 @@ type ports struct {
 
 	inherited sync.Map // port → keepalive.TCP its socket was given (tcpopts.go)
 
+	// stopping is closed by close: retired servers stop waiting for their
+	// connections then.
+	stopping chan struct{}
+
 	mu     sync.Mutex
 	m      map[int]*listener
 	closed bool
@@ -172,6 +176,13 @@ func (l *listener) apply(p *ports, st serverSettings) {
 			// Close its idle keep-alive connections; requests in flight
 			// finish under the settings they began with.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			go func() {
+				select {
+				case <-p.stopping:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
 			ps.srv.ShutdownWithContext(ctx)
 			cancel()
 		}
@@ -289,6 +300,9 @@ func (p *ports) ready(port int) error {
 func (p *ports) close() []*listener {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.closed {
+		close(p.stopping)
+	}
 	p.closed = true
 	ls := make([]*listener, 0, len(p.m))
 	for port, l := range p.m {

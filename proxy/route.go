@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"path"
 	"sync/atomic"
 
@@ -58,30 +59,31 @@ type route struct {
 	hsRate    *limit.Bucket    // handshake_rate; nil if none
 }
 
-// compilePolicy builds the route's selection policy. A hash policy falls
-// back to LBKeyMissing's policy for connections without a key, unless that
-// is "reject".
+// compilePolicy builds the route's selection policy from balancer's
+// table. A keyed (hashing) policy falls back to LBKeyMissing's policy for
+// connections without a key, unless that is "reject".
 func (r *route) compilePolicy(rc *config.Route, g *config.Global) error {
-	if rc.LBPolicy != balancer.NameHash {
-		p, err := balancer.New(rc.LBPolicy, 0)
-		r.policy = p
-		return err
-	}
-	r.keys = &balancer.KeySpec{Sources: rc.LBKeys, TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
-	if err := r.keys.Validate(); err != nil {
-		return err
-	}
-	var fallback balancer.Policy
-	if rc.LBKeyMissing == "reject" {
-		r.rejectMissing = true
-	} else {
-		var err error
-		if fallback, err = balancer.New(rc.LBKeyMissing, 0); err != nil {
+	kind := balancer.Policies[rc.LBPolicy]
+	args := balancer.PolicyArgs{Keys: rc.LBKeys, LoadFactor: rc.LBLoadFactor}
+	if kind.Keyed {
+		r.keys = &balancer.KeySpec{Sources: rc.LBKeys, TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
+		if err := r.keys.Validate(); err != nil {
 			return err
 		}
+		if rc.LBKeyMissing == "reject" {
+			r.rejectMissing = true
+		} else {
+			var err error
+			if args.Fallback, err = balancer.New(rc.LBKeyMissing, 0); err != nil {
+				return err
+			}
+		}
 	}
-	h, err := balancer.NewHash(rc.LBLoadFactor, fallback)
-	r.policy = h
+	if kind.New == nil {
+		return fmt.Errorf("unknown balancing policy %q", rc.LBPolicy)
+	}
+	p, err := kind.New(args)
+	r.policy = p
 	return err
 }
 
@@ -130,18 +132,10 @@ func buildRoute(rc *config.Route, g *config.Global, e *env) (*route, error) {
 	if err := r.compilePolicy(rc, g); err != nil {
 		return nil, err
 	}
-	if hc := rc.HealthCheck; hc != nil && rc.Consul == nil {
-		kind := health.HTTP
-		if hc.WebSocket {
-			kind = health.WebSocket
-		}
-		c := health.Check{Kind: kind, Path: hc.Path, Status: hc.Status, Interval: hc.Interval, Timeout: hc.Timeout, Rise: hc.Passes, Fall: hc.Fails}
-		if err := c.Validate(); err != nil {
-			return nil, err
-		}
-		r.check = &c
+	if rc.HealthCheck != nil && rc.Consul == nil {
+		r.check = rc.HealthCheck // checked by the config, at its directives
 	}
-	r.passive = health.Passive{MaxFails: rc.Passive.MaxFails, FailWindow: rc.Passive.FailWindow, EjectFor: rc.Passive.EjectFor, MaxEjectedPercent: rc.Passive.MaxEjectedPercent}
+	r.passive = rc.Passive
 	if rc.Consul != nil {
 		q := consulQuery(rc.Consul)
 		if err := q.Validate(); err != nil {
@@ -155,10 +149,7 @@ func buildRoute(rc *config.Route, g *config.Global, e *env) (*route, error) {
 	}
 	r.set.Store(balancer.NewSet(backends))
 	rsv := [3]byte{0, relay.RSV1, relay.RSV1 | relay.RSV2 | relay.RSV3}
-	r.tcp = keepalive.TCP{Idle: rc.TCPKeepalive.Idle, Interval: rc.TCPKeepalive.Interval, Count: rc.TCPKeepalive.Count, UserTimeout: rc.TCPUserTimeout}
-	if err := r.tcp.Validate(); err != nil {
-		return nil, err
-	}
+	r.tcp = rc.TCP // checked by the config, at the directive
 	for i := range r.relay {
 		rc := &r.relay[i]
 		rc.Pool = e.pool

@@ -88,7 +88,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		e.log.Warn("no event loops: every connection keeps a goroutine per direction", "err", err)
 	}
 	s.sessions.init()
-	s.ports = ports{log: e.log, opts: &opts, serve: s.serve, headerReceived: s.headerReceived, tlsFor: s.listenerTLS, resilient: s.resilient}
+	s.ports = ports{log: e.log, opts: &opts, serve: s.serve, headerReceived: s.headerReceived, tlsFor: s.listenerTLS, resilient: s.resilient,
+		stopping: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	rt, err := build(cfg, nil, e)
 	if err != nil {
