@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/keepalive"
-	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
 
@@ -28,11 +26,18 @@ type wsConn struct {
 	subprotocol string
 }
 
-// serveWebSocket checks the client's handshake, completes the backend's, and
-// only then answers 101 and hands both connections to the relay. A dead
-// backend is therefore a retry or a 502/503, never a 101 followed by a drop.
+// serveWebSocket checks the client's handshake and admits it, then hands
+// the connection to the backend handshake (backendHandshake): on an event
+// loop when there are loops, else from the hijacked connection's
+// goroutine. Either way the client is answered only after the backend: a
+// dead backend is a retry or a 502/503, never a 101 followed by a drop.
 func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *runtime, r *route) {
-	defer func() { s.metrics.handshakes.WithLabelValues(r.name, strconv.Itoa(ctx.Response.StatusCode())).Inc() }()
+	answered := true // by the handler; the backend handshake counts its own
+	defer func() {
+		if answered {
+			s.metrics.handshakes.WithLabelValues(r.name, strconv.Itoa(ctx.Response.StatusCode())).Inc()
+		}
+	}()
 	s.mem.handshake()
 	info, rej := upgrade.Check(&ctx.Request.Header, r.origins)
 	if rej != nil {
@@ -54,6 +59,12 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *runtime, r *route) 
 		ctx.SetConnectionClose()
 		return
 	}
+	var keyBuf [maxKeyLen]byte
+	key, ok := r.requireKey(ctx, keyBuf[:0])
+	if !ok {
+		ctx.SetConnectionClose()
+		return
+	}
 	tk, why := admit(&s.live, t, r, ip)
 	switch why {
 	case overPerIP:
@@ -65,67 +76,19 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *runtime, r *route) 
 		ctx.SetConnectionClose()
 		return
 	}
-	defer func() { tk.Release() }() // tk is nil once the connection owns it
-	clientIP, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	req := upgrade.UpstreamRequest{Header: &ctx.Request.Header, ClientIP: clientIP.Unmap(), TLS: ctx.IsTLS()}
-
-	var keyBuf [maxKeyLen]byte
-	key, ok := r.requireKey(ctx, keyBuf[:0])
-	if !ok {
-		ctx.SetConnectionClose()
-		return
-	}
-	att := r.attempts(s.health, key, true, true)
-	for b := att.Next(); b != nil; b = att.Next() {
-		up, err := upgrade.Dial(s.ctx, b.Addr, r.cfg.DialTimeout, &req, r.cfg.UpstreamHandshakeTimeout)
-		att.Report(b, err) // then Next is nil unless another attempt may follow
-		if err == nil {
-			s.switchProtocols(ctx, r, b, up, info.Key, key, tk)
-			tk = nil
-			return
-		}
-		var httpErr *upgrade.HTTPResponseError
-		if errors.As(err, &httpErr) {
-			// The backend's own answer (e.g. 401): the client gets it as is.
-			httpErr.WriteResponse(ctx)
-			ctx.SetConnectionClose()
-			return
-		}
-		s.log.Warn("backend handshake failed", "route", r.name, "backend", b.Addr, "attempt", att.Tries(), "err", err)
-	}
-	lastErr := att.Err()
-	if lastErr == nil {
-		ctx.Error("no backend available\n", fasthttp.StatusServiceUnavailable)
-	} else {
-		ctx.Error("backend failed the WebSocket handshake\n", fasthttp.StatusBadGateway)
-	}
-	ctx.SetConnectionClose() // after Error, whose Response.Reset would drop it
-}
-
-// switchProtocols answers 101 with what the backend chose, hijacks the client
-// connection and runs the relay on it.
-func (s *Server) switchProtocols(ctx *fasthttp.RequestCtx, r *route, b *balancer.Backend, up *upgrade.Upstream, wsKey, hashKey []byte, tk *ticket) {
-	resp := upgrade.AppendSwitchingProtocols(make([]byte, 0, 256), wsKey, &up.Handshake)
-	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols) // for the handshake metric; the 101 itself is written below
-	s.metrics.wsTotal.WithLabelValues(r.name, b.Addr).Inc()
-	c := &wsConn{route: r, backend: b, client: ctx.RemoteAddr().String(), key: string(hashKey), start: time.Now(), ticket: tk, subprotocol: up.Handshake.Protocol}
-	cfg := r.relayConfig(up.Handshake.RSV)
+	h := s.newBackendHandshake(ctx, r, info.Key, key, tk)
+	answered = false
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(hc net.Conn) {
 		conn, pre := unwrapHijacked(hc)
 		s.tuneClient(r, conn)
-		s.tuneTCP(r, up.Conn)
-		ss := relay.NewSession(cfg)
-		ss.Tag = c
-		ss.Keys = r.keyLimits.Acquire(c.key)
-		// The relay sends the 101 itself, after the session is registered:
-		// a client that has its 101 is a connection reloads and shutdown
-		// can see, and a client gone by now ends like any other.
-		ss.First = resp
-		// Return from the hijack handler at once: fasthttp's frame holds its
-		// header reader (max_header_bytes) and the request context, which
-		// must not live as long as the connection.
-		ss.Start(conn, pre, up.Conn, up.Buffered)
+		// Return from the hijack handler at once: fasthttp's frame holds
+		// its header reader (max_header_bytes) and the request context,
+		// which must not live as long as the connection.
+		if s.loops != nil && s.loops.Dial(conn, pre, h) {
+			return
+		}
+		h.run(conn, pre)
 	})
 }
 

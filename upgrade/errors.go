@@ -37,6 +37,8 @@ type HandshakeError struct {
 	Reason string
 	// Err is the underlying I/O or parse error, if any.
 	Err error
+
+	inBody bool // reading an error answer's body failed: more may come
 }
 
 // Error describes what went wrong and with which backend.
@@ -79,6 +81,8 @@ type HTTPResponseError struct {
 	// Truncated is set when the body was longer than MaxErrorBodySize; it
 	// was then dropped, not cut.
 	Truncated bool
+
+	toClose bool // the body ran to the end of the connection
 }
 
 // MaxErrorBodySize is the largest backend error body that ReadResponse keeps
@@ -98,13 +102,18 @@ func (e *HTTPResponseError) Error() string {
 // end-to-end fields and its body (none if Truncated). fasthttp frames the
 // body and adds its own Date.
 func (e *HTTPResponseError) WriteResponse(ctx *fasthttp.RequestCtx) {
-	ctx.Response.Reset()
-	ctx.Response.Header.SetNoDefaultContentType(true)
-	ctx.SetStatusCode(e.StatusCode)
+	e.FillResponse(&ctx.Response)
+}
+
+// FillResponse makes resp the backend's response, as WriteResponse does.
+func (e *HTTPResponseError) FillResponse(resp *fasthttp.Response) {
+	resp.Reset()
+	resp.Header.SetNoDefaultContentType(true)
+	resp.SetStatusCode(e.StatusCode)
 	for _, f := range e.Header {
-		ctx.Response.Header.Add(f.Name, f.Value)
+		resp.Header.Add(f.Name, f.Value)
 	}
-	ctx.SetBody(e.Body)
+	resp.SetBody(e.Body)
 }
 
 // Field is one header field.

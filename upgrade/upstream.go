@@ -283,6 +283,59 @@ func ReadResponse(br *bufio.Reader, client *fasthttp.RequestHeader) (Handshake, 
 	return buildHandshake(rh), nil
 }
 
+// ParseResponse judges a backend's answer from the bytes received so far,
+// for a caller that reads without blocking: eof says the backend has
+// closed (or b is all that will be looked at). It returns 0 and no error
+// while the answer is incomplete; otherwise what ReadResponse would, with
+// head, on success, the length of the response head in b (the bytes after
+// it are WebSocket frames).
+//
+// A non-101 answer is judged once its head and its body, by Content-Length
+// or chunked framing, are in; one whose body runs to the end of the
+// connection is judged at eof.
+func ParseResponse(b []byte, eof bool, client *fasthttp.RequestHeader) (head int, hs Handshake, err error) {
+	if !eof && len(b) < ReadBufferSize && !hasHeadEnd(b) {
+		return 0, Handshake{}, nil
+	}
+	p := parsePool.Get().(*parser)
+	defer func() {
+		p.rd.Reset(nil)
+		p.br.Reset(&p.rd)
+		parsePool.Put(p)
+	}()
+	p.rd.Reset(b)
+	p.br.Reset(&p.rd)
+	hs, err = ReadResponse(p.br, client)
+	if err != nil {
+		var he *HandshakeError
+		if !eof && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &he) && he.inBody) {
+			return 0, Handshake{}, nil // an interim head or a body not all in yet
+		}
+		var re *HTTPResponseError
+		if !eof && errors.As(err, &re) && re.toClose && !re.Truncated {
+			return 0, Handshake{}, nil // its body ends when the backend closes
+		}
+		return 0, Handshake{}, err
+	}
+	return len(b) - p.br.Buffered() - p.rd.Len(), hs, nil
+}
+
+// hasHeadEnd reports whether b holds the blank line that ends a head.
+func hasHeadEnd(b []byte) bool {
+	return bytes.Contains(b, []byte("\r\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
+}
+
+type parser struct {
+	rd bytes.Reader
+	br *bufio.Reader
+}
+
+var parsePool = sync.Pool{New: func() any {
+	p := &parser{}
+	p.br = bufio.NewReaderSize(&p.rd, ReadBufferSize)
+	return p
+}}
+
 func readError(err error) *HandshakeError {
 	var small *fasthttp.ErrSmallBuffer
 	switch {
@@ -315,6 +368,7 @@ func readHTTPResponse(br *bufio.Reader, resp *fasthttp.Response) error {
 	if rh.StatusCode() == fasthttp.StatusNoContent || rh.StatusCode() == fasthttp.StatusNotModified {
 		return e
 	}
+	e.toClose = rh.ContentLength() == -2
 	err := resp.ReadBody(br, MaxErrorBodySize)
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
@@ -323,6 +377,7 @@ func readHTTPResponse(br *bufio.Reader, resp *fasthttp.Response) error {
 		return &HandshakeError{
 			Reason: fmt.Sprintf("reading the body of an HTTP %d response", e.StatusCode),
 			Err:    err,
+			inBody: true,
 		}
 	default:
 		if b := resp.Body(); len(b) > 0 {

@@ -334,3 +334,64 @@ func TestReadResponseDetails(t *testing.T) {
 		t.Errorf("big body: %v %+v", err, he)
 	}
 }
+
+// ParseResponse given an answer a byte at a time waits until it is whole
+// and then agrees with ReadResponse on the complete bytes.
+func TestParseResponseIncremental(t *testing.T) {
+	var client fasthttp.RequestHeader
+	client.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	client.Set("Sec-WebSocket-Protocol", "chat")
+	ok101 := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+	for _, tc := range []struct {
+		name, in string
+		head     int // expected head length; 0 for an error
+		status   int // expected HTTPResponseError status, if any
+		needEOF  bool
+	}{
+		{name: "101", in: ok101 + "\x81\x02hi", head: len(ok101)},
+		{name: "interim", in: "HTTP/1.1 100 Continue\r\n\r\n" + ok101, head: len("HTTP/1.1 100 Continue\r\n\r\n" + ok101)},
+		{name: "403 length", in: "HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!", status: 403},
+		{name: "403 chunked", in: "HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nnope!\r\n0\r\n\r\n", status: 403},
+		{name: "403 to close", in: "HTTP/1.1 403 Forbidden\r\n\r\nnope!", status: 403, needEOF: true},
+		{name: "bad accept", in: strings.Replace(ok101, "s3pP", "AAAA", 1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := []byte(tc.in)
+			for i := 1; i < len(b); i++ {
+				head, _, err := ParseResponse(b[:i], false, &client)
+				if head != 0 || err != nil {
+					if tc.head > 0 && i >= tc.head || tc.status != 0 && i >= len(b)-2 {
+						break // whole: the frame behind a 101, a chunked body's last CRLF are not needed
+					}
+					if tc.head == 0 && tc.status == 0 && err != nil {
+						return // a failed check is final as soon as the head is in
+					}
+					t.Fatalf("after %d of %d bytes: head %d err %v", i, len(b), head, err)
+				}
+			}
+			head, hs, err := ParseResponse(b, false, &client)
+			if tc.needEOF {
+				if head != 0 || err != nil {
+					t.Fatalf("before EOF: head %d err %v", head, err)
+				}
+				head, hs, err = ParseResponse(b, true, &client)
+			}
+			var re *HTTPResponseError
+			switch {
+			case tc.status != 0:
+				if !errors.As(err, &re) || re.StatusCode != tc.status || string(re.Body) != "nope!" {
+					t.Fatalf("got %v, body %q", err, re)
+				}
+			case tc.head != 0:
+				if err != nil || head != tc.head || hs.Protocol != "chat" {
+					t.Fatalf("head %d (want %d) protocol %q err %v", head, tc.head, hs.Protocol, err)
+				}
+			default:
+				if err == nil {
+					t.Fatalf("no error for %q", tc.in)
+				}
+			}
+		})
+	}
+}

@@ -38,6 +38,8 @@ type evSession struct {
 	endOfLife int64
 	done      bool
 	liveDue   int64 // when the live figures are flushed; 0 if not armed
+
+	dial *dialState // the backend handshake, while the loop performs it (Loops.Dial)
 }
 
 // evLeg is one socket of a session: the source of one direction and the
@@ -87,49 +89,76 @@ type evLeg struct {
 // startOnLoop hands the session to a loop if both connections can leave
 // Go's poller: plain TCP, or a TLS server connection over a Socket.
 func (s *Session) startOnLoop(client net.Conn, clientPre []byte, backend net.Conn, backendPre []byte) bool {
+	if !canDetach(backend) {
+		return false
+	}
+	e, ok := s.cfg.Loops.adopt(s, client, clientPre)
+	if !ok {
+		return false
+	}
+	if e == nil {
+		backend.Close()
+		return true // the session is lost either way: nothing to relay
+	}
+	bfd, ok := detach(backend)
+	if !ok {
+		unix.Close(e.c.fd)
+		client.Close()
+		backend.Close()
+		return true
+	}
+	e.setBackend(bfd, backendPre)
+	// Registered before any byte moves, so a reload or shutdown that looks
+	// right after Start finds it; a Close from OnStart waits for begin.
+	if s.cfg.OnStart != nil {
+		s.cfg.OnStart(s)
+	}
+	e.lp.post(task{s: e, op: opStart})
+	return true
+}
+
+// adopt takes the client's socket out of Go's poller into a new evSession
+// on one of the loops. It reports false, taking nothing, if client is not
+// a connection the loops can own, and a nil session if duplicating its
+// descriptor failed (client is then closed).
+func (ls *Loops) adopt(s *Session, client net.Conn, clientPre []byte) (*evSession, bool) {
 	ctc, csock := tlsSocket(client)
 	craw := client
 	if csock != nil {
 		craw = csock.TCPConn
 	}
-	if !canDetach(craw) || !canDetach(backend) {
-		return false
+	if !canDetach(craw) {
+		return nil, false
 	}
 	cfd, ok := detach(craw)
 	if !ok {
-		return false
-	}
-	bfd, ok := detach(backend)
-	if !ok {
-		unix.Close(cfd)
 		client.Close()
-		backend.Close()
-		return true // the session is lost either way: nothing to relay
+		return nil, true
 	}
-	lp := s.cfg.Loops.pick()
-	e := &evSession{pub: s, cfg: s.cfg, lp: lp}
-	e.c = evLeg{s: e, fd: cfd, side: SideClient, stats: &s.ClientToBackend, ping: s.cfg.ClientPing, tc: ctc, sock: csock}
-	e.b = evLeg{s: e, fd: bfd, side: SideBackend, masked: true, stats: &s.BackendToClient, ping: s.cfg.BackendPing}
+	e := &evSession{pub: s, cfg: s.cfg, lp: ls.pick()}
+	e.c = evLeg{s: e, fd: cfd, side: SideClient, stats: &s.ClientToBackend, tc: ctc, sock: csock}
+	e.b = evLeg{s: e, fd: -1, side: SideBackend, masked: true, stats: &s.BackendToClient}
 	e.c.peer, e.b.peer = &e.b, &e.c
-	e.c.t.Rules, e.b.t.Rules = s.cfg.Client, s.cfg.Backend
-	e.fds = [2]int{cfd, bfd}
 	if csock != nil {
 		csock.leg = &e.c
 	}
 	// Pre-read bytes (frames sent before the 101 arrived) are few and
 	// rare: a copy of their own until the loop forwards them.
 	e.c.pre(clientPre)
-	e.b.pre(backendPre)
 	e.timer.Init(e)
-	e.initLive()
 	s.ev = e
-	// Registered before any byte moves, so a reload or shutdown that looks
-	// right after Start finds it; a Close from OnStart waits for begin.
-	if s.cfg.OnStart != nil {
-		s.cfg.OnStart(s)
-	}
-	lp.post(task{s: e, op: opStart})
-	return true
+	return e, true
+}
+
+// setBackend completes a session with its backend socket and the rules of
+// its Config.
+func (e *evSession) setBackend(bfd int, backendPre []byte) {
+	e.b.fd = bfd
+	e.c.ping, e.b.ping = e.cfg.ClientPing, e.cfg.BackendPing
+	e.c.t.Rules, e.b.t.Rules = e.cfg.Client, e.cfg.Backend
+	e.fds = [2]int{e.c.fd, bfd}
+	e.b.pre(backendPre)
+	e.initLive()
 }
 
 // pre keeps bytes read before the relay started, to be forwarded first.
@@ -196,6 +225,12 @@ func (e *evSession) begin() {
 
 // event handles what epoll reported for one of the session's sockets.
 func (e *evSession) event(lg *evLeg, ev uint32) {
+	if e.dial != nil {
+		if lg == &e.b {
+			e.dialEvent(ev)
+		}
+		return
+	}
 	if ev&unix.EPOLLOUT != 0 && lg.out != nil {
 		lg.flush()
 	}
@@ -584,6 +619,10 @@ func (e *evSession) finish() {
 	if e.done {
 		return
 	}
+	if e.dial != nil {
+		e.abortDial()
+		return
+	}
 	e.done = true
 	for _, lg := range [2]*evLeg{&e.c, &e.b} {
 		e.lp.unregister(lg)
@@ -630,6 +669,10 @@ func (e *evSession) onTimer() {
 	now := time.Now().UnixNano()
 	e.lp.now = now
 	e.timerAt = 0
+	if e.dial != nil {
+		e.dialTimer(now)
+		return
+	}
 	if e.closing && now >= e.closeBy {
 		e.finish()
 		return

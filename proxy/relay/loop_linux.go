@@ -207,6 +207,10 @@ func (l *loop) runTasks() bool {
 			t.s.finish()
 		case opTimer:
 			t.s.onTimer()
+		case opDial:
+			t.s.dialNext(nil)
+		case opResolved:
+			t.s.resolved()
 		}
 		l.running[i] = task{} // drop references for the GC
 	}
@@ -224,6 +228,9 @@ func (l *loop) dropAll() {
 
 // register adds a leg's socket to the loop.
 func (l *loop) register(lg *evLeg) {
+	if lg.fd < len(l.legs) && l.legs[lg.fd] == lg {
+		return // already (a backend the loop connected itself)
+	}
 	for lg.fd >= len(l.legs) {
 		l.legs = append(l.legs, nil)
 	}

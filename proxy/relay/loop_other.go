@@ -20,6 +20,9 @@ func NewLoops(n, bufSize int) (*Loops, error) {
 // Close does nothing.
 func (ls *Loops) Close() error { return nil }
 
+// Dial takes nothing on this platform: the caller dials from a goroutine.
+func (ls *Loops) Dial(client net.Conn, pre []byte, up Upstream) bool { return false }
+
 type evSession struct{}
 
 func (e *evSession) sockets() (client, backend syscall.Conn) { return nil, nil }

@@ -25,6 +25,8 @@ const (
 	opClose
 	opAbort
 	opTimer
+	opDial
+	opResolved
 	opStop
 )
 

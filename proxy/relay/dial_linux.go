@@ -1,0 +1,393 @@
+//go:build linux
+
+package relay
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsproxy/wsproxy/keepalive"
+)
+
+// The backend handshake on a loop: connect a non-blocking socket, write
+// the request, read until Upstream.Response has a verdict, and either
+// start relaying on the same loop or try the next backend. Compared with
+// a dial from a goroutine, the backend socket skips Go's poller (its
+// registration, the parked goroutine and its wake-up, and the descriptor
+// duplication that takes it out again) and the address lookups the net
+// package makes for every connection.
+
+// dialConfig stands in for a session's Config until Upstream.Switched
+// gives the real one: no timers of its own, no callbacks.
+var dialConfig Config
+
+// maxResponse bounds what is kept of a backend's answer: a head of
+// upgrade.ReadBufferSize and an error body of upgrade.MaxErrorBodySize.
+const maxResponse = 4<<10 + 64<<10
+
+// responsePool lends the buffers a backend's answer is gathered in while
+// it arrives in pieces; most fit in the first read.
+var responsePool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// dialState is a session's backend handshake in progress.
+type dialState struct {
+	up        Upstream
+	a         Attempt
+	sent      int // bytes of a.Request written
+	resp      *[]byte
+	connected bool
+	deadline  int64 // unix ns: the current step's bound
+	timer     keepalive.Timer
+	timerAt   int64 // what timer is set for; 0 if not armed
+
+	// Set by a lookup goroutine before it posts opResolved.
+	resolved    netip.AddrPort
+	resolveErr  error
+	resolveDone bool
+}
+
+// Dial starts a session whose backend the loop connects and upgrades
+// itself (see Upstream). client is the client's connection once its
+// request has been read, plain TCP or TLS over a Socket, and pre any bytes
+// read past the request. It reports false, taking nothing, if client is
+// not a connection the loops can own; otherwise the loop owns it and
+// exactly one of up.Switched or up.Failed will be called.
+func (ls *Loops) Dial(client net.Conn, pre []byte, up Upstream) bool {
+	s := &Session{cfg: &dialConfig}
+	e, ok := ls.adopt(s, client, pre)
+	if !ok {
+		return false
+	}
+	if e == nil {
+		// The client's descriptor could not be duplicated (out of fds).
+		// Nothing can be written to it any more; the caller's admission
+		// is released through Failed.
+		up.Failed(&UpstreamError{Reason: "taking over the client connection failed"})
+		return true
+	}
+	e.dial = &dialState{up: up}
+	e.dial.timer.Init(dialAlarm{e})
+	e.lp.post(task{s: e, op: opDial})
+	return true
+}
+
+// dialNext starts the next attempt Upstream offers, or gives up.
+func (e *evSession) dialNext(prev error) {
+	d := e.dial
+	for {
+		a, ok := d.up.Next(prev)
+		if !ok {
+			e.dialFailed(prev)
+			return
+		}
+		d.a, d.sent, d.connected = a, 0, false
+		if d.resp != nil {
+			*d.resp = (*d.resp)[:0]
+		}
+		ap, err := netip.ParseAddrPort(a.Addr)
+		if err != nil {
+			e.resolve(a)
+			return
+		}
+		if err := e.connect(ap); err != nil {
+			prev = err
+			continue
+		}
+		return
+	}
+}
+
+// resolve looks a backend's host name up off the loop; the answer comes
+// back as an opResolved task.
+func (e *evSession) resolve(a Attempt) {
+	d := e.dial
+	d.deadline = e.lp.now + int64(dialTimeout(a))
+	e.dialNeedTimer(d.deadline)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout(a))
+		defer cancel()
+		host, port, err := net.SplitHostPort(a.Addr)
+		var ap netip.AddrPort
+		if err == nil {
+			var p uint16
+			if p, err = parsePort(port); err == nil {
+				var ips []netip.Addr
+				if ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err == nil {
+					ap = netip.AddrPortFrom(ips[0].Unmap(), p)
+				}
+			}
+		}
+		d.resolved, d.resolveErr = ap, err
+		e.lp.post(task{s: e, op: opResolved})
+	}()
+}
+
+func parsePort(s string) (uint16, error) {
+	ap, err := netip.ParseAddrPort("0.0.0.0:" + s)
+	return ap.Port(), err
+}
+
+// resolved runs on the loop with a lookup's answer.
+func (e *evSession) resolved() {
+	d := e.dial
+	if d == nil || e.done {
+		return
+	}
+	ap, err := d.resolved, d.resolveErr
+	d.resolved, d.resolveErr = netip.AddrPort{}, nil
+	if err == nil {
+		err = e.connect(ap)
+	} else {
+		err = &UpstreamError{Addr: d.a.Addr, Dial: true, Reason: "resolving the host", Err: err}
+	}
+	if err != nil {
+		e.dialNext(err)
+	}
+}
+
+func dialTimeout(a Attempt) time.Duration {
+	if a.DialTimeout > 0 {
+		return a.DialTimeout
+	}
+	return 5 * time.Second
+}
+
+func handshakeTimeout(a Attempt) time.Duration {
+	if a.Timeout > 0 {
+		return a.Timeout
+	}
+	return 10 * time.Second
+}
+
+// connect opens a non-blocking socket to ap and waits for it to connect.
+func (e *evSession) connect(ap netip.AddrPort) error {
+	d := e.dial
+	fail := func(why string, err error) error {
+		return &UpstreamError{Addr: d.a.Addr, Dial: true, Reason: why, Err: err}
+	}
+	var sa unix.Sockaddr
+	domain := unix.AF_INET
+	if ip := ap.Addr().Unmap(); ip.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ip.As4()}
+	} else {
+		domain = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()}
+	}
+	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fail("opening a socket", err)
+	}
+	// As Go does for every TCP connection: frames go out when written.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	for {
+		err = unix.Connect(fd, sa)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return fail("connecting", err)
+	}
+	e.b.fd = fd
+	e.lp.register(&e.b)
+	d.deadline = e.lp.now + int64(dialTimeout(d.a))
+	e.dialNeedTimer(d.deadline)
+	if err == nil {
+		return e.connected()
+	}
+	e.lp.setInterest(&e.b, unix.EPOLLOUT)
+	return nil
+}
+
+// connected starts the exchange on a connected socket.
+func (e *evSession) connected() error {
+	d := e.dial
+	d.connected = true
+	d.deadline = e.lp.now + int64(handshakeTimeout(d.a))
+	e.dialNeedTimer(d.deadline)
+	return e.sendRequest()
+}
+
+// sendRequest writes what the socket takes of the request, then waits for
+// the answer.
+func (e *evSession) sendRequest() error {
+	d := e.dial
+	n, err := writeFD(e.b.fd, d.a.Request[d.sent:])
+	if err != nil {
+		e.dropBackend()
+		return &UpstreamError{Addr: d.a.Addr, Reason: "writing the request", Err: err}
+	}
+	d.sent += n
+	if d.sent < len(d.a.Request) {
+		e.lp.setInterest(&e.b, unix.EPOLLOUT)
+		return nil
+	}
+	e.lp.setInterest(&e.b, unix.EPOLLIN|unix.EPOLLRDHUP)
+	return nil
+}
+
+// dialEvent handles an event of the backend socket during the handshake.
+func (e *evSession) dialEvent(ev uint32) {
+	d := e.dial
+	var err error
+	switch {
+	case !d.connected:
+		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
+		}
+		soErr, gerr := unix.GetsockoptInt(e.b.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if gerr == nil && soErr != 0 {
+			gerr = unix.Errno(soErr)
+		}
+		if gerr != nil {
+			e.dropBackend()
+			err = &UpstreamError{Addr: d.a.Addr, Dial: true, Reason: "connecting", Err: gerr}
+			break
+		}
+		err = e.connected()
+	case d.sent < len(d.a.Request):
+		err = e.sendRequest()
+	default:
+		err = e.readResponse()
+	}
+	if err != nil {
+		e.dialNext(err)
+	}
+}
+
+// readResponse reads once and asks Upstream for a verdict.
+func (e *evSession) readResponse() error {
+	d := e.dial
+	lp := e.lp
+	n, rerr := readFD(e.b.fd, lp.buf)
+	if rerr == unix.EAGAIN {
+		return nil
+	}
+	if d.resp == nil {
+		d.resp = responsePool.Get().(*[]byte)
+	}
+	eof := rerr != nil || n == 0
+	if n > 0 {
+		room := maxResponse - len(*d.resp)
+		if n >= room {
+			n, eof = room, true // all that will be judged
+		}
+		*d.resp = append(*d.resp, lp.buf[:n]...)
+	}
+	head, err := d.up.Response(*d.resp, eof)
+	switch {
+	case err != nil:
+		e.dropBackend()
+		return err
+	case head > 0:
+		e.switched(head)
+		return nil
+	case eof:
+		e.dropBackend()
+		reason := "connection closed before a complete response"
+		if rerr != nil {
+			reason = "reading the response"
+		}
+		return &UpstreamError{Addr: d.a.Addr, Reason: reason, Err: rerr}
+	}
+	return nil
+}
+
+// dropBackend closes the current attempt's socket.
+func (e *evSession) dropBackend() {
+	if e.b.fd >= 0 {
+		e.lp.unregister(&e.b)
+		e.b.interest = 0
+	}
+}
+
+// dialAlarm fires a handshake's deadline into its loop. The handshake
+// has a timer of its own on the loops' wheel: the session's may have to
+// run on the wheel of the Config it gets when the handshake succeeds.
+type dialAlarm struct{ e *evSession }
+
+func (a dialAlarm) Fire(t time.Time) { a.e.Fire(t) }
+
+// dialNeedTimer makes sure the handshake's timer fires by at (unix ns).
+func (e *evSession) dialNeedTimer(at int64) {
+	d := e.dial
+	if d.timerAt != 0 && d.timerAt <= at {
+		return
+	}
+	d.timerAt = at
+	e.lp.wheel.Schedule(&d.timer, time.Duration(at-e.lp.now))
+}
+
+// dialTimer runs from onTimer during the handshake.
+func (e *evSession) dialTimer(now int64) {
+	d := e.dial
+	d.timerAt = 0
+	if now < d.deadline {
+		e.dialNeedTimer(d.deadline)
+		return
+	}
+	reason := "no complete response in time"
+	if !d.connected {
+		reason = "no connection in time"
+	}
+	e.dropBackend()
+	e.dialNext(&UpstreamError{Addr: d.a.Addr, Dial: !d.connected, Timeout: true, Reason: reason})
+}
+
+// switched starts relaying after a good 101: the session gets its real
+// Config and begins on this loop.
+func (e *evSession) switched(head int) {
+	d := e.dial
+	s := e.pub
+	cfg := d.up.Switched(s, fdSocket(e.b.fd))
+	s.cfg, e.cfg = cfg, cfg
+	e.setBackend(e.b.fd, (*d.resp)[head:])
+	e.releaseDial()
+	if cfg.OnStart != nil {
+		cfg.OnStart(s)
+	}
+	e.begin()
+}
+
+// dialFailed gives the client Upstream's answer and ends the session.
+func (e *evSession) dialFailed(last error) {
+	resp := e.dial.up.Failed(last)
+	e.releaseDial()
+	e.done = true
+	c := &e.c
+	if c.fd >= 0 && len(resp) > 0 {
+		// A fresh socket's send buffer takes a short answer whole; what
+		// it would not take is not waited for.
+		c.write(resp)
+		c.releaseOut()
+	}
+	e.dropBackend()
+	e.lp.unregister(c)
+	c.setCarry(nil)
+}
+
+// abortDial ends a session still in its handshake when its loop stops.
+func (e *evSession) abortDial() {
+	e.dialFailed(&UpstreamError{Addr: e.dial.a.Addr, Reason: "proxy shutting down"})
+}
+
+func (e *evSession) releaseDial() {
+	d := e.dial
+	e.dial = nil
+	if d.timerAt != 0 {
+		e.lp.wheel.Stop(&d.timer)
+	}
+	if d.resp != nil {
+		*d.resp = (*d.resp)[:0]
+		if cap(*d.resp) <= 64<<10 {
+			responsePool.Put(d.resp)
+		}
+		d.resp = nil
+	}
+}

@@ -1,0 +1,150 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wsproxy/wsproxy/upgrade"
+)
+
+// scriptedBackend accepts connections and answers each handshake request
+// with answer(key), written in pieces of at most chunk bytes with a pause
+// between them, then keeps or closes the connection.
+func scriptedBackend(t *testing.T, chunk int, pause time.Duration, closeAfter bool, answer func(key string) string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() {
+					if closeAfter {
+						c.Close()
+					}
+				}()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					c.Close()
+					return
+				}
+				out := answer(req.Header.Get("Sec-WebSocket-Key"))
+				for len(out) > 0 {
+					n := min(chunk, len(out))
+					if _, err := io.WriteString(c, out[:n]); err != nil {
+						return
+					}
+					out = out[n:]
+					time.Sleep(pause)
+				}
+				if !closeAfter {
+					io.Copy(io.Discard, c)
+					c.Close()
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func switching(key string) string {
+	return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		upgrade.AcceptKey([]byte(key)) + "\r\n\r\n"
+}
+
+// The loop gathers a backend's answer that arrives a few bytes at a time:
+// interim 1xx heads, the 101, and a frame right behind it.
+func TestBackendAnswerInPieces(t *testing.T) {
+	t.Parallel()
+	frame := string(wireFrame(true, 0, 1, []byte("hi"), false))
+	addr := scriptedBackend(t, 7, 2*time.Millisecond, false, func(key string) string {
+		return "HTTP/1.1 100 Continue\r\n\r\n" + switching(key) + frame
+	})
+	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
+	rc := dialRaw(t, tp.addr, "/ws")
+	h, p := rc.next()
+	if h.Opcode != 1 || string(p) != "hi" {
+		t.Fatalf("frame after the 101: opcode %d %q", h.Opcode, p)
+	}
+}
+
+// A backend's error answer is passed on whole even when its body comes
+// late, by Content-Length and when it runs to the end of the connection.
+func TestBackendErrorBodyInPieces(t *testing.T) {
+	t.Parallel()
+	body := strings.Repeat("denied ", 300)
+	for _, tc := range []struct {
+		name  string
+		head  string
+		close bool
+	}{
+		{"content-length", "HTTP/1.1 403 Forbidden\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n", false},
+		{"to-close", "HTTP/1.1 403 Forbidden\r\n\r\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := scriptedBackend(t, 500, 5*time.Millisecond, tc.close, func(string) string { return tc.head + body })
+			tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
+			rc := rawRequest(t, tp.addr, wsHead("/ws"))
+			if rc.Status != 403 {
+				t.Fatalf("status %d", rc.Status)
+			}
+			rc.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, _ := io.ReadAll(rc.br)
+			if string(got) != body {
+				t.Fatalf("body of %d bytes, want %d", len(got), len(body))
+			}
+		})
+	}
+}
+
+// A backend that accepts and never answers is a 502 after the route's
+// upstream handshake timeout, and one named by host name is looked up.
+func TestBackendSilentAndByName(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	conf := `
+:{port} {
+	route /silent {
+		to ` + ln.Addr().String() + `
+		upstream_handshake_timeout 300ms
+	}
+	route /named {
+		to localhost:` + strconv.Itoa(0) + `
+	}
+}`
+	b := scriptedBackend(t, 4096, 0, false, switching)
+	_, port, _ := net.SplitHostPort(b)
+	conf = strings.Replace(conf, "localhost:0", "localhost:"+port, 1)
+	tp := startProxy(t, conf, 0)
+	start := time.Now()
+	rc := rawRequest(t, tp.addr, wsHead("/silent"))
+	if took := time.Since(start); rc.Status != 502 || took < 250*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("silent backend: status %d after %v", rc.Status, took)
+	}
+	dialRaw(t, tp.addr, "/named")
+}
