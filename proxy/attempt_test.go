@@ -116,7 +116,7 @@ func TestTicketReleasedOnce(t *testing.T) {
 	cfg := &config.Config{}
 	cfg.Global.MaxConnections = 2
 	rt := &runtime{cfg: cfg, perIP: limit.NewPerIP(1)}
-	r := &route{cfg: &config.Route{MaxConnections: 1}}
+	r := &route{cfg: &config.Route{MaxConnections: 1}, live: new(atomic.Int64)}
 	ip, other := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
 	tk, why := admit(&live, rt, r, ip)
 	if why != admitted {

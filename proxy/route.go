@@ -43,7 +43,10 @@ type route struct {
 	// relay configs by the extensions a connection negotiated: none,
 	// permessage-deflate only, anything else.
 	relay [3]relay.Config
-	live  atomic.Int64
+	// live counts the route's WebSockets (max_connections); shared by
+	// every runtime's route of the same name, so a changed route counts
+	// the connections it had before the reload.
+	live *atomic.Int64
 
 	tcp     keepalive.TCP    // applied to both legs' sockets
 	query   *discovery.Query // the Consul service the backends come from, if any
@@ -126,7 +129,7 @@ func buildRoute(rc *config.Route, g *config.Global, e *env) (*route, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &route{cfg: rc, name: rc.Name, origins: origins, stats: e.metrics.route(rc.Name)}
+	r := &route{cfg: rc, name: rc.Name, origins: origins, live: new(atomic.Int64), stats: e.metrics.route(rc.Name)}
 	r.keyLimits = relay.NewKeyLimits(relayRate(rc.MessageRatePerKey[0]), relayRate(rc.MessageRatePerKey[1]))
 	r.hsRate = limit.NewBucket(rc.HandshakeRate, rc.HandshakeBurst)
 	if err := r.compilePolicy(rc, g); err != nil {

@@ -179,9 +179,13 @@ func (rt *runtime) buildRoutes(prev *runtime, e *env) error {
 			}
 			// An unchanged route is carried over as it runs: its live
 			// connections, counters and backends are not touched.
-			if prev != nil {
-				if or := prev.byName[rc.Name]; or != nil && sameRoute(or.cfg, rc, &prev.cfg.Global, &cfg.Global) {
+			// A changed one keeps counting its live connections, whatever
+			// its max_connections becomes.
+			if or := prev.route(rc.Name); or != nil {
+				if sameRoute(or.cfg, rc, &prev.cfg.Global, &cfg.Global) {
 					r = or
+				} else {
+					r.live = or.live
 				}
 			}
 			st.routes = append(st.routes, r)
@@ -264,6 +268,14 @@ func (rt *runtime) release(keep *runtime) {
 	if rt.clients != nil {
 		rt.clients.release(keep)
 	}
+}
+
+// route returns the named route; nil if there is none (or no runtime).
+func (rt *runtime) route(name string) *route {
+	if rt == nil {
+		return nil
+	}
+	return rt.byName[name]
 }
 
 // routeNames lists the runtime's route names, for errors naming one that
