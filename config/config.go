@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/discovery"
 	"github.com/wsproxy/wsproxy/health"
 	"github.com/wsproxy/wsproxy/keepalive"
 )
@@ -236,9 +237,13 @@ type Route struct {
 	// Upstreams is the static backend list. Directive: to ADDR... A route
 	// has either upstreams or Consul.
 	Upstreams []Upstream
-	// Consul, if set, takes the backends from a Consul service instead.
-	// Directive: consul SERVICE { ... }.
-	Consul *ConsulService
+	// Consul, if set, takes the backends from the instances of a Consul
+	// service that pass its filters, instead. Directive: consul SERVICE
+	// { tags TAG...; service_meta KEY=VALUE...; node_meta KEY=VALUE...;
+	// datacenter DC; allow_warning; weight_meta KEY; keep_stale_on_empty },
+	// at ConsulPos. See discovery.Query.
+	Consul    *discovery.Query
+	ConsulPos Pos
 	// DrainWindow, if set, closes connections to a Consul instance that
 	// leaves the set with 1012, at random times within the window, so
 	// clients reconnect elsewhere without a thundering herd. By default

@@ -4,6 +4,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/wsproxy/wsproxy/discovery"
 )
 
 // Defaults and limits of the register block.
@@ -56,29 +58,6 @@ type Consul struct {
 	// deregister_after DURATION. Default 1m, Consul's minimum; Consul's
 	// reaper runs every 30s, so removal comes up to 30s later.
 	DeregisterAfter time.Duration
-}
-
-// ConsulService is a route's `consul SERVICE { ... }`: its backends are
-// the service's instances that pass these filters.
-type ConsulService struct {
-	Pos     Pos
-	Service string
-	// Tags an instance must all carry. Directive: tags TAG...
-	Tags []string
-	// ServiceMeta and NodeMeta pairs that must all match. Directives:
-	// service_meta KEY=VALUE..., node_meta KEY=VALUE...
-	ServiceMeta, NodeMeta map[string]string
-	// Datacenter to query; default the agent's. Directive: datacenter DC.
-	Datacenter string
-	// AllowWarning admits instances whose checks are at worst warning;
-	// default passing only. Directive: allow_warning.
-	AllowWarning bool
-	// WeightMeta is the service meta key holding an instance's weight;
-	// default Consul's service weights. Directive: weight_meta KEY.
-	WeightMeta string
-	// KeepStaleOnEmpty keeps the last instances when none passes, instead
-	// of answering 503. Directive: keep_stale_on_empty.
-	KeepStaleOnEmpty bool
 }
 
 // consulGlobal parses the global consul block.
@@ -203,7 +182,7 @@ func (p *parser) checkConsul() {
 
 // consulRoute parses a route's `consul SERVICE { ... }`.
 func (p *parser) consulRoute(r *Route, d directive) {
-	cs := &ConsulService{Pos: d.pos(), Service: d.args[0].Text}
+	cs := &discovery.Query{Service: d.args[0].Text}
 	seen := map[string]Pos{}
 	blk := d.block
 	for nesting := blk.Nesting(); d.hasBlock && blk.NextBlock(nesting); {
@@ -241,7 +220,7 @@ func (p *parser) consulRoute(r *Route, d directive) {
 			}
 		case "weight_meta":
 			if p.once(seen, sub) && p.argCount(sub, "weight_meta KEY", 1, 1) {
-				cs.WeightMeta = sub.args[0].Text
+				cs.WeightMetaKey = sub.args[0].Text
 			}
 		case "allow_warning":
 			if p.once(seen, sub) && p.argCount(sub, "allow_warning", 0, 0) {
@@ -255,5 +234,9 @@ func (p *parser) consulRoute(r *Route, d directive) {
 			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in consul", strings.Split("allow_warning, datacenter, keep_stale_on_empty, node_meta, service_meta, tags, weight_meta", ", ")))
 		}
 	}
-	r.Consul = cs
+	if err := cs.Validate(); err != nil { // discovery's rules, checked once, here
+		p.errorf(d.pos(), "consul: %v", strings.TrimPrefix(err.Error(), "discovery: "))
+		return
+	}
+	r.Consul, r.ConsulPos = cs, d.pos()
 }

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/discovery"
 )
 
 func TestConsulDirectives(t *testing.T) {
@@ -46,10 +48,10 @@ func TestConsulDirectives(t *testing.T) {
 		t.Fatalf("consul:\n%+v\nwant\n%+v", c, want)
 	}
 	r := cfg.Sites[0].Routes[0]
-	ws := &ConsulService{Pos: Pos{testFile, 15}, Service: "chat", Tags: []string{"v2", "primary"},
+	ws := &discovery.Query{Service: "chat", Tags: []string{"v2", "primary"},
 		ServiceMeta: map[string]string{"tier": "gold"}, NodeMeta: map[string]string{"rack": "a"},
-		Datacenter: "dc2", AllowWarning: true, WeightMeta: "weight", KeepStaleOnEmpty: true}
-	if !reflect.DeepEqual(r.Consul, ws) || r.DrainWindow != 30*time.Second || len(r.Upstreams) != 0 {
+		Datacenter: "dc2", AllowWarning: true, WeightMetaKey: "weight", KeepStaleOnEmpty: true}
+	if !reflect.DeepEqual(r.Consul, ws) || r.ConsulPos != (Pos{testFile, 15}) || r.DrainWindow != 30*time.Second || len(r.Upstreams) != 0 {
 		t.Fatalf("route consul:\n%+v\nwant\n%+v", r.Consul, ws)
 	}
 	if f := cfg.Sites[0].Routes[1].Consul; f == nil || f.Service != "feed" || f.Tags != nil {

@@ -442,7 +442,7 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 	case len(r.Upstreams) == 0 && r.Consul == nil:
 		p.errorf(r.Pos, "route has no upstreams; add \"to HOST:PORT\" or \"consul SERVICE\" inside its block")
 	case len(r.Upstreams) > 0 && r.Consul != nil:
-		p.errorf(r.Consul.Pos, "a route takes its backends from \"to\" or from \"consul\", not both")
+		p.errorf(r.ConsulPos, "a route takes its backends from \"to\" or from \"consul\", not both")
 	case r.DrainWindow > 0 && r.Consul == nil:
 		p.errorf(r.Pos, "drain_on_removal applies to routes with \"consul\" backends")
 	}

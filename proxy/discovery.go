@@ -14,15 +14,6 @@ import (
 // routes when Consul answers promptly, nor hang when it does not.
 const firstUpdateWait = 3 * time.Second
 
-// consulQuery turns a route's consul block into a discovery query.
-func consulQuery(cs *config.ConsulService) discovery.Query {
-	return discovery.Query{
-		Service: cs.Service, Tags: cs.Tags, ServiceMeta: cs.ServiceMeta, NodeMeta: cs.NodeMeta,
-		Datacenter: cs.Datacenter, AllowWarning: cs.AllowWarning, WeightMetaKey: cs.WeightMeta,
-		KeepStaleOnEmpty: cs.KeepStaleOnEmpty,
-	}
-}
-
 // consulConfig turns the global consul block into the client's config.
 func consulConfig(c *config.Consul) discovery.ConsulConfig {
 	if c == nil {

@@ -100,15 +100,10 @@ func sameRoute(a, b *config.Route, ga, gb *config.Global) bool {
 
 func withoutPos(r *config.Route) config.Route {
 	c := *r
-	c.Pos, c.HealthCheckPos = config.Pos{}, config.Pos{}
+	c.Pos, c.HealthCheckPos, c.ConsulPos = config.Pos{}, config.Pos{}, config.Pos{}
 	c.Upstreams = slices.Clone(r.Upstreams)
 	for i := range c.Upstreams {
 		c.Upstreams[i].Pos = config.Pos{}
-	}
-	if r.Consul != nil {
-		cs := *r.Consul
-		cs.Pos = config.Pos{}
-		c.Consul = &cs
 	}
 	return c
 }

@@ -139,13 +139,7 @@ func buildRoute(rc *config.Route, g *config.Global, e *env) (*route, error) {
 		r.check = rc.HealthCheck // checked by the config, at its directives
 	}
 	r.passive = rc.Passive
-	if rc.Consul != nil {
-		q := consulQuery(rc.Consul)
-		if err := q.Validate(); err != nil {
-			return nil, err
-		}
-		r.query = &q
-	}
+	r.query = rc.Consul // checked by the config, at the directive
 	backends := make([]*balancer.Backend, 0, len(rc.Upstreams))
 	for _, u := range rc.Upstreams {
 		backends = append(backends, e.backends.Backend(u.Addr, u.Weight))
