@@ -24,15 +24,12 @@ const (
 // CONSUL_HTTP_TOKEN, CONSUL_CACERT, ...) and then to its defaults
 // (127.0.0.1:8500).
 type Consul struct {
-	Pos        Pos
-	Address    string // address HOST:PORT
-	Scheme     string // scheme http|https
-	Token      string // token TOKEN (an ACL token; use {$ENV} rather than a literal)
-	Datacenter string // datacenter DC
-
-	TLSCAFile, TLSCertFile, TLSKeyFile string // tls_ca_file, tls_cert_file, tls_key_file
-	TLSServerName                      string // tls_server_name
-	TLSInsecureSkipVerify              bool   // tls_insecure_skip_verify
+	Pos Pos
+	// Client is how to reach the agent. Directives: address HOST:PORT,
+	// scheme http|https, token TOKEN (an ACL token; use {$ENV} rather
+	// than a literal), datacenter DC, tls_ca_file, tls_cert_file,
+	// tls_key_file, tls_server_name, tls_insecure_skip_verify.
+	Client discovery.ConsulConfig
 
 	// Register, if set, registers the proxy itself as a service of this
 	// name (register NAME [TAG...] [{ ... }]) so a fleet of proxies can be
@@ -64,7 +61,7 @@ type Consul struct {
 func (p *parser) consulGlobal(d directive) {
 	c := &Consul{Pos: d.pos()}
 	if len(d.args) > 0 {
-		c.Address = d.args[0].Text
+		c.Client.Address = d.args[0].Text
 	}
 	seen := map[string]Pos{}
 	blk := d.block
@@ -80,27 +77,27 @@ func (p *parser) consulGlobal(d directive) {
 		}
 		switch sub.name.Text {
 		case "address":
-			str(&c.Address)
+			str(&c.Client.Address)
 		case "scheme":
-			str(&c.Scheme)
-			if c.Scheme != "" && c.Scheme != "http" && c.Scheme != "https" {
-				p.errorf(sub.pos(), "scheme %q: want http or https", c.Scheme)
+			str(&c.Client.Scheme)
+			if c.Client.Scheme != "" && c.Client.Scheme != "http" && c.Client.Scheme != "https" {
+				p.errorf(sub.pos(), "scheme %q: want http or https", c.Client.Scheme)
 			}
 		case "token":
-			str(&c.Token)
+			str(&c.Client.Token)
 		case "datacenter":
-			str(&c.Datacenter)
+			str(&c.Client.Datacenter)
 		case "tls_ca_file":
-			str(&c.TLSCAFile)
+			str(&c.Client.TLS.CAFile)
 		case "tls_cert_file":
-			str(&c.TLSCertFile)
+			str(&c.Client.TLS.CertFile)
 		case "tls_key_file":
-			str(&c.TLSKeyFile)
+			str(&c.Client.TLS.KeyFile)
 		case "tls_server_name":
-			str(&c.TLSServerName)
+			str(&c.Client.TLS.ServerName)
 		case "tls_insecure_skip_verify":
 			if p.once(seen, sub) && p.argCount(sub, "tls_insecure_skip_verify", 0, 0) {
-				c.TLSInsecureSkipVerify = true
+				c.Client.TLS.InsecureSkipVerify = true
 			}
 		case "register":
 			if p.once(seen, sub) && p.argCount(sub, "register NAME [TAG...] [{ ... }]", 1, -1) {
@@ -115,7 +112,7 @@ func (p *parser) consulGlobal(d directive) {
 			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in consul", strings.Split("address, datacenter, register, scheme, tls_ca_file, tls_cert_file, tls_insecure_skip_verify, tls_key_file, tls_server_name, token", ", ")))
 		}
 	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+	if (c.Client.TLS.CertFile == "") != (c.Client.TLS.KeyFile == "") {
 		p.errorf(c.Pos, "consul: tls_cert_file and tls_key_file go together")
 	}
 	p.cfg.Global.Consul = c

@@ -41,8 +41,8 @@ func TestConsulDirectives(t *testing.T) {
 	}
 }`)
 	c := cfg.Global.Consul
-	want := &Consul{Pos: Pos{testFile, 2}, Address: "127.0.0.1:8501", Scheme: "https", Token: "secret", Datacenter: "dc1",
-		TLSCAFile: "/etc/consul/ca.pem", TLSServerName: "consul.internal", Register: "wsproxy", RegisterTags: []string{"edge", "eu"},
+	want := &Consul{Pos: Pos{testFile, 2}, Client: discovery.ConsulConfig{Address: "127.0.0.1:8501", Scheme: "https", Token: "secret", Datacenter: "dc1",
+		TLS: discovery.TLSConfig{CAFile: "/etc/consul/ca.pem", ServerName: "consul.internal"}}, Register: "wsproxy", RegisterTags: []string{"edge", "eu"},
 		RegisterPos: Pos{testFile, 9}, CheckInterval: 10 * time.Second, CheckTimeout: 5 * time.Second, DeregisterAfter: time.Minute}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("consul:\n%+v\nwant\n%+v", c, want)

@@ -4,7 +4,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/discovery"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 )
@@ -13,18 +12,6 @@ import (
 // route's first answer, so the proxy does not open for traffic with empty
 // routes when Consul answers promptly, nor hang when it does not.
 const firstUpdateWait = 3 * time.Second
-
-// consulConfig turns the global consul block into the client's config.
-func consulConfig(c *config.Consul) discovery.ConsulConfig {
-	if c == nil {
-		return discovery.ConsulConfig{}
-	}
-	return discovery.ConsulConfig{
-		Address: c.Address, Scheme: c.Scheme, Token: c.Token, Datacenter: c.Datacenter,
-		TLS: discovery.TLSConfig{CAFile: c.TLSCAFile, CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile,
-			ServerName: c.TLSServerName, InsecureSkipVerify: c.TLSInsecureSkipVerify},
-	}
-}
 
 // startWatches starts what follows t's routes: active health checks of
 // static backends, and Consul watches. Each runtime subscribes anew (the

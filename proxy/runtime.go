@@ -227,7 +227,7 @@ func (rt *runtime) buildConsul(prev *runtime, e *env) error {
 	if !need || e.validating {
 		return nil
 	}
-	rt.consulCfg = consulConfig(g.Consul)
+	rt.consulCfg = g.Consul.Client
 	if prev != nil && prev.consul != nil && reflect.DeepEqual(prev.consulCfg, rt.consulCfg) {
 		rt.consul = prev.consul
 		return nil
