@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -108,28 +109,18 @@ const (
 // than leaving them to hang: it closes a reserved fd (an open /dev/null),
 // accepts one client into the freed slot, closes it, and reserves the fd
 // again. When even that fails (another goroutine took the fd) it backs off.
-// An episode is logged when it starts and when accepts work again (after a
-// second without failures), with its count of errors and refused clients;
-// each error is counted in wsproxy_accept_errors_total.
+// The episode is told to an acceptEpisode.
 //
 // Accept must not be called concurrently (fasthttp calls it from one
 // goroutine); release closes the reserve after Serve has returned.
 type resilientListener struct {
 	net.Listener
-	port    string
-	log     *slog.Logger
-	errs    *prometheus.CounterVec // port, error
-	refused prometheus.Counter
+	ep      *acceptEpisode
 	reserve *os.File
-
-	failures, shed int // in the current episode
-	lastFailure    time.Time
 }
 
-func (s *Server) resilient(p int, ln net.Listener) *resilientListener {
-	port := strconv.Itoa(p)
-	rl := &resilientListener{Listener: ln, port: port, log: s.log, errs: s.metrics.acceptErrors,
-		refused: s.metrics.acceptRefused.WithLabelValues(port)}
+func resilient(ln net.Listener, ep *acceptEpisode) *resilientListener {
+	rl := &resilientListener{Listener: ln, ep: ep}
 	rl.reserve, _ = os.Open(os.DevNull) // without one, exhaustion only backs off
 	return rl
 }
@@ -139,25 +130,15 @@ func (l *resilientListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			// At the limit, accepts fail and succeed by turns as fds come and
-			// go: the episode ends after a quiet second, not at every success.
-			if l.failures > 0 && time.Since(l.lastFailure) >= acceptEpisodeQuiet {
-				l.log.Info("accepting again", "port", l.port, "errors", l.failures, "refused_clients", l.shed)
-				l.failures, l.shed = 0, 0
-			}
+			l.ep.succeeded()
 			return c, nil
 		}
-		name, ok := exhaustion(err)
-		if !ok {
+		if _, ok := exhaustion(err); !ok {
 			return nil, err
 		}
-		if l.failures == 0 {
-			l.log.Warn("accept failing: refusing new clients until resources are freed", "port", l.port, "err", err)
-		}
-		l.failures++
-		l.lastFailure = time.Now()
-		l.errs.WithLabelValues(l.port, name).Inc()
-		if l.refuseOne() {
+		refused := l.refuseOne()
+		l.ep.failed(err, refused)
+		if refused {
 			pause = 0
 			continue
 		}
@@ -180,18 +161,71 @@ func (l *resilientListener) refuseOne() bool {
 		c.Close() // before taking the fd back: it is the one c was given
 	}
 	l.reserve, _ = os.Open(os.DevNull)
-	if err != nil {
-		return false
-	}
-	l.shed++
-	l.refused.Inc()
-	return true
+	return err == nil
 }
 
 func (l *resilientListener) release() {
 	if l.reserve != nil {
 		l.reserve.Close()
 		l.reserve = nil
+	}
+}
+
+// acceptEpisode logs and counts a port's accept failures for want of a
+// resource: a warning when an episode starts, and when accepts work again
+// (after a second without failures) its count of errors and refused
+// clients; each error in wsproxy_accept_errors_total, each refused client
+// in wsproxy_accept_refused_total. Safe for concurrent use: the event
+// loops accept on one socket together.
+type acceptEpisode struct {
+	port    string
+	log     *slog.Logger
+	errs    *prometheus.CounterVec // port, error
+	refused prometheus.Counter
+
+	failing        atomic.Bool // failures > 0, read without mu on every accept
+	mu             sync.Mutex
+	failures, shed int // in the current episode
+	lastFailure    time.Time
+}
+
+func (s *Server) acceptEpisode(port int) *acceptEpisode {
+	p := strconv.Itoa(port)
+	return &acceptEpisode{port: p, log: s.log, errs: s.metrics.acceptErrors, refused: s.metrics.acceptRefused.WithLabelValues(p)}
+}
+
+func (a *acceptEpisode) failed(err error, refused bool) {
+	name, _ := exhaustion(err)
+	a.mu.Lock()
+	if a.failures == 0 {
+		a.log.Warn("accept failing: refusing new clients until resources are freed", "port", a.port, "err", err)
+	}
+	a.failures++
+	a.lastFailure = time.Now()
+	if refused {
+		a.shed++
+	}
+	a.failing.Store(true)
+	a.mu.Unlock()
+	a.errs.WithLabelValues(a.port, name).Inc()
+	if refused {
+		a.refused.Inc()
+	}
+}
+
+// succeeded ends the episode at an accept a quiet second after the last
+// failure: at the limit, accepts fail and succeed by turns as fds come and
+// go.
+func (a *acceptEpisode) succeeded() {
+	if !a.failing.Load() {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failures > 0 && time.Since(a.lastFailure) >= acceptEpisodeQuiet {
+		a.log.Info("accepting again", "port", a.port, "errors", a.failures, "refused_clients", a.shed)
+		a.failures, a.shed = 0, 0
+		a.failing.Store(false)
 	}
 }
 

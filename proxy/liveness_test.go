@@ -95,6 +95,9 @@ func testTCPKeepalive(t *testing.T, inherited bool, conf string) {
 	}
 	client, backend := live[0].Sockets()
 	want := keepalive.TCP{Idle: 17 * time.Second, Interval: 7 * time.Second, Count: 4, UserTimeout: 23 * time.Second}
+	// The relay sets them once the connection has lasted tuneAfter (a
+	// second): a short-lived one never needs them.
+	time.Sleep(tuneAfter(want) + 300*time.Millisecond)
 	for name, conn := range map[string]syscall.Conn{"client": client, "backend": backend} {
 		got, on, err := keepalive.Read(conn)
 		if err != nil || !on || got != want {

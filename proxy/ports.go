@@ -26,15 +26,17 @@ import (
 type ports struct {
 	log  *slog.Logger
 	opts *Options
-	// serve is the entry point of every request on a port;
-	// headerReceived, fasthttp's hook (see httpproxy.go); tlsFor, the TLS
-	// config a port's new connection is served with (see tls.go);
-	// accepting wraps a socket in the accept-error handling of
-	// listener.go.
+	// serve is the entry point of every request fasthttp reads on a
+	// port; headerReceived, fasthttp's hook (see httpproxy.go); tlsFor,
+	// the TLS config a port's new connection is served with (see
+	// tls.go); episode, a port's accept-failure accounting (listener.go);
+	// loopsListen, the event loops taking a socket over (front.go), which
+	// returns what fasthttp is to accept from.
 	serve          func(*fasthttp.RequestCtx, int)
 	headerReceived func(*fasthttp.RequestHeader) fasthttp.RequestConfig
 	tlsFor         func(port int) func() *cryptotls.Config
-	resilient      func(port int, ln net.Listener) *resilientListener
+	episode        func(port int) *acceptEpisode
+	loopsListen    func(port int, ln net.Listener, ep *acceptEpisode) net.Listener
 
 	inherited sync.Map // port → keepalive.TCP its socket was given (tcpopts.go)
 
@@ -55,8 +57,9 @@ type ports struct {
 // server is never changed).
 type listener struct {
 	port   int
-	ln     net.Listener       // the socket
-	accept *resilientListener // ln, kept accepting through fd exhaustion
+	ln     net.Listener // the socket, or the event loops' Listener once they took it over
+	ep     *acceptEpisode
+	accept *resilientListener // what fasthttp accepts from: the loops' Listener or ln, kept accepting through fd exhaustion
 
 	mu  sync.Mutex
 	cur *portServer   // serves new connections
@@ -138,7 +141,10 @@ func (p *ports) commit(rt *runtime, opened []*listener) {
 		}
 	}
 	for _, l := range opened {
-		l.accept = p.resilient(l.port, l.ln)
+		// The loops start accepting now that rt is installed.
+		l.ep = p.episode(l.port)
+		l.ln = p.loopsListen(l.port, l.ln, l.ep)
+		l.accept = resilient(l.ln, l.ep)
 		p.m[l.port] = l
 		p.log.Info("listening", "addr", l.ln.Addr().String())
 		l.apply(p, want)

@@ -169,6 +169,9 @@ func buildRoute(rc *config.Route, g *config.Global, e *env) (*route, error) {
 		}
 		rc.OnFlush = e.onFlush
 		rc.OnPingRTT = e.metrics.observePing
+		if e.onTune != nil {
+			rc.Tune, rc.TuneAfter = func(ss *relay.Session) { e.onTune(r, ss) }, tuneAfter(r.tcp)
+		}
 		rc.OnStart = e.onStart
 		rc.OnDone = e.onDone
 	}

@@ -82,6 +82,9 @@ type env struct {
 	onStart func(*relay.Session)
 	onDone  func(*relay.Session)
 	onFlush func(*relay.Session, relay.Counts, relay.Counts)
+	// onTune gives a route's relayed sockets their TCP settings, once the
+	// connection has lasted a while (tcpopts.go).
+	onTune func(*route, *relay.Session)
 
 	// validating makes build check what it would open (access log,
 	// certificate cache, Consul clients) without opening it.

@@ -78,6 +78,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		onStart:  s.sessionStarted,
 		onDone:   s.sessionDone,
 		onFlush:  s.sessionFlush,
+		onTune:   s.tuneSockets,
 	}
 	s.env = e
 	e.mem = newMemReleaser(e.wheel)
@@ -88,8 +89,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		e.log.Warn("no event loops: every connection keeps a goroutine per direction", "err", err)
 	}
 	s.sessions.init()
-	s.ports = ports{log: e.log, opts: &opts, serve: s.serve, headerReceived: s.headerReceived, tlsFor: s.listenerTLS, resilient: s.resilient,
-		stopping: make(chan struct{})}
+	s.ports = ports{log: e.log, opts: &opts, serve: s.serve, headerReceived: s.headerReceived, tlsFor: s.listenerTLS,
+		episode: s.acceptEpisode, loopsListen: s.loopsListen, stopping: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	rt, err := build(cfg, nil, e)
 	if err != nil {
@@ -150,30 +151,63 @@ func (s *Server) Start() error {
 // Addr returns the address the listener for a config port is bound to.
 func (s *Server) Addr(port int) net.Addr { return s.ports.addr(port) }
 
-// serve is the entry point of every request.
+// loopsListen has the event loops take a port's socket over, accepting on
+// it and reading WebSocket handshakes themselves (front.go); it returns
+// the loops' Listener, from which fasthttp accepts what the loops pass
+// on, or ln itself when there are no loops or they cannot take it.
+func (s *Server) loopsListen(port int, ln net.Listener, ep *acceptEpisode) net.Listener {
+	if s.loops == nil {
+		return ln
+	}
+	f := &front{s: s, port: port, local: ln.Addr(), tls: s.listenerTLS(port), ep: ep}
+	fl, err := s.loops.Listen(ln, f)
+	if err != nil {
+		s.log.Warn("the event loops do not accept on this port; Go does", "port", port, "err", err)
+		return ln
+	}
+	return fl
+}
+
+// serve is the entry point of every request fasthttp reads (the event
+// loops read WebSocket handshakes on plain ports themselves: front.go).
 func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
+	t, r, ok := s.route(ctx, port)
+	if !ok {
+		return
+	}
+	if upgrade.IsAttempt(&ctx.Request.Header) {
+		s.serveWebSocket(ctx, t, r)
+		return
+	}
+	s.serveHTTP(ctx, t, r)
+}
+
+// route checks the request's framing and target and finds its route in
+// the running runtime. When it reports false, ctx holds the answer (a 400
+// or 404, an ACME challenge or a redirect to https).
+func (s *Server) route(ctx *fasthttp.RequestCtx, port int) (*runtime, *route, bool) {
 	if why := framingError(&ctx.Request.Header); why != "" {
 		ctx.Error("bad request: "+why+"\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose() // where this request ends is in doubt
-		return
+		return nil, nil, false
 	}
 	var buf [256]byte
 	tg, why := parseTarget(ctx, buf[:0])
 	if why != "" {
 		ctx.Error("bad request: "+why+"\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose()
-		return
+		return nil, nil, false
 	}
 	t := s.rt.Load()
 	if serveHTTPPort(ctx, t, port, tg.path) { // ACME challenges, redirects to https
-		return
+		return nil, nil, false
 	}
 	r := t.lookup(port, ctx.Host(), tg.path, ctx.QueryArgs())
 	attempt := upgrade.IsAttempt(&ctx.Request.Header)
 	if r != nil && tg.encodedSlash && !r.cfg.AllowEncodedSlash {
 		ctx.Error("bad request: encoded slash or backslash in the path\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose()
-		return
+		return nil, nil, false
 	}
 	tg.forward(ctx)
 	if r == nil {
@@ -181,13 +215,9 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
 		if attempt || bodyMayRemain(ctx) {
 			ctx.SetConnectionClose()
 		}
-		return
+		return nil, nil, false
 	}
-	if attempt {
-		s.serveWebSocket(ctx, t, r)
-		return
-	}
-	s.serveHTTP(ctx, t, r)
+	return t, r, true
 }
 
 // Shutdown stops accepting, sends every live WebSocket a 1001 close (spread

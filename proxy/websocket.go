@@ -24,60 +24,19 @@ type wsConn struct {
 	ticket  *ticket // its admission, released when it ends
 
 	subprotocol string
+	port        int // the listening port if a loop accepted the client, else 0
 }
 
-// serveWebSocket checks the client's handshake and admits it, then hands
-// the connection to the backend handshake (backendHandshake): on an event
-// loop when there are loops, else from the hijacked connection's
-// goroutine. Either way the client is answered only after the backend: a
-// dead backend is a retry or a 502/503, never a 101 followed by a drop.
+// serveWebSocket admits a handshake fasthttp read and hands the connection
+// to its backend handshake: on an event loop when there are loops, else
+// from the hijacked connection's goroutine. Either way the client is
+// answered only after the backend: a dead backend is a retry or a
+// 502/503, never a 101 followed by a drop.
 func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *runtime, r *route) {
-	answered := true // by the handler; the backend handshake counts its own
-	defer func() {
-		if answered {
-			s.metrics.handshakes.WithLabelValues(r.name, strconv.Itoa(ctx.Response.StatusCode())).Inc()
-		}
-	}()
-	s.mem.handshake()
-	info, rej := upgrade.Check(&ctx.Request.Header, r.origins)
-	if rej != nil {
-		rej.WriteResponse(ctx)
+	h := s.admitWebSocket(ctx, t, r)
+	if h == nil {
 		return
 	}
-	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	ip := t.clientIP.ClientIP(&ctx.Request.Header, peer.Unmap())
-	if !t.rate.Allow(ip, time.Now()) {
-		ctx.Error("too many handshakes from your address; slow down\n", fasthttp.StatusTooManyRequests)
-		ctx.SetConnectionClose()
-		return
-	}
-	if ok, wait := r.hsRate.Take(time.Now()); !ok {
-		r.stats.handshakesLimited.Inc()
-		r.stats.hsLimitedTot.Add(1)
-		ctx.Error("too many new connections on this route; retry after the time in Retry-After\n", fasthttp.StatusServiceUnavailable)
-		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(wait/time.Second)))
-		ctx.SetConnectionClose()
-		return
-	}
-	var keyBuf [maxKeyLen]byte
-	key, ok := r.requireKey(ctx, keyBuf[:0])
-	if !ok {
-		ctx.SetConnectionClose()
-		return
-	}
-	tk, why := admit(&s.live, t, r, ip)
-	switch why {
-	case overPerIP:
-		ctx.Error("too many connections from your address\n", fasthttp.StatusTooManyRequests)
-		ctx.SetConnectionClose()
-		return
-	case overCapacity:
-		ctx.Error("too many connections\n", fasthttp.StatusServiceUnavailable)
-		ctx.SetConnectionClose()
-		return
-	}
-	h := s.newBackendHandshake(ctx, r, info.Key, key, tk)
-	answered = false
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(hc net.Conn) {
 		conn, pre := unwrapHijacked(hc)
@@ -90,6 +49,56 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *runtime, r *route) 
 		}
 		h.run(conn, pre)
 	})
+}
+
+// admitWebSocket checks the client's handshake and its limits and admits
+// it. It returns the backend handshake that owns the admission from here
+// on, or nil when ctx holds the answer (a 4xx or 503).
+func (s *Server) admitWebSocket(ctx *fasthttp.RequestCtx, t *runtime, r *route) (h *backendHandshake) {
+	defer func() {
+		if h == nil { // the backend handshake counts its own
+			s.metrics.handshakes.WithLabelValues(r.name, strconv.Itoa(ctx.Response.StatusCode())).Inc()
+		}
+	}()
+	s.mem.handshake()
+	info, rej := upgrade.Check(&ctx.Request.Header, r.origins)
+	if rej != nil {
+		rej.WriteResponse(ctx)
+		return nil
+	}
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	ip := t.clientIP.ClientIP(&ctx.Request.Header, peer.Unmap())
+	if !t.rate.Allow(ip, time.Now()) {
+		ctx.Error("too many handshakes from your address; slow down\n", fasthttp.StatusTooManyRequests)
+		ctx.SetConnectionClose()
+		return nil
+	}
+	if ok, wait := r.hsRate.Take(time.Now()); !ok {
+		r.stats.handshakesLimited.Inc()
+		r.stats.hsLimitedTot.Add(1)
+		ctx.Error("too many new connections on this route; retry after the time in Retry-After\n", fasthttp.StatusServiceUnavailable)
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(wait/time.Second)))
+		ctx.SetConnectionClose()
+		return nil
+	}
+	var keyBuf [maxKeyLen]byte
+	key, ok := r.requireKey(ctx, keyBuf[:0])
+	if !ok {
+		ctx.SetConnectionClose()
+		return nil
+	}
+	tk, why := admit(&s.live, t, r, ip)
+	switch why {
+	case overPerIP:
+		ctx.Error("too many connections from your address\n", fasthttp.StatusTooManyRequests)
+		ctx.SetConnectionClose()
+		return nil
+	case overCapacity:
+		ctx.Error("too many connections\n", fasthttp.StatusServiceUnavailable)
+		ctx.SetConnectionClose()
+		return nil
+	}
+	return s.newBackendHandshake(ctx, r, info.Key, key, tk)
 }
 
 // unwrapHijacked takes the raw connection under fasthttp's hijacked one,

@@ -7,13 +7,11 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/wsproxy/wsproxy/balancer"
-	"github.com/wsproxy/wsproxy/keepalive"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
@@ -40,7 +38,7 @@ type backendHandshake struct {
 	wsKey  []byte
 	key    []byte // the hash key
 	client string
-	tls    bool
+	port   int // the listening port, when a loop accepted the client (see route.tuneSockets)
 
 	att attempts
 	b   *balancer.Backend // the backend being tried
@@ -69,6 +67,7 @@ func (s *Server) newBackendHandshake(ctx *fasthttp.RequestCtx, r *route, wsKey, 
 func (h *backendHandshake) free() {
 	h.hdr.Reset()
 	h.s, h.r, h.tk, h.b = nil, nil, nil, nil
+	h.port = 0
 	h.up = upgrade.UpstreamRequest{}
 	h.att, h.hs = attempts{}, upgrade.Handshake{}
 	if cap(h.req) > 8<<10 {
@@ -137,15 +136,12 @@ func (h *backendHandshake) Response(b []byte, eof bool) (int, error) {
 
 // Switched implements relay.Upstream: the session takes the admission,
 // and the client's 101 carries what the backend chose.
-func (h *backendHandshake) Switched(ss *relay.Session, backend syscall.Conn) *relay.Config {
+func (h *backendHandshake) Switched(ss *relay.Session) *relay.Config {
 	s, r, b := h.s, h.r, h.b
 	h.att.Report(b, nil) // the session keeps b's count
-	if err := keepalive.Apply(backend, r.tcp); err != nil {
-		s.log.Debug("TCP keepalive not applied", "route", r.name, "err", err)
-	}
 	s.metrics.handshakes.WithLabelValues(r.name, "101").Inc()
 	s.metrics.wsTotal.WithLabelValues(r.name, b.Addr).Inc()
-	c := &wsConn{route: r, backend: b, client: h.client, key: string(h.key), start: time.Now(), ticket: h.tk, subprotocol: h.hs.Protocol}
+	c := &wsConn{route: r, backend: b, client: h.client, key: string(h.key), start: time.Now(), ticket: h.tk, subprotocol: h.hs.Protocol, port: h.port}
 	ss.Tag = c
 	ss.Keys = r.keyLimits.Acquire(c.key)
 	// The relay sends the 101 itself, after the session is registered:
@@ -220,8 +216,7 @@ func (h *backendHandshake) run(conn net.Conn, pre []byte) {
 		}
 		h.hs = up.Handshake
 		var tmp relay.Session // Switched sets Tag, Keys and First on it
-		sc, _ := up.Conn.(syscall.Conn)
-		cfg := h.Switched(&tmp, sc)
+		cfg := h.Switched(&tmp)
 		ss := relay.NewSession(cfg)
 		ss.Tag, ss.Keys, ss.First = tmp.Tag, tmp.Keys, tmp.First
 		ss.Start(conn, pre, up.Conn, up.Buffered)

@@ -7,8 +7,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/wsproxy/wsproxy/upgrade"
 )
@@ -147,4 +150,121 @@ func TestBackendSilentAndByName(t *testing.T) {
 		t.Fatalf("silent backend: status %d after %v", rc.Status, took)
 	}
 	dialRaw(t, tp.addr, "/named")
+}
+
+// The event loops read handshakes on plain ports themselves: a head that
+// arrives a few bytes at a time, with frames right behind it in the last
+// piece, is relayed like any other.
+func TestHandshakeHeadInPieces(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, simpleConf, 1)
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := wireFrame(true, 0, 1, []byte("__id"), true)
+	all := append([]byte(wsHead("/ws")), msg...)
+	for len(all) > 0 {
+		n := min(5, len(all))
+		if _, err := c.Write(all[:n]); err != nil {
+			t.Fatal(err)
+		}
+		all = all[n:]
+		time.Sleep(time.Millisecond)
+	}
+	rc := &rawClient{t: t, conn: c, br: bufio.NewReader(c)}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := rc.br.ReadString('\n')
+	if err != nil || !strings.Contains(line, " 101 ") {
+		t.Fatalf("status line %q, %v", line, err)
+	}
+	for {
+		l, err := rc.br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l == "\r\n" {
+			break
+		}
+	}
+	if h, p := rc.next(); h.Opcode != 1 || string(p) != "b0" {
+		t.Fatalf("echo of the early frame: opcode %d %q", h.Opcode, p)
+	}
+	// Both sockets send frames without Nagle's delay: the client's has it
+	// from the listening socket the loop accepted it on.
+	ss := tp.srv.sessions.list(nil)
+	if len(ss) != 1 {
+		t.Fatalf("%d sessions", len(ss))
+	}
+	for i, sc := range func() []syscall.Conn { c, b := ss[0].Sockets(); return []syscall.Conn{c, b} }() {
+		raw, _ := sc.SyscallConn()
+		v := -1
+		raw.Control(func(fd uintptr) { v, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY) })
+		if v != 1 {
+			t.Errorf("socket %d: TCP_NODELAY %d", i, v)
+		}
+	}
+}
+
+// A connection whose first request is plain HTTP goes to fasthttp with
+// the bytes the loop read; an upgrade later on the same connection is
+// served from there.
+func TestUpgradeAfterPlainRequestOnOneConnection(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, simpleConf, 1)
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /plain HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	io.WriteString(c, wsHead("/ws"))
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade after a plain request: %v %v", resp, err)
+	}
+	rc := &rawClient{t: t, conn: c, br: br}
+	rc.send(wireFrame(true, 0, 1, []byte("__id"), true))
+	if h, p := rc.next(); h.Opcode != 1 || string(p) != "b0" {
+		t.Fatalf("echo: opcode %d %q", h.Opcode, p)
+	}
+}
+
+// A client that leaves while its backend is still being dialed gives its
+// admission back at once, not when the backend finally answers.
+func TestClientGoneDuringBackendHandshake(t *testing.T) {
+	t.Parallel()
+	addr := scriptedBackend(t, 4096, 0, false, func(key string) string {
+		time.Sleep(4 * time.Second)
+		return switching(key)
+	})
+	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
+	var cs []net.Conn
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", tp.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, wsHead("/ws"))
+		cs = append(cs, c)
+	}
+	waitFor(t, func() bool { return tp.srv.live.Load() == 5 })
+	for _, c := range cs {
+		c.Close()
+	}
+	start := time.Now()
+	waitFor(t, func() bool { return tp.srv.live.Load() == 0 })
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("admissions given back after %v", took)
+	}
 }

@@ -222,6 +222,12 @@ func TestReloadStormLosesNothing(t *testing.T) {
 		}
 		p.cmd.Process.Signal(syscall.SIGHUP)
 		time.Sleep(60 * time.Millisecond)
+		// The kernel and Go's signal package merge a SIGHUP that arrives
+		// while another is pending, so on a slow machine the next one
+		// waits until this reload has been handled.
+		for deadline := time.Now().Add(10 * time.Second); reloadsHandled(p) < i+1 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	// Let every reload be processed, with traffic still flowing.
 	p.waitLog(t, fmt.Sprintf(`version=%d `, valid))
@@ -356,4 +362,10 @@ func TestReloadDrainsRemovedRouteAndSIGTERM(t *testing.T) {
 	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
 		t.Fatalf("pid file left behind: %v", err)
 	}
+}
+
+// reloadsHandled counts the reloads the proxy has logged, good or not.
+func reloadsHandled(p *proc) int {
+	l := p.logsString()
+	return strings.Count(l, "config reloaded") + strings.Count(l, "reload failed")
 }

@@ -85,6 +85,9 @@ func (s *goSession) start(client net.Conn, clientPre []byte, backend net.Conn, b
 	s.b2c = gdir{s: s, src: &s.backend, dst: &s.client, from: SideBackend, stats: &s.pub.BackendToClient}
 	s.b2c.t.Rules = cfg.Backend
 	s.initLive()
+	if cfg.Tune != nil {
+		cfg.Tune(s.pub) // no timer to spare here: at once
+	}
 	if cfg.OnStart != nil {
 		cfg.OnStart(s.pub)
 	}

@@ -36,6 +36,7 @@ var responsePool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); retu
 
 // dialState is a session's backend handshake in progress.
 type dialState struct {
+	fs        *frontState // reading the client's request (Listener), before up is known
 	up        Upstream
 	a         Attempt
 	sent      int // bytes of a.Request written
@@ -299,6 +300,31 @@ func (e *evSession) readResponse() error {
 	return nil
 }
 
+// dialClientEvent handles the client's socket while the backend is being
+// dialed (the loop read the client's request itself, so the socket is in
+// its set): frames sent before the 101 are kept to be relayed first, up
+// to a bound, and a client that has gone ends the attempt.
+func (e *evSession) dialClientEvent() {
+	c := &e.c
+	n, err := readFD(c.fd, e.lp.buf)
+	if err == unix.EAGAIN {
+		return
+	}
+	if err != nil || n == 0 {
+		e.dropBackend()
+		e.dialFailed(&UpstreamError{Addr: e.dial.a.Addr, Reason: "client went away"})
+		return
+	}
+	c.preBytes = append(c.preBytes, e.lp.buf[:n]...)
+	if len(c.preBytes) >= maxEarly {
+		e.lp.setInterest(c, 0) // the rest waits in the socket for the relay
+	}
+}
+
+// maxEarly bounds what a client may send before its 101 that the proxy
+// keeps; more waits unread.
+const maxEarly = 64 << 10
+
 // dropBackend closes the current attempt's socket.
 func (e *evSession) dropBackend() {
 	if e.b.fd >= 0 {
@@ -332,6 +358,10 @@ func (e *evSession) dialTimer(now int64) {
 		e.dialNeedTimer(d.deadline)
 		return
 	}
+	if d.fs != nil {
+		e.frontTimer()
+		return
+	}
 	reason := "no complete response in time"
 	if !d.connected {
 		reason = "no connection in time"
@@ -345,7 +375,7 @@ func (e *evSession) dialTimer(now int64) {
 func (e *evSession) switched(head int) {
 	d := e.dial
 	s := e.pub
-	cfg := d.up.Switched(s, fdSocket(e.b.fd))
+	cfg := d.up.Switched(s)
 	s.cfg, e.cfg = cfg, cfg
 	e.setBackend(e.b.fd, (*d.resp)[head:])
 	e.releaseDial()
@@ -374,6 +404,10 @@ func (e *evSession) dialFailed(last error) {
 
 // abortDial ends a session still in its handshake when its loop stops.
 func (e *evSession) abortDial() {
+	if e.dial.fs != nil {
+		e.frontEnd(nil)
+		return
+	}
 	e.dialFailed(&UpstreamError{Addr: e.dial.a.Addr, Reason: "proxy shutting down"})
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -36,10 +37,16 @@ type evSession struct {
 	closeBy   int64 // when closing gives up on the peers
 	idleSince int64
 	endOfLife int64
+	tuneAt    int64 // when Config.Tune is due; 0 once done or if none
 	done      bool
 	liveDue   int64 // when the live figures are flushed; 0 if not armed
 
-	dial *dialState // the backend handshake, while the loop performs it (Loops.Dial)
+	dial *dialState // the request head or backend handshake, while the loop performs it
+
+	// A Listener's socket on this loop (front_linux.go), instead of a
+	// session.
+	listener   *Listener
+	unlistened *sync.WaitGroup
 }
 
 // evLeg is one socket of a session: the source of one direction and the
@@ -204,6 +211,13 @@ func (e *evSession) begin() {
 	if e.cfg.MaxLifetime > 0 {
 		e.endOfLife = now + int64(keepalive.Jitter(e.cfg.MaxLifetime, 0.1))
 	}
+	if e.cfg.Tune != nil {
+		if e.cfg.TuneAfter <= 0 {
+			e.cfg.Tune(e.pub)
+		} else {
+			e.tuneAt = now + int64(e.cfg.TuneAfter)
+		}
+	}
 	for _, lg := range [2]*evLeg{&e.c, &e.b} {
 		if p := lg.preBytes; p != nil {
 			lg.preBytes = nil
@@ -225,10 +239,19 @@ func (e *evSession) begin() {
 
 // event handles what epoll reported for one of the session's sockets.
 func (e *evSession) event(lg *evLeg, ev uint32) {
-	if e.dial != nil {
-		if lg == &e.b {
-			e.dialEvent(ev)
-		}
+	switch {
+	case e.listener != nil:
+		e.accept()
+		return
+	case e.dial == nil:
+	case e.dial.fs != nil:
+		e.frontEvent()
+		return
+	case lg == &e.b:
+		e.dialEvent(ev)
+		return
+	default:
+		e.dialClientEvent()
 		return
 	}
 	if ev&unix.EPOLLOUT != 0 && lg.out != nil {
@@ -745,6 +768,14 @@ func (e *evSession) liveness(now int64) int64 {
 			return e.closeBy
 		}
 		next = min(next, e.idleSince+d)
+	}
+	if e.tuneAt > 0 {
+		if now >= e.tuneAt {
+			e.tuneAt = 0
+			e.cfg.Tune(e.pub)
+		} else {
+			next = min(next, e.tuneAt)
+		}
 	}
 	if e.endOfLife > 0 {
 		if now >= e.endOfLife {

@@ -116,12 +116,14 @@ func TestLivenessDeadBackendGivesClient1011(t *testing.T) {
 
 func TestLivenessIdleTimeoutAndLifetime(t *testing.T) {
 	forModes(t, func(t *testing.T) {
+		// Gaps a third of the timeout: a loaded machine (race detector,
+		// parallel packages) can stretch one by tens of milliseconds.
 		h := startHarness(t, Config{Wheel: testWheel(t), IdleTimeout: 150 * time.Millisecond}, nil, nil)
 		msg := frame(true, 0, OpText, []byte("x"), true, testMask)
-		for i := 0; i < 5; i++ { // activity keeps it open past the timeout
+		for i := 0; i < 8; i++ { // activity keeps it open past the timeout
 			h.client.Write(msg)
 			readFull(t, h.backend, len(msg))
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(30 * time.Millisecond)
 		}
 		expectClose(t, h.client, CloseGoingAway)
 		expectClose(t, h.backend, CloseGoingAway)

@@ -118,12 +118,12 @@ func newLoop(bufSize int, wheel *keepalive.Wheel) (*loop, error) {
 
 // post queues t for the loop and wakes it if the queue was empty: one
 // eventfd write per batch of tasks, not per task.
-func (l *loop) post(t task) {
+func (l *loop) post(t task) bool {
 	l.mu.Lock()
 	if l.stopped {
 		// After Close the eventfd's number may belong to another file.
 		l.mu.Unlock()
-		return
+		return false
 	}
 	if t.op == opStop {
 		l.stopped = true
@@ -135,6 +135,7 @@ func (l *loop) post(t task) {
 		var one = [8]byte{1, 0, 0, 0, 0, 0, 0, 0}
 		unix.Write(l.evfd, one[:])
 	}
+	return true
 }
 
 func (l *loop) run() {
@@ -211,6 +212,10 @@ func (l *loop) runTasks() bool {
 			t.s.dialNext(nil)
 		case opResolved:
 			t.s.resolved()
+		case opListen:
+			t.s.listen()
+		case opUnlisten:
+			t.s.unlisten()
 		}
 		l.running[i] = task{} // drop references for the GC
 	}
@@ -220,6 +225,10 @@ func (l *loop) runTasks() bool {
 // dropAll ends the sessions still on a stopping loop.
 func (l *loop) dropAll() {
 	for _, lg := range l.legs {
+		if lg != nil && lg.s.listener != nil {
+			lg.s.unlisten()
+			continue
+		}
 		if lg != nil && !lg.s.done {
 			lg.s.finish()
 		}

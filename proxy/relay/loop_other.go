@@ -23,6 +23,14 @@ func (ls *Loops) Close() error { return nil }
 // Dial takes nothing on this platform: the caller dials from a goroutine.
 func (ls *Loops) Dial(client net.Conn, pre []byte, up Upstream) bool { return false }
 
+// Listen fails on this platform: Go accepts.
+func (ls *Loops) Listen(ln net.Listener, front Front) (*Listener, error) {
+	return nil, errors.New("relay: event loops need Linux")
+}
+
+// Listener is not available on this platform.
+type Listener struct{ net.Listener }
+
 type evSession struct{}
 
 func (e *evSession) sockets() (client, backend syscall.Conn) { return nil, nil }

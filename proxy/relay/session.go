@@ -27,6 +27,8 @@ const (
 	opTimer
 	opDial
 	opResolved
+	opListen
+	opUnlisten
 	opStop
 )
 
@@ -103,6 +105,16 @@ type Config struct {
 	// connections are open without a cost per frame. It runs on the
 	// session's loop (or a relay goroutine or timer) and must not block.
 	OnFlush func(s *Session, up, down Counts)
+	// Tune, if set, is called once the session has lasted TuneAfter (at
+	// once if that is not positive), on the session's loop or goroutine; it
+	// must not block. It is for socket options that only a connection that
+	// lives a while needs, such as TCP keepalive and user timeout: the
+	// kernel times both from the connection's own history (the last byte
+	// received, the first unacknowledged retransmission), so setting them
+	// a little late changes nothing, and short connections never pay the
+	// system calls.
+	Tune      func(*Session)
+	TuneAfter time.Duration
 	// OnStart, if set, is called with the new session before any byte is
 	// relayed, so the caller can register it (for Close on reload or
 	// shutdown). It must not block.

@@ -1,9 +1,6 @@
 package relay
 
-import (
-	"syscall"
-	"time"
-)
+import "time"
 
 // Upstream is the backend handshake of a session that a loop performs
 // itself (Loops.Dial): which backends to try, what to send each, how to
@@ -22,10 +19,9 @@ type Upstream interface {
 	// client), 0 and nil to wait for more, or the attempt's error.
 	Response(b []byte, eof bool) (head int, err error)
 	// Switched is called after a good response, before any byte is
-	// relayed; backend is the new socket, for its options only. It
-	// returns the session's Config and sets what Start would need
-	// (Tag, First, Keys) on s.
-	Switched(s *Session, backend syscall.Conn) *Config
+	// relayed. It returns the session's Config and sets what Start would
+	// need (Tag, First, Keys) on s.
+	Switched(s *Session) *Config
 	// Failed returns the complete HTTP response for the client once Next
 	// has given up; last is the last attempt's error, nil if none was made.
 	Failed(last error) []byte

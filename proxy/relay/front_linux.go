@@ -1,0 +1,362 @@
+//go:build linux
+
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Listener is a listening socket whose connections the loops accept
+// themselves. Every loop watches it (EPOLLEXCLUSIVE: a new connection
+// wakes one of them), accepts, reads the first request head into its own
+// buffer and asks Front what to do: a WebSocket goes on to its backend
+// handshake on the same loop and is relayed there, so from accept to the
+// last frame it never meets a goroutine, Go's poller or a second
+// descriptor; anything else (plain HTTP, TLS ports, heads the loop will
+// not judge) is handed to Go through Accept, with the bytes already read.
+//
+// Listener is a net.Listener for the Go side: give it to an HTTP server.
+type Listener struct {
+	ls    *Loops
+	fd    int
+	addr  net.Addr
+	front Front
+	conns chan net.Conn // handed to Go
+
+	regs      []*evSession // one per loop, standing for the socket there
+	closed    atomic.Bool
+	closeOnce sync.Once
+	done      chan struct{}
+
+	mu      sync.Mutex // reserve, and re-arming after a failed accept
+	reserve int        // an open /dev/null, given up to refuse a client when out of fds
+}
+
+// handOffQueue bounds the connections handed to Go and not yet accepted
+// there; beyond it they are closed (Go's side is not keeping up).
+const handOffQueue = 4096
+
+// Listen takes ln over: its socket moves to the loops and ln is closed.
+// It fails, leaving ln as it was, if ln is not a TCP listener.
+func (ls *Loops) Listen(ln net.Listener, front Front) (*Listener, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil, errors.New("relay: not a TCP listener")
+	}
+	raw, err := tl.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd := -1
+	var derr error
+	raw.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	if derr != nil {
+		return nil, derr
+	}
+	// Accepted sockets inherit TCP_NODELAY from the listening one, which
+	// saves every connection the setsockopt Go's accept would make: the
+	// relay writes whole frames, and Nagle would hold a small one back
+	// behind an unacknowledged one (a 101 followed by the first frame).
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	l := &Listener{ls: ls, fd: fd, addr: ln.Addr(), front: front, conns: make(chan net.Conn, handOffQueue), done: make(chan struct{}), reserve: -1}
+	l.reserve, _ = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	ln.Close()
+	for _, lp := range ls.loops {
+		e := &evSession{lp: lp, cfg: &dialConfig, listener: l}
+		e.c = evLeg{s: e, fd: fd, side: SideNone}
+		l.regs = append(l.regs, e)
+		lp.post(task{s: e, op: opListen})
+	}
+	return l, nil
+}
+
+// Accept returns the next connection handed to Go.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Addr is the listening address.
+func (l *Listener) Addr() net.Addr { return l.addr }
+
+// Close stops accepting: every loop lets go of the socket before it is
+// closed. Connections already accepted are not affected.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() {
+		l.closed.Store(true)
+		var wg sync.WaitGroup
+		for _, e := range l.regs {
+			wg.Add(1)
+			e.unlistened = &wg
+			if !e.lp.post(task{s: e, op: opUnlisten}) {
+				wg.Done() // the loop has stopped
+			}
+		}
+		wg.Wait()
+		unix.Close(l.fd)
+		l.mu.Lock()
+		if l.reserve >= 0 {
+			unix.Close(l.reserve)
+			l.reserve = -1
+		}
+		l.mu.Unlock()
+		close(l.done)
+	})
+	return nil
+}
+
+// listen (on the loop) watches the socket; unlisten stops.
+func (e *evSession) listen() {
+	if e.listener.closed.Load() {
+		return
+	}
+	e.lp.register(&e.c)
+	e.lp.setInterest(&e.c, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+}
+
+func (e *evSession) unlisten() {
+	lg := &e.c
+	if lg.interest != 0 {
+		unix.EpollCtl(e.lp.epfd, unix.EPOLL_CTL_DEL, lg.fd, nil)
+		lg.interest = 0
+	}
+	if lg.fd < len(e.lp.legs) && e.lp.legs[lg.fd] == lg {
+		e.lp.legs[lg.fd] = nil
+	}
+	if wg := e.unlistened; wg != nil {
+		e.unlistened = nil
+		wg.Done()
+	}
+}
+
+// acceptBatch bounds the accepts per wake-up, so that a flood of new
+// connections cannot starve the loop's other sockets.
+const acceptBatch = 32
+
+// accept runs on the loop when the listening socket is readable.
+func (e *evSession) accept() {
+	l := e.listener
+	for i := 0; i < acceptBatch; i++ {
+		fd, sa, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch err {
+		case nil:
+		case unix.EAGAIN:
+			return
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			e.acceptExhausted(err)
+			return
+		default:
+			return
+		}
+		l.front.Accepted()
+		remote := sockaddrAddrPort(sa)
+		if !l.front.Plain() {
+			l.handOff(fd, nil)
+			continue
+		}
+		e.lp.front(l, fd, remote)
+	}
+}
+
+// acceptExhausted refuses one waiting client with the reserved descriptor
+// (closes it at once rather than leave it in the backlog), or, if that
+// fails too, stops watching the socket on this loop for a moment: it stays
+// readable, and level-triggered readiness would spin.
+func (e *evSession) acceptExhausted(err error) {
+	l := e.listener
+	refused := false
+	l.mu.Lock()
+	if l.reserve >= 0 {
+		unix.Close(l.reserve)
+		if fd, _, aerr := unix.Accept4(l.fd, unix.SOCK_CLOEXEC); aerr == nil {
+			unix.Close(fd)
+			refused = true
+		}
+		l.reserve, _ = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	}
+	l.mu.Unlock()
+	l.front.AcceptFailed(err, refused)
+	if refused {
+		return
+	}
+	e.lp.setInterest(&e.c, 0)
+	time.AfterFunc(20*time.Millisecond, func() { e.lp.post(task{s: e, op: opListen}) })
+}
+
+func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// handOff gives an accepted socket to Go, with what was read from it.
+func (l *Listener) handOff(fd int, read []byte) {
+	f := os.NewFile(uintptr(fd), "")
+	c, err := net.FileConn(f) // a duplicate, in Go's poller
+	f.Close()
+	if err != nil {
+		return
+	}
+	if len(read) > 0 {
+		c = &prefixConn{Conn: c, pre: append([]byte(nil), read...)}
+	}
+	if l.closed.Load() {
+		c.Close()
+		return
+	}
+	select {
+	case l.conns <- c:
+	default:
+		c.Close() // Go's side is not keeping up: shed
+	}
+}
+
+// frontState is a connection whose request head a loop is reading.
+type frontState struct {
+	l      *Listener
+	remote netip.AddrPort
+	head   *[]byte // what arrived so far, when the head took more than one read
+	max    int
+}
+
+// front starts reading a new connection's request on this loop.
+func (lp *loop) front(l *Listener, fd int, remote netip.AddrPort) {
+	s := &Session{cfg: &dialConfig}
+	e := &evSession{pub: s, cfg: &dialConfig, lp: lp}
+	e.c = evLeg{s: e, fd: fd, side: SideClient, stats: &s.ClientToBackend}
+	e.b = evLeg{s: e, fd: -1, side: SideBackend, masked: true, stats: &s.BackendToClient}
+	e.c.peer, e.b.peer = &e.b, &e.c
+	e.timer.Init(e)
+	s.ev = e
+	max, timeout := l.front.Limits()
+	e.dial = &dialState{fs: &frontState{l: l, remote: remote, max: max}}
+	e.dial.timer.Init(dialAlarm{e})
+	lp.register(&e.c)
+	lp.setInterest(&e.c, unix.EPOLLIN|unix.EPOLLRDHUP)
+	e.dial.deadline = lp.now + int64(timeout)
+	e.dialNeedTimer(e.dial.deadline)
+}
+
+// frontEvent reads the client's request head once and judges it when it
+// is whole.
+func (e *evSession) frontEvent() {
+	d, lp := e.dial, e.lp
+	fs := d.fs
+	n, err := readFD(e.c.fd, lp.buf)
+	if err == unix.EAGAIN {
+		return
+	}
+	if err != nil || n == 0 {
+		e.frontEnd(nil) // gone before asking anything
+		return
+	}
+	b := lp.buf[:n]
+	if fs.head != nil || !hasHeadEnd(b) {
+		if fs.head == nil {
+			fs.head = responsePool.Get().(*[]byte)
+		}
+		*fs.head = append(*fs.head, b...)
+		b = *fs.head
+	}
+	end := headEnd(b)
+	switch {
+	case end < 0 && len(b) >= fs.max:
+		e.frontHandOff(b) // Go's server answers 431
+		return
+	case end < 0:
+		return
+	}
+	head, rest := b[:end], b[end:]
+	up, answer := fs.l.front.Request(head, rest, fs.remote)
+	switch {
+	case up != nil:
+		e.c.pre(rest)
+		e.frontRelease()
+		d.fs = nil
+		d.up = up
+		e.dialNext(nil)
+	case answer != nil:
+		e.frontEnd(answer)
+	default:
+		e.frontHandOff(b)
+	}
+}
+
+// frontTimer: the head did not come within the handshake timeout.
+func (e *evSession) frontTimer() {
+	e.frontEnd([]byte("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 16\r\n\r\nRequest timeout\n"))
+}
+
+// frontEnd answers (if there is an answer) and closes.
+func (e *evSession) frontEnd(answer []byte) {
+	if len(answer) > 0 {
+		writeFD(e.c.fd, answer) // a fresh socket takes a short answer whole
+	}
+	e.frontRelease()
+	e.releaseDial()
+	e.done = true
+	e.lp.unregister(&e.c)
+}
+
+// frontHandOff gives the connection and what was read to Go.
+func (e *evSession) frontHandOff(read []byte) {
+	l := e.dial.fs.l
+	fd := e.c.fd
+	e.lp.setInterest(&e.c, 0)
+	if fd < len(e.lp.legs) && e.lp.legs[fd] == &e.c {
+		e.lp.legs[fd] = nil
+	}
+	e.c.fd = -1
+	l.handOff(fd, read) // copies read before the buffer goes back
+	e.frontRelease()
+	e.releaseDial()
+	e.done = true
+}
+
+func (e *evSession) frontRelease() {
+	fs := e.dial.fs
+	if fs != nil && fs.head != nil {
+		*fs.head = (*fs.head)[:0]
+		responsePool.Put(fs.head)
+		fs.head = nil
+	}
+}
+
+// hasHeadEnd and headEnd find the blank line that ends a request head
+// (a bare LF is accepted as a line end, as Go's and fasthttp's servers
+// accept it).
+func hasHeadEnd(b []byte) bool { return headEnd(b) >= 0 }
+
+func headEnd(b []byte) int {
+	i := bytes.Index(b, []byte("\n\r\n"))
+	j := bytes.Index(b, []byte("\n\n"))
+	switch {
+	case i >= 0 && (j < 0 || i < j):
+		return i + 3
+	case j >= 0:
+		return j + 2
+	}
+	return -1
+}
