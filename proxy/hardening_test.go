@@ -303,27 +303,7 @@ func TestBackendConnCapQueues(t *testing.T) {
 // response_timeout and a 504, not forever.
 func TestResponseTimeout(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() { // accepts and never answers
-		var held []net.Conn
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	tp := startProxy(t, ":{port} {\n\troute /* {\n\t\tto "+ln.Addr().String()+"\n\t\tresponse_timeout 300ms\n\t}\n}", 0)
+	tp := startProxy(t, ":{port} {\n\troute /* {\n\t\tto "+silentBackend(t)+"\n\t\tresponse_timeout 300ms\n\t}\n}", 0)
 	start := time.Now()
 	code, err := getStatus(tp.addr, "/never", 5*time.Second)
 	if err != nil || code != 504 {

@@ -357,23 +357,12 @@ func TestHandshakeStatusCodes(t *testing.T) {
 // its own status (auth) reaches the client unchanged, and is not retried.
 func TestBackendHTTPAnswerPassesThrough(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Read(make([]byte, 4096))
-			io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 6\r\n\r\ndenied")
-			c.Close()
-		}
-	}()
-	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", ln.Addr().String()), 0)
+	addr := fakeBackend(t, func(c net.Conn) {
+		c.Read(make([]byte, 4096))
+		io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 6\r\n\r\ndenied")
+		c.Close()
+	})
+	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
 	rc := rawRequest(t, tp.addr, wsHead("/ws"))
 	if rc.Status != 401 || rc.Header["www-authenticate"] != "Bearer" {
 		t.Fatalf("status %d header %v", rc.Status, rc.Header)

@@ -38,6 +38,8 @@ type Options struct {
 	// BufferSize is the relay's read buffer size; relay.DefaultBufferSize
 	// if 0.
 	BufferSize int
+	// Loops is the number of event loops; GOMAXPROCS if 0.
+	Loops int
 }
 
 // Server serves one configuration at a time. It keeps what outlives a
@@ -83,7 +85,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.env = e
 	e.mem = newMemReleaser(e.wheel)
 	e.metrics = newMetrics(s)
-	if ls, err := relay.NewLoops(0, opts.BufferSize); err == nil {
+	if ls, err := relay.NewLoops(opts.Loops, opts.BufferSize); err == nil {
 		e.loops = ls
 	} else {
 		e.log.Warn("no event loops: every connection keeps a goroutine per direction", "err", err)
@@ -151,15 +153,20 @@ func (s *Server) Start() error {
 // Addr returns the address the listener for a config port is bound to.
 func (s *Server) Addr(port int) net.Addr { return s.ports.addr(port) }
 
-// loopsListen has the event loops take a port's socket over, accepting on
-// it and reading WebSocket handshakes themselves (front.go); it returns
+// loopsListen has the event loops take a plain port's socket over,
+// accepting on it and reading WebSocket handshakes themselves (front.go);
+// it returns
 // the loops' Listener, from which fasthttp accepts what the loops pass
 // on, or ln itself when there are no loops or they cannot take it.
 func (s *Server) loopsListen(port int, ln net.Listener, ep *acceptEpisode) net.Listener {
-	if s.loops == nil {
+	// The loops accept on ports that are plain now; a TLS port is left to
+	// Go's accept, which crypto/tls needs anyway (a reload that changes a
+	// port's kind is served right either way: Front.Plain is asked per
+	// connection).
+	f := &front{s: s, port: port, local: ln.Addr(), tls: s.listenerTLS(port), ep: ep}
+	if s.loops == nil || !f.Plain() {
 		return ln
 	}
-	f := &front{s: s, port: port, local: ln.Addr(), tls: s.listenerTLS(port), ep: ep}
 	fl, err := s.loops.Listen(ln, f)
 	if err != nil {
 		s.log.Warn("the event loops do not accept on this port; Go does", "port", port, "err", err)

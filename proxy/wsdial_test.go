@@ -16,10 +16,9 @@ import (
 	"github.com/wsproxy/wsproxy/upgrade"
 )
 
-// scriptedBackend accepts connections and answers each handshake request
-// with answer(key), written in pieces of at most chunk bytes with a pause
-// between them, then keeps or closes the connection.
-func scriptedBackend(t *testing.T, chunk int, pause time.Duration, closeAfter bool, answer func(key string) string) string {
+// fakeBackend listens on loopback and runs serve on each connection in a
+// goroutine of its own; it returns the address.
+func fakeBackend(t *testing.T, serve func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -32,34 +31,48 @@ func scriptedBackend(t *testing.T, chunk int, pause time.Duration, closeAfter bo
 			if err != nil {
 				return
 			}
-			go func() {
-				defer func() {
-					if closeAfter {
-						c.Close()
-					}
-				}()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					c.Close()
-					return
-				}
-				out := answer(req.Header.Get("Sec-WebSocket-Key"))
-				for len(out) > 0 {
-					n := min(chunk, len(out))
-					if _, err := io.WriteString(c, out[:n]); err != nil {
-						return
-					}
-					out = out[n:]
-					time.Sleep(pause)
-				}
-				if !closeAfter {
-					io.Copy(io.Discard, c)
-					c.Close()
-				}
-			}()
+			go serve(c)
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// silentBackend accepts connections and never answers; they are closed
+// when the test ends.
+func silentBackend(t *testing.T) string {
+	t.Helper()
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	return fakeBackend(t, func(c net.Conn) {
+		<-done
+		c.Close()
+	})
+}
+
+// scriptedBackend answers each handshake request with answer(key),
+// written in pieces of at most chunk bytes with a pause between them, then
+// closes the connection (closeAfter) or keeps it until the client does.
+func scriptedBackend(t *testing.T, chunk int, pause time.Duration, closeAfter bool, answer func(key string) string) string {
+	t.Helper()
+	return fakeBackend(t, func(c net.Conn) {
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		out := answer(req.Header.Get("Sec-WebSocket-Key"))
+		for len(out) > 0 {
+			n := min(chunk, len(out))
+			if _, err := io.WriteString(c, out[:n]); err != nil {
+				return
+			}
+			out = out[n:]
+			time.Sleep(pause)
+		}
+		if !closeAfter {
+			io.Copy(io.Discard, c)
+		}
+	})
 }
 
 func switching(key string) string {
@@ -116,24 +129,10 @@ func TestBackendErrorBodyInPieces(t *testing.T) {
 // upstream handshake timeout, and one named by host name is looked up.
 func TestBackendSilentAndByName(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
 	conf := `
 :{port} {
 	route /silent {
-		to ` + ln.Addr().String() + `
+		to ` + silentBackend(t) + `
 		upstream_handshake_timeout 300ms
 	}
 	route /named {
@@ -267,4 +266,16 @@ func TestClientGoneDuringBackendHandshake(t *testing.T) {
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("admissions given back after %v", took)
 	}
+}
+
+// A head over max_header_bytes is a 431 however it arrives, whole in one
+// read included.
+func TestHandshakeHeadOverLimit(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, "{\n\tmax_header_bytes 2048\n}\n"+simpleConf, 1)
+	rc := rawRequest(t, tp.addr, wsHead("/ws", "X-Big: "+strings.Repeat("a", 3000)))
+	if rc.Status != 431 {
+		t.Fatalf("status %d, want 431", rc.Status)
+	}
+	dialRaw(t, tp.addr, "/ws", "X-Small: "+strings.Repeat("a", 1500))
 }

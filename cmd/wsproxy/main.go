@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -175,7 +176,15 @@ func newServer(cfg *config.Config, cf commonFlags, stderr io.Writer, level *slog
 		fmt.Fprintln(stderr, err)
 		return nil, nil, 2
 	}
-	srv, err := proxy.New(cfg, proxy.Options{Logger: log})
+	// One event loop per CPU the runtime may use (GOMAXPROCS follows the
+	// container's CPU limit), and one P more than that: a loop waiting in
+	// epoll_wait keeps its P, so without a spare one Go's own goroutines
+	// (the collector, timers, plain HTTP) would take a waiting loop's P
+	// and the loop would then wait for it back (a futex hand-off) when
+	// its events arrive.
+	loops := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(loops + 1)
+	srv, err := proxy.New(cfg, proxy.Options{Logger: log, Loops: loops})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return nil, nil, 1

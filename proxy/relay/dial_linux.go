@@ -242,9 +242,19 @@ func (e *evSession) dialEvent(ev uint32) {
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
 		}
-		soErr, gerr := unix.GetsockoptInt(e.b.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-		if gerr == nil && soErr != 0 {
-			gerr = unix.Errno(soErr)
+		// Writable with no error or hang-up is connected; only a failure
+		// needs SO_ERROR to say why.
+		var gerr error
+		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			soErr, err := unix.GetsockoptInt(e.b.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+			switch {
+			case err != nil:
+				gerr = err
+			case soErr != 0:
+				gerr = unix.Errno(soErr)
+			default:
+				gerr = unix.ECONNRESET
+			}
 		}
 		if gerr != nil {
 			e.dropBackend()

@@ -282,7 +282,7 @@ func (e *evSession) frontEvent() {
 	}
 	end := headEnd(b)
 	switch {
-	case end < 0 && len(b) >= fs.max:
+	case end > fs.max || end < 0 && len(b) >= fs.max:
 		e.frontHandOff(b) // Go's server answers 431
 		return
 	case end < 0:
