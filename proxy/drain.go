@@ -134,7 +134,7 @@ type ReloadReport struct {
 // backends (or the route's dial_timeout if shorter).
 const reloadProbeTimeout = time.Second
 
-// diffAndDrain compares the retired table with the new one and drains what
+// diffAndDrain compares the retired runtime with the new one and drains what
 // the new one no longer has: connections of removed routes (1001), and of
 // a changed route's static backends that left it (1012).
 //
