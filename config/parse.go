@@ -43,8 +43,7 @@ const (
 
 // Known directives, listed in "unknown directive" errors.
 const (
-	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, request_body_timeout, trusted_proxies, write_timeout"
-	knownSite   = "route, tls"
+	knownSite = "route, tls"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -233,121 +232,6 @@ func (p *parser) once(seen map[string]Pos, d directive) bool {
 	}
 	seen[d.name.Text] = d.pos()
 	return true
-}
-
-func (p *parser) global(b caddyfile.ServerBlock) {
-	g := &p.cfg.Global
-	seen := map[string]Pos{}
-	for _, seg := range b.Segments {
-		d := splitDirective(seg)
-		switch d.name.Text {
-		case "max_header_bytes":
-			if p.once(seen, d) && p.argCount(d, "max_header_bytes SIZE", 1, 1) {
-				if n, err := parseSize(d.args[0].Text); err != nil {
-					p.errorf(d.pos(), "max_header_bytes: %v", err)
-				} else {
-					g.MaxHeaderBytes = n
-				}
-			}
-		case "handshake_timeout":
-			if p.once(seen, d) && p.argCount(d, "handshake_timeout DURATION", 1, 1) {
-				p.duration(d, &g.HandshakeTimeout)
-			}
-		case "request_body_timeout":
-			if p.once(seen, d) && p.argCount(d, "request_body_timeout DURATION | off", 1, 1) {
-				p.optDuration(d, &g.RequestBodyTimeout)
-			}
-		case "log_level":
-			if p.once(seen, d) && p.argCount(d, "log_level debug|info|warn|error", 1, 1) {
-				switch v := strings.ToLower(d.args[0].Text); v {
-				case "debug", "info", "warn", "error":
-					g.LogLevel = v
-				default:
-					p.errorf(d.pos(), "log_level %q: want debug, info, warn or error", d.args[0].Text)
-				}
-			}
-		case "trusted_proxies":
-			if p.argCount(d, "trusted_proxies CIDR|private_ranges...", 1, -1) {
-				for _, t := range d.args {
-					pfx, err := parseTrusted(t.Text)
-					if err != nil {
-						p.errorf(posOf(t), "trusted_proxies: %v", err)
-						continue
-					}
-					g.TrustedProxies = append(g.TrustedProxies, pfx...)
-				}
-			}
-		case "client_ip_header":
-			if p.once(seen, d) && p.argCount(d, "client_ip_header X-Forwarded-For|Forwarded", 1, 1) {
-				switch h := d.args[0].Text; {
-				case strings.EqualFold(h, balancer.HeaderXForwardedFor):
-					g.ClientIPHeader = balancer.HeaderXForwardedFor
-				case strings.EqualFold(h, balancer.HeaderForwarded):
-					g.ClientIPHeader = balancer.HeaderForwarded
-				default:
-					p.errorf(d.pos(), "client_ip_header %q: want X-Forwarded-For or Forwarded", h)
-				}
-			}
-		case "max_connections":
-			if p.once(seen, d) && p.argCount(d, "max_connections N", 1, 1) {
-				p.count(d, &g.MaxConnections)
-			}
-		case "max_connections_per_ip":
-			if p.once(seen, d) && p.argCount(d, "max_connections_per_ip N", 1, 1) {
-				p.count(d, &g.MaxConnectionsPerIP)
-			}
-		case "handshake_rate_per_ip":
-			if p.once(seen, d) && p.argCount(d, "handshake_rate_per_ip PER_SECOND [BURST]", 1, 2) {
-				p.handshakeRate(g, d)
-			}
-		case "access_log":
-			if p.once(seen, d) && p.argCount(d, "access_log stdout|stderr|FILE|off [SAMPLE]", 1, 2) {
-				g.AccessLog = d.args[0].Text
-				if g.AccessLog == "off" {
-					g.AccessLog = ""
-				}
-				if len(d.args) == 2 {
-					v, err := strconv.ParseFloat(d.args[1].Text, 64)
-					if err != nil || v < 0 || v > 1 {
-						p.errorf(d.pos(), "access_log sample %q: want a share from 0 to 1, e.g. 0.1", d.args[1].Text)
-					} else {
-						g.AccessLogSample = v
-					}
-				}
-			}
-		case "write_timeout":
-			if p.once(seen, d) && p.argCount(d, "write_timeout DURATION | off", 1, 1) {
-				p.offDuration(d, &g.WriteTimeout)
-			}
-		case "grace_period", "reload_drain":
-			if p.once(seen, d) && p.argCount(d, d.name.Text+" DURATION", 1, 1) {
-				if d.name.Text == "grace_period" {
-					p.duration(d, &g.GracePeriod)
-				} else {
-					p.duration(d, &g.ReloadDrain)
-				}
-			}
-		case "consul":
-			if p.once(seen, d) && p.argCount(d, "consul [ADDR] { ... }", 0, 1) {
-				p.consulGlobal(d)
-			}
-			continue // takes a block
-		case "admin":
-			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] [{ token TOKEN }] | admin off", 1, 2) {
-				p.admin(g, d)
-			}
-			continue // may take a block
-		case "email", "acme_ca", "acme_ca_root", "storage", "http_port", "https_port", "renew_interval":
-			if p.once(seen, d) {
-				p.globalTLS(d) // see tls.go
-			}
-			continue // storage may take a block
-		default:
-			p.errorf(d.pos(), "%s", unknownName("global option", d.name.Text, "", strings.Split(knownGlobal+", "+knownGlobalTLS, ", ")))
-			continue
-		}
-		p.noBlock(d)
-	}
 }
 
 func (p *parser) site(b caddyfile.ServerBlock) {
