@@ -3,6 +3,8 @@ package balancer
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 )
 
 // Policy chooses a backend for a new connection.
@@ -84,22 +86,106 @@ const (
 	NameRandomTwo  = "random_two"
 )
 
-// New returns the policy called name. loadFactor is Hash's bounded-load
-// factor (see NewHash) and is ignored by the other policies. A Hash made by
-// New falls back to LeastConn for connections without a key.
-func New(name string, loadFactor float64) (Policy, error) {
-	switch name {
-	case NameHash:
-		return NewHash(loadFactor, nil)
-	case NameLeastConn:
-		return NewLeastConn(), nil
-	case NameRoundRobin:
-		return NewRoundRobin(), nil
-	case NameRandomTwo:
-		return NewRandomTwo(), nil
+// PolicyArgs is a policy's configuration: what follows its name on the
+// lb_policy line, parsed, and the route's options that fit it.
+type PolicyArgs struct {
+	// Keys are the hash key sources (hash only).
+	Keys []KeySource
+	// LoadFactor is Hash's bounded-load factor (see NewHash); 0: off.
+	LoadFactor float64
+	// Fallback is the policy for connections without a key (hash only);
+	// nil: LeastConn.
+	Fallback Policy
+}
+
+// PolicyKind is one selection policy as the configuration knows it. To add
+// a policy, write its type and add an entry to Policies: the config's
+// lb_policy and lb_key_missing, their errors and usage, and the proxy
+// take it from there.
+type PolicyKind struct {
+	// Usage is the arguments after the name on the lb_policy line, as
+	// errors show them ("" for none).
+	Usage string
+	// Keyed says the policy hashes a key: it takes key sources, and
+	// lb_load_factor and lb_key_missing apply to it; a policy that is
+	// not keyed can be lb_key_missing's fallback.
+	Keyed bool
+	// Parse checks the arguments after the name and returns them parsed,
+	// or what is wrong with them (without the directive's name), each
+	// error with the index of the argument to blame, if one is.
+	Parse func(args []string) (PolicyArgs, []ArgError)
+	// New builds the policy.
+	New func(PolicyArgs) (Policy, error)
+}
+
+// ArgError is an error about one argument of a directive (Index), or the
+// directive as a whole (Index -1).
+type ArgError struct {
+	Index int
+	Err   error
+}
+
+func (e *ArgError) Error() string { return e.Err.Error() }
+
+// noArgs is Parse for a policy that takes no arguments.
+func noArgs(args []string) (PolicyArgs, []ArgError) {
+	if len(args) > 0 {
+		return PolicyArgs{}, []ArgError{{Index: -1, Err: fmt.Errorf("takes no keys; keys are for lb_policy %s", NameHash)}}
 	}
-	return nil, fmt.Errorf("unknown balancing policy %q; want %s, %s, %s or %s",
-		name, NameHash, NameLeastConn, NameRoundRobin, NameRandomTwo)
+	return PolicyArgs{}, nil
+}
+
+// Policies are the selection policies by name, as the configuration
+// spells them.
+var Policies = map[string]PolicyKind{
+	NameHash: {
+		Usage: "KEY...",
+		Keyed: true,
+		Parse: func(args []string) (PolicyArgs, []ArgError) {
+			if len(args) == 0 {
+				return PolicyArgs{}, []ArgError{{Index: -1, Err: fmt.Errorf("name at least one key: query:NAME, header:NAME, cookie:NAME, ip or path")}}
+			}
+			var a PolicyArgs
+			var errs []ArgError
+			for i, arg := range args {
+				k, err := ParseKeySource(arg)
+				if err != nil {
+					errs = append(errs, ArgError{Index: i, Err: err})
+					continue
+				}
+				a.Keys = append(a.Keys, k)
+			}
+			return a, errs
+		},
+		New: func(a PolicyArgs) (Policy, error) { return NewHash(a.LoadFactor, a.Fallback) },
+	},
+	NameLeastConn:  {Parse: noArgs, New: func(PolicyArgs) (Policy, error) { return NewLeastConn(), nil }},
+	NameRoundRobin: {Parse: noArgs, New: func(PolicyArgs) (Policy, error) { return NewRoundRobin(), nil }},
+	NameRandomTwo:  {Parse: noArgs, New: func(PolicyArgs) (Policy, error) { return NewRandomTwo(), nil }},
+}
+
+// PolicyNames returns the names of Policies, sorted; with keyed false,
+// only those that are not keyed.
+func PolicyNames(keyed bool) []string {
+	names := make([]string, 0, len(Policies))
+	for name, k := range Policies {
+		if keyed || !k.Keyed {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// New returns the policy called name, with no arguments beyond loadFactor
+// (Hash's bounded-load factor, ignored by the others). A Hash made by New
+// falls back to LeastConn for connections without a key.
+func New(name string, loadFactor float64) (Policy, error) {
+	k, ok := Policies[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown balancing policy %q; want one of %s", name, strings.Join(PolicyNames(true), ", "))
+	}
+	return k.New(PolicyArgs{LoadFactor: loadFactor})
 }
 
 // rng is a splitmix64 generator on the stack, seeded once per pick from

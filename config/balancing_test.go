@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -65,7 +66,7 @@ func TestBalancingErrors(t *testing.T) {
 	}{
 		{"hash without key", ":1 {\n route {\n  to a:1\n  lb_policy hash\n }\n}", []wantErr{{4, "name at least one key"}}},
 		{"bad key", ":1 {\n route {\n  to a:1\n  lb_policy hash query: bogus:x\n }\n}", []wantErr{{4, "lb_policy hash"}, {4, "lb_policy hash"}}},
-		{"unknown policy", ":1 {\n route {\n  to a:1\n  lb_policy sticky\n }\n}", []wantErr{{4, `lb_policy "sticky"`}}},
+		{"unknown policy", ":1 {\n route {\n  to a:1\n  lb_policy sticky\n }\n}", []wantErr{{4, `lb_policy: unknown policy "sticky"`}}},
 		{"keys on least_conn", ":1 {\n route {\n  to a:1\n  lb_policy least_conn query:x\n }\n}", []wantErr{{4, "takes no keys"}}},
 		{"load factor without hash", ":1 {\n route {\n  to a:1\n  lb_load_factor 1.5\n }\n}", []wantErr{{4, "hash only"}}},
 		{"load factor range", ":1 {\n route {\n  to a:1\n  lb_policy hash ip\n  lb_load_factor 0.5\n }\n}", []wantErr{{5, "from 1 to"}}},
@@ -139,5 +140,35 @@ func TestHardeningDirectives(t *testing.T) {
 	} {
 		_, err := Parse(testFile, []byte(c.body))
 		t.Run(c.name, func(t *testing.T) { checkErrors(t, testFile, err, c.want) })
+	}
+}
+
+// TestUnknownNamesSuggest: an unknown directive, option or policy is
+// reported at its file:line with the closest known name when it looks
+// like a typo of one, and without a guess when it does not.
+func TestUnknownNamesSuggest(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, conf string
+		want       wantErr
+	}{
+		{"route directive", ":1 {\n route {\n  to a:1\n  lb_polcy hash ip\n }\n}", wantErr{4, `unknown directive "lb_polcy" in route; did you mean "lb_policy"?`}},
+		{"health directive", ":1 {\n route {\n  to a:1\n  helth_uri /x\n }\n}", wantErr{4, `did you mean "health_uri"?`}},
+		{"global option", "{\n handshake_timout 5s\n}\n:1 {\n route {\n  to a:1\n }\n}", wantErr{2, `did you mean "handshake_timeout"?`}},
+		{"site directive", ":1 {\n rute {\n  to a:1\n }\n route {\n  to a:1\n }\n}", wantErr{2, `did you mean "route"?`}},
+		{"policy", ":1 {\n route {\n  to a:1\n  lb_policy round_robbin\n }\n}", wantErr{4, `unknown policy "round_robbin"; did you mean "round_robin"?`}},
+		{"no guess", ":1 {\n route {\n  to a:1\n  frobnicate 3\n }\n}", wantErr{4, `unknown directive "frobnicate" in route; known: `}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(testFile, []byte(tc.conf))
+			var list ErrorList
+			if !errors.As(err, &list) || len(list) == 0 {
+				t.Fatalf("got %v, want an ErrorList", err)
+			}
+			e := list[0]
+			if e.Pos.Line != tc.want.line || !strings.Contains(e.Msg, tc.want.msg) {
+				t.Fatalf("got %v, want line %d with %q", e, tc.want.line, tc.want.msg)
+			}
+		})
 	}
 }

@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/discovery"
+	"github.com/wsproxy/wsproxy/health"
+	"github.com/wsproxy/wsproxy/keepalive"
 )
 
 // Pos is where a directive appeared in the config.
@@ -140,14 +143,6 @@ func (r MessageRate) Interval() time.Duration {
 	return r.Per / time.Duration(r.N)
 }
 
-// TCPKeepalive is the kernel's keepalive probing on a socket: the first
-// probe after Idle without traffic, then every Interval, giving up after
-// Count unanswered probes. Idle < 0 turns keepalive off.
-type TCPKeepalive struct {
-	Idle, Interval time.Duration
-	Count          int
-}
-
 // Site is one site block: the addresses it listens on and its routes in order.
 type Site struct {
 	Pos       Pos
@@ -242,9 +237,13 @@ type Route struct {
 	// Upstreams is the static backend list. Directive: to ADDR... A route
 	// has either upstreams or Consul.
 	Upstreams []Upstream
-	// Consul, if set, takes the backends from a Consul service instead.
-	// Directive: consul SERVICE { ... }.
-	Consul *ConsulService
+	// Consul, if set, takes the backends from the instances of a Consul
+	// service that pass its filters, instead. Directive: consul SERVICE
+	// { tags TAG...; service_meta KEY=VALUE...; node_meta KEY=VALUE...;
+	// datacenter DC; allow_warning; weight_meta KEY; keep_stale_on_empty },
+	// at ConsulPos. See discovery.Query.
+	Consul    *discovery.Query
+	ConsulPos Pos
 	// DrainWindow, if set, closes connections to a Consul instance that
 	// leaves the set with 1012, at random times within the window, so
 	// clients reconnect elsewhere without a thundering herd. By default
@@ -297,13 +296,11 @@ type Route struct {
 	// leg. Directives: ping_client / ping_backend INTERVAL [TIMEOUT] | off.
 	// Defaults: client 30s 15s, backend off.
 	ClientPing, BackendPing Ping
-	// TCPKeepalive applies to both legs' sockets. Directive: tcp_keepalive
-	// IDLE INTERVAL COUNT | off. Default 30s 10s 3.
-	TCPKeepalive TCPKeepalive
-	// TCPUserTimeout bounds how long sent data may stay unacknowledged on
-	// either leg before the kernel drops the connection; -1 is off.
-	// Directive: tcp_user_timeout DURATION | off. Default 60s.
-	TCPUserTimeout time.Duration
+	// TCP is the kernel-side liveness of both legs' sockets. Directives:
+	// tcp_keepalive IDLE INTERVAL COUNT | off (default 30s 10s 3; off is
+	// Idle -1) and tcp_user_timeout DURATION | off (default 60s; off is
+	// -1). See keepalive.DefaultTCP.
+	TCP keepalive.TCP
 	// IdleTimeout closes a WebSocket with no data either way for this long
 	// (1001). Directive: idle_timeout DURATION | off. Default off.
 	IdleTimeout time.Duration
@@ -347,8 +344,9 @@ type Route struct {
 	// HealthCheck, if set, probes the route's static backends (Consul's
 	// own checks decide for Consul backends). Passive ejects backends whose
 	// dials or handshakes fail, for static and Consul backends alike.
-	HealthCheck *HealthCheck
-	Passive     PassiveHealth
+	HealthCheck    *health.Check
+	HealthCheckPos Pos // where the check's first directive is
+	Passive        health.Passive
 
 	// AllowEmptyOrigin admits requests without an Origin header (non-browser
 	// clients) when Origins is set. Directive: allow_empty_origin true|false.

@@ -4,6 +4,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/wsproxy/wsproxy/discovery"
 )
 
 // Defaults and limits of the register block.
@@ -22,15 +24,12 @@ const (
 // CONSUL_HTTP_TOKEN, CONSUL_CACERT, ...) and then to its defaults
 // (127.0.0.1:8500).
 type Consul struct {
-	Pos        Pos
-	Address    string // address HOST:PORT
-	Scheme     string // scheme http|https
-	Token      string // token TOKEN (an ACL token; use {$ENV} rather than a literal)
-	Datacenter string // datacenter DC
-
-	TLSCAFile, TLSCertFile, TLSKeyFile string // tls_ca_file, tls_cert_file, tls_key_file
-	TLSServerName                      string // tls_server_name
-	TLSInsecureSkipVerify              bool   // tls_insecure_skip_verify
+	Pos Pos
+	// Client is how to reach the agent. Directives: address HOST:PORT,
+	// scheme http|https, token TOKEN (an ACL token; use {$ENV} rather
+	// than a literal), datacenter DC, tls_ca_file, tls_cert_file,
+	// tls_key_file, tls_server_name, tls_insecure_skip_verify.
+	Client discovery.ConsulConfig
 
 	// Register, if set, registers the proxy itself as a service of this
 	// name (register NAME [TAG...] [{ ... }]) so a fleet of proxies can be
@@ -58,34 +57,11 @@ type Consul struct {
 	DeregisterAfter time.Duration
 }
 
-// ConsulService is a route's `consul SERVICE { ... }`: its backends are
-// the service's instances that pass these filters.
-type ConsulService struct {
-	Pos     Pos
-	Service string
-	// Tags an instance must all carry. Directive: tags TAG...
-	Tags []string
-	// ServiceMeta and NodeMeta pairs that must all match. Directives:
-	// service_meta KEY=VALUE..., node_meta KEY=VALUE...
-	ServiceMeta, NodeMeta map[string]string
-	// Datacenter to query; default the agent's. Directive: datacenter DC.
-	Datacenter string
-	// AllowWarning admits instances whose checks are at worst warning;
-	// default passing only. Directive: allow_warning.
-	AllowWarning bool
-	// WeightMeta is the service meta key holding an instance's weight;
-	// default Consul's service weights. Directive: weight_meta KEY.
-	WeightMeta string
-	// KeepStaleOnEmpty keeps the last instances when none passes, instead
-	// of answering 503. Directive: keep_stale_on_empty.
-	KeepStaleOnEmpty bool
-}
-
 // consulGlobal parses the global consul block.
 func (p *parser) consulGlobal(d directive) {
 	c := &Consul{Pos: d.pos()}
 	if len(d.args) > 0 {
-		c.Address = d.args[0].Text
+		c.Client.Address = d.args[0].Text
 	}
 	seen := map[string]Pos{}
 	blk := d.block
@@ -101,27 +77,27 @@ func (p *parser) consulGlobal(d directive) {
 		}
 		switch sub.name.Text {
 		case "address":
-			str(&c.Address)
+			str(&c.Client.Address)
 		case "scheme":
-			str(&c.Scheme)
-			if c.Scheme != "" && c.Scheme != "http" && c.Scheme != "https" {
-				p.errorf(sub.pos(), "scheme %q: want http or https", c.Scheme)
+			str(&c.Client.Scheme)
+			if c.Client.Scheme != "" && c.Client.Scheme != "http" && c.Client.Scheme != "https" {
+				p.errorf(sub.pos(), "scheme %q: want http or https", c.Client.Scheme)
 			}
 		case "token":
-			str(&c.Token)
+			str(&c.Client.Token)
 		case "datacenter":
-			str(&c.Datacenter)
+			str(&c.Client.Datacenter)
 		case "tls_ca_file":
-			str(&c.TLSCAFile)
+			str(&c.Client.TLS.CAFile)
 		case "tls_cert_file":
-			str(&c.TLSCertFile)
+			str(&c.Client.TLS.CertFile)
 		case "tls_key_file":
-			str(&c.TLSKeyFile)
+			str(&c.Client.TLS.KeyFile)
 		case "tls_server_name":
-			str(&c.TLSServerName)
+			str(&c.Client.TLS.ServerName)
 		case "tls_insecure_skip_verify":
 			if p.once(seen, sub) && p.argCount(sub, "tls_insecure_skip_verify", 0, 0) {
-				c.TLSInsecureSkipVerify = true
+				c.Client.TLS.InsecureSkipVerify = true
 			}
 		case "register":
 			if p.once(seen, sub) && p.argCount(sub, "register NAME [TAG...] [{ ... }]", 1, -1) {
@@ -133,10 +109,10 @@ func (p *parser) consulGlobal(d directive) {
 				p.registerBlock(c, sub)
 			}
 		default:
-			p.errorf(sub.pos(), "unknown option %q in consul; known: address, datacenter, register, scheme, tls_ca_file, tls_cert_file, tls_insecure_skip_verify, tls_key_file, tls_server_name, token", sub.name.Text)
+			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in consul", strings.Split("address, datacenter, register, scheme, tls_ca_file, tls_cert_file, tls_insecure_skip_verify, tls_key_file, tls_server_name, token", ", ")))
 		}
 	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+	if (c.Client.TLS.CertFile == "") != (c.Client.TLS.KeyFile == "") {
 		p.errorf(c.Pos, "consul: tls_cert_file and tls_key_file go together")
 	}
 	p.cfg.Global.Consul = c
@@ -184,7 +160,7 @@ func (p *parser) registerBlock(c *Consul, d directive) {
 				}
 			}
 		default:
-			p.errorf(sub.pos(), "unknown option %q in register; known: address, check_interval, check_timeout, check_url, deregister_after", sub.name.Text)
+			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in register", strings.Split("address, check_interval, check_timeout, check_url, deregister_after", ", ")))
 		}
 	}
 }
@@ -203,7 +179,7 @@ func (p *parser) checkConsul() {
 
 // consulRoute parses a route's `consul SERVICE { ... }`.
 func (p *parser) consulRoute(r *Route, d directive) {
-	cs := &ConsulService{Pos: d.pos(), Service: d.args[0].Text}
+	cs := &discovery.Query{Service: d.args[0].Text}
 	seen := map[string]Pos{}
 	blk := d.block
 	for nesting := blk.Nesting(); d.hasBlock && blk.NextBlock(nesting); {
@@ -241,7 +217,7 @@ func (p *parser) consulRoute(r *Route, d directive) {
 			}
 		case "weight_meta":
 			if p.once(seen, sub) && p.argCount(sub, "weight_meta KEY", 1, 1) {
-				cs.WeightMeta = sub.args[0].Text
+				cs.WeightMetaKey = sub.args[0].Text
 			}
 		case "allow_warning":
 			if p.once(seen, sub) && p.argCount(sub, "allow_warning", 0, 0) {
@@ -252,8 +228,12 @@ func (p *parser) consulRoute(r *Route, d directive) {
 				cs.KeepStaleOnEmpty = true
 			}
 		default:
-			p.errorf(sub.pos(), "unknown option %q in consul; known: allow_warning, datacenter, keep_stale_on_empty, node_meta, service_meta, tags, weight_meta", sub.name.Text)
+			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in consul", strings.Split("allow_warning, datacenter, keep_stale_on_empty, node_meta, service_meta, tags, weight_meta", ", ")))
 		}
 	}
-	r.Consul = cs
+	if err := cs.Validate(); err != nil { // discovery's rules, checked once, here
+		p.errorf(d.pos(), "consul: %v", strings.TrimPrefix(err.Error(), "discovery: "))
+		return
+	}
+	r.Consul, r.ConsulPos = cs, d.pos()
 }

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/discovery"
 )
 
 func TestConsulDirectives(t *testing.T) {
@@ -39,17 +41,17 @@ func TestConsulDirectives(t *testing.T) {
 	}
 }`)
 	c := cfg.Global.Consul
-	want := &Consul{Pos: Pos{testFile, 2}, Address: "127.0.0.1:8501", Scheme: "https", Token: "secret", Datacenter: "dc1",
-		TLSCAFile: "/etc/consul/ca.pem", TLSServerName: "consul.internal", Register: "wsproxy", RegisterTags: []string{"edge", "eu"},
+	want := &Consul{Pos: Pos{testFile, 2}, Client: discovery.ConsulConfig{Address: "127.0.0.1:8501", Scheme: "https", Token: "secret", Datacenter: "dc1",
+		TLS: discovery.TLSConfig{CAFile: "/etc/consul/ca.pem", ServerName: "consul.internal"}}, Register: "wsproxy", RegisterTags: []string{"edge", "eu"},
 		RegisterPos: Pos{testFile, 9}, CheckInterval: 10 * time.Second, CheckTimeout: 5 * time.Second, DeregisterAfter: time.Minute}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("consul:\n%+v\nwant\n%+v", c, want)
 	}
 	r := cfg.Sites[0].Routes[0]
-	ws := &ConsulService{Pos: Pos{testFile, 15}, Service: "chat", Tags: []string{"v2", "primary"},
+	ws := &discovery.Query{Service: "chat", Tags: []string{"v2", "primary"},
 		ServiceMeta: map[string]string{"tier": "gold"}, NodeMeta: map[string]string{"rack": "a"},
-		Datacenter: "dc2", AllowWarning: true, WeightMeta: "weight", KeepStaleOnEmpty: true}
-	if !reflect.DeepEqual(r.Consul, ws) || r.DrainWindow != 30*time.Second || len(r.Upstreams) != 0 {
+		Datacenter: "dc2", AllowWarning: true, WeightMetaKey: "weight", KeepStaleOnEmpty: true}
+	if !reflect.DeepEqual(r.Consul, ws) || r.ConsulPos != (Pos{testFile, 15}) || r.DrainWindow != 30*time.Second || len(r.Upstreams) != 0 {
 		t.Fatalf("route consul:\n%+v\nwant\n%+v", r.Consul, ws)
 	}
 	if f := cfg.Sites[0].Routes[1].Consul; f == nil || f.Service != "feed" || f.Tags != nil {

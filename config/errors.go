@@ -2,6 +2,7 @@ package config
 
 import (
 	"cmp"
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -90,4 +91,48 @@ func fromCaddyfileError(filename string, err error) *Error {
 		return &Error{Pos: Pos{File: filename, Line: line}, Msg: msg}
 	}
 	return &Error{Pos: Pos{File: filename}, Msg: msg}
+}
+
+// unknownName is the message for a name that is not one of known: what
+// it is and where ("directive", "in route"), the closest known name if
+// one is near enough to be a typo, and the known names.
+func unknownName(what, name, where string, known []string) string {
+	msg := fmt.Sprintf("unknown %s %q%s", what, name, where)
+	if c := closest(name, known); c != "" {
+		return msg + fmt.Sprintf("; did you mean %q? (known: %s)", c, strings.Join(known, ", "))
+	}
+	return msg + "; known: " + strings.Join(known, ", ")
+}
+
+// closest returns the name of known nearest to name by edit distance, if
+// it is at most a third of name's length (at least 2) away; "" otherwise.
+func closest(name string, known []string) string {
+	best, bestD := "", max(2, len(name)/3)+1
+	for _, k := range known {
+		if d := editDistance(name, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -2,121 +2,104 @@ package config
 
 import (
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/wsproxy/wsproxy/health"
 )
 
-// HealthCheck is a route's active check of its static backends.
-type HealthCheck struct {
-	Pos Pos
-	// WebSocket probes with a WebSocket handshake on Path; otherwise an
-	// HTTP GET of Path must answer Status (any 2xx if 0). Directives:
-	// health_uri PATH or health_websocket PATH, health_status CODE.
-	WebSocket bool
-	Path      string
-	Status    int
-	// Interval between probes (health_interval, default 10s), Timeout of
-	// one probe (health_timeout, default 2s), and the consecutive
-	// successes and failures that flip a backend (health_passes, default
-	// 2; health_fails, default 3).
-	Interval, Timeout time.Duration
-	Passes, Fails     int
+// A route's active check of its static backends is a health.Check
+// (Route.HealthCheck, at Route.HealthCheckPos): health_uri PATH (HTTP) or
+// health_websocket PATH, health_status CODE (any 2xx if not given),
+// health_interval (default 10s), health_timeout (2s), health_passes (2)
+// and health_fails (3). Passive health is a health.Passive
+// (Route.Passive): max_fails N (0 turns it off; default 3), fail_window
+// (10s), eject_duration (30s), max_ejected_percent (50). The rules are
+// health's (health.CheckPath, health.CheckStatus), checked here once,
+// at the directive.
+
+func defaultPassive() health.Passive {
+	return health.Passive{MaxFails: health.DefaultMaxFails, FailWindow: health.DefaultFailWindow,
+		EjectFor: health.DefaultEjectFor, MaxEjectedPercent: health.DefaultMaxEjectedPercent}
 }
 
-// PassiveHealth ejects a backend whose dials or handshakes fail: MaxFails
-// failures within FailWindow eject it for EjectFor (doubling on repeats),
-// but never so many that fewer than MaxEjectedPercent of the route's
-// backends stay usable, and never the last one. Directives: max_fails N
-// (0 turns it off; default 3), fail_window DURATION (10s), eject_duration
-// DURATION (30s), max_ejected_percent N (50).
-type PassiveHealth struct {
-	MaxFails          int
-	FailWindow        time.Duration
-	EjectFor          time.Duration
-	MaxEjectedPercent int
+// check returns the route's active check, made with its defaults at d's
+// place if the route has none yet.
+func check(r *Route, d directive) *health.Check {
+	if r.HealthCheck == nil {
+		r.HealthCheck = &health.Check{Interval: 10 * time.Second, Timeout: 2 * time.Second, Rise: 2, Fall: 3}
+		r.HealthCheckPos = d.pos()
+	}
+	return r.HealthCheck
 }
 
-func defaultPassive() PassiveHealth {
-	return PassiveHealth{MaxFails: 3, FailWindow: 10 * time.Second, EjectFor: 30 * time.Second, MaxEjectedPercent: 50}
+// healthPath parses health_uri PATH and health_websocket PATH.
+func healthPath(p *parser, r *Route, _ *routeState, d directive) {
+	if r.HealthCheck != nil && r.HealthCheck.Path != "" {
+		p.errorf(d.pos(), "a route has one active check: health_uri or health_websocket")
+		return
+	}
+	if err := health.CheckPath(d.args[0].Text); err != nil {
+		p.errorf(d.pos(), "%s: %v", d.name.Text, err)
+		return
+	}
+	c := check(r, d)
+	c.Path, c.Kind = d.args[0].Text, health.HTTP
+	if d.name.Text == "health_websocket" {
+		c.Kind = health.WebSocket
+	}
 }
 
-// healthDirective applies one health directive of a route; it reports
-// false if name is not one.
-func (p *parser) healthDirective(r *Route, seen map[string]Pos, d directive) bool {
-	hc := func() *HealthCheck {
-		if r.HealthCheck == nil {
-			r.HealthCheck = &HealthCheck{Pos: d.pos(), Interval: 10 * time.Second, Timeout: 2 * time.Second, Passes: 2, Fails: 3}
-		}
-		return r.HealthCheck
+func healthStatus(p *parser, r *Route, _ *routeState, d directive) {
+	n, err := strconv.Atoi(d.args[0].Text)
+	if err == nil {
+		err = health.CheckStatus(n)
 	}
-	positive := func(dst *int) {
-		n, err := strconv.Atoi(d.args[0].Text)
-		if err != nil || n < 1 {
-			p.errorf(d.pos(), "%s %q: want a whole number of at least 1", d.name.Text, d.args[0].Text)
-			return
-		}
-		*dst = n
+	if err != nil {
+		p.errorf(d.pos(), "health_status %q: want an HTTP status code", d.args[0].Text)
+		return
 	}
-	switch d.name.Text {
-	case "health_uri", "health_websocket":
-		if p.once(seen, d) && p.argCount(d, d.name.Text+" PATH", 1, 1) {
-			if _, other := seen[map[string]string{"health_uri": "health_websocket", "health_websocket": "health_uri"}[d.name.Text]]; other {
-				p.errorf(d.pos(), "a route has one active check: health_uri or health_websocket")
-			}
-			if !strings.HasPrefix(d.args[0].Text, "/") {
-				p.errorf(d.pos(), "%s %q: the path must start with /", d.name.Text, d.args[0].Text)
-			}
-			h := hc()
-			h.Path, h.WebSocket = d.args[0].Text, d.name.Text == "health_websocket"
-		}
-	case "health_status":
-		if p.once(seen, d) && p.argCount(d, "health_status CODE", 1, 1) {
-			n, err := strconv.Atoi(d.args[0].Text)
-			if err != nil || n < 100 || n > 599 {
-				p.errorf(d.pos(), "health_status %q: want an HTTP status code", d.args[0].Text)
-			} else {
-				hc().Status = n
-			}
-		}
-	case "health_interval", "health_timeout":
-		if p.once(seen, d) && p.argCount(d, d.name.Text+" DURATION", 1, 1) {
-			if d.name.Text == "health_interval" {
-				p.duration(d, &hc().Interval)
-			} else {
-				p.duration(d, &hc().Timeout)
-			}
-		}
-	case "health_passes", "health_fails":
-		if p.once(seen, d) && p.argCount(d, d.name.Text+" N", 1, 1) {
-			if d.name.Text == "health_passes" {
-				positive(&hc().Passes)
-			} else {
-				positive(&hc().Fails)
-			}
-		}
-	case "max_fails":
-		if p.once(seen, d) && p.argCount(d, "max_fails N", 1, 1) {
-			p.count(d, &r.Passive.MaxFails)
-		}
-	case "fail_window", "eject_duration":
-		if p.once(seen, d) && p.argCount(d, d.name.Text+" DURATION", 1, 1) {
-			if d.name.Text == "fail_window" {
-				p.duration(d, &r.Passive.FailWindow)
-			} else {
-				p.duration(d, &r.Passive.EjectFor)
-			}
-		}
-	case "max_ejected_percent":
-		if p.once(seen, d) && p.argCount(d, "max_ejected_percent N", 1, 1) {
-			n, err := strconv.Atoi(d.args[0].Text)
-			if err != nil || n < 0 || n > 100 {
-				p.errorf(d.pos(), "max_ejected_percent %q: want 0 to 100", d.args[0].Text)
-			} else {
-				r.Passive.MaxEjectedPercent = n
-			}
-		}
-	default:
-		return false
+	check(r, d).Status = n
+}
+
+func healthDuration(p *parser, r *Route, _ *routeState, d directive) {
+	c := check(r, d)
+	if d.name.Text == "health_interval" {
+		p.duration(d, &c.Interval)
+	} else {
+		p.duration(d, &c.Timeout)
 	}
-	return true
+}
+
+func healthCount(p *parser, r *Route, _ *routeState, d directive) {
+	n, err := strconv.Atoi(d.args[0].Text)
+	if err != nil || n < 1 {
+		p.errorf(d.pos(), "%s %q: want a whole number of at least 1", d.name.Text, d.args[0].Text)
+		return
+	}
+	if d.name.Text == "health_passes" {
+		check(r, d).Rise = n
+	} else {
+		check(r, d).Fall = n
+	}
+}
+
+func passiveCount(p *parser, r *Route, _ *routeState, d directive) {
+	if d.name.Text == "max_fails" {
+		p.count(d, &r.Passive.MaxFails)
+		return
+	}
+	n, err := strconv.Atoi(d.args[0].Text)
+	if err != nil || n < 0 || n > 100 {
+		p.errorf(d.pos(), "max_ejected_percent %q: want 0 to 100", d.args[0].Text)
+		return
+	}
+	r.Passive.MaxEjectedPercent = n
+}
+
+func passiveDuration(p *parser, r *Route, _ *routeState, d directive) {
+	if d.name.Text == "fail_window" {
+		p.duration(d, &r.Passive.FailWindow)
+	} else {
+		p.duration(d, &r.Passive.EjectFor)
+	}
 }

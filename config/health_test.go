@@ -3,6 +3,8 @@ package config
 import (
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/health"
 )
 
 func TestHealthDirectives(t *testing.T) {
@@ -28,15 +30,15 @@ func TestHealthDirectives(t *testing.T) {
 	}
 }`)
 	a := cfg.Sites[0].Routes[0]
-	want := HealthCheck{Pos: Pos{testFile, 4}, Path: "/healthz", Status: 204, Interval: 5 * time.Second, Timeout: time.Second, Passes: 3, Fails: 2}
-	if a.HealthCheck == nil || *a.HealthCheck != want {
-		t.Fatalf("check %+v", a.HealthCheck)
+	want := health.Check{Kind: health.HTTP, Path: "/healthz", Status: 204, Interval: 5 * time.Second, Timeout: time.Second, Rise: 3, Fall: 2}
+	if a.HealthCheck == nil || *a.HealthCheck != want || a.HealthCheckPos != (Pos{testFile, 4}) {
+		t.Fatalf("check %+v at %v", a.HealthCheck, a.HealthCheckPos)
 	}
-	if a.Passive != (PassiveHealth{MaxFails: 5, FailWindow: 20 * time.Second, EjectFor: time.Minute, MaxEjectedPercent: 30}) {
+	if a.Passive != (health.Passive{MaxFails: 5, FailWindow: 20 * time.Second, EjectFor: time.Minute, MaxEjectedPercent: 30}) {
 		t.Fatalf("passive %+v", a.Passive)
 	}
 	b := cfg.Sites[0].Routes[1]
-	if !b.HealthCheck.WebSocket || b.HealthCheck.Path != "/ws" || b.HealthCheck.Interval != 10*time.Second || b.Passive.MaxFails != 0 {
+	if b.HealthCheck.Kind != health.WebSocket || b.HealthCheck.Path != "/ws" || b.HealthCheck.Interval != 10*time.Second || b.Passive.MaxFails != 0 {
 		t.Fatalf("route b %+v %+v", b.HealthCheck, b.Passive)
 	}
 	if d := mustParse(t, testFile, ":1 {\n route {\n  to a:1\n }\n}").Sites[0].Routes[0]; d.HealthCheck != nil || d.Passive != defaultPassive() {
@@ -52,7 +54,7 @@ func TestHealthErrors(t *testing.T) {
 		want       []wantErr
 	}{
 		{"both kinds", route("  health_uri /h\n  health_websocket /w\n"), []wantErr{{5, "one active check"}}},
-		{"relative path", route("  health_uri healthz\n"), []wantErr{{4, "must start with /"}}},
+		{"relative path", route("  health_uri healthz\n"), []wantErr{{4, "does not start with '/'"}}},
 		{"status", route("  health_uri /h\n  health_status ok\n"), []wantErr{{5, "HTTP status code"}}},
 		{"passes", route("  health_uri /h\n  health_passes 0\n"), []wantErr{{5, "at least 1"}}},
 		{"percent", route("  max_ejected_percent 150\n"), []wantErr{{4, "0 to 100"}}},

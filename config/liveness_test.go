@@ -3,6 +3,8 @@ package config
 import (
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/keepalive"
 )
 
 func TestLivenessAndLimitDirectives(t *testing.T) {
@@ -40,8 +42,8 @@ func TestLivenessAndLimitDirectives(t *testing.T) {
 	if a.ClientPing != (Ping{20 * time.Second, 5 * time.Second}) || a.BackendPing != (Ping{time.Minute, time.Minute}) {
 		t.Fatalf("pings %+v %+v", a.ClientPing, a.BackendPing)
 	}
-	if a.TCPKeepalive != (TCPKeepalive{15 * time.Second, 5 * time.Second, 4}) || a.TCPUserTimeout != 20*time.Second {
-		t.Fatalf("tcp %+v %v", a.TCPKeepalive, a.TCPUserTimeout)
+	if a.TCP != (keepalive.TCP{Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 4, UserTimeout: 20 * time.Second}) {
+		t.Fatalf("tcp %+v", a.TCP)
 	}
 	if a.IdleTimeout != 10*time.Minute || a.MaxLifetime != 24*time.Hour || a.MaxConnections != 500 {
 		t.Fatalf("timeouts %+v", a)
@@ -50,7 +52,7 @@ func TestLivenessAndLimitDirectives(t *testing.T) {
 		t.Fatalf("sizes %v %v", a.MaxFrame, a.MaxMessage)
 	}
 	b := cfg.Sites[0].Routes[1]
-	if b.ClientPing != (Ping{}) || b.TCPKeepalive.Idle >= 0 || b.TCPUserTimeout != -1 {
+	if b.ClientPing != (Ping{}) || b.TCP.Idle >= 0 || b.TCP.UserTimeout != -1 {
 		t.Fatalf("offs %+v", b)
 	}
 	if g := mustParse(t, testFile, ":1 {\n route {\n  to a:1\n }\n}").Global; g.HandshakeRatePerIP != 0 || g.MaxConnections != 0 {

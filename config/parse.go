@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/keepalive"
 )
 
 // Defaults, as documented on the fields they fill.
@@ -42,9 +43,7 @@ const (
 
 // Known directives, listed in "unknown directive" errors.
 const (
-	knownGlobal = "access_log, admin, client_ip_header, consul, grace_period, handshake_rate_per_ip, handshake_timeout, log_level, max_connections, max_connections_per_ip, max_header_bytes, reload_drain, request_body_timeout, trusted_proxies, write_timeout"
-	knownSite   = "route, tls"
-	knownRoute  = "allow_empty_origin, allow_encoded_slash, consul, dial_timeout, drain_on_removal, eject_duration, fail_window, handshake_rate, health_fails, health_interval, health_passes, health_status, health_timeout, health_uri, health_websocket, idle_timeout, lb_key_missing, lb_load_factor, lb_policy, lb_retries, max_connections, max_conns_per_backend, max_ejected_percent, max_fails, max_frame_size, max_lifetime, max_message_rate, max_message_rate_per_key, max_message_size, name, origins, path, ping_backend, ping_client, query, response_timeout, tcp_keepalive, tcp_user_timeout, to, upstream_handshake_timeout, weights, write_timeout"
+	knownSite = "route, tls"
 )
 
 // Load reads the Caddyfile at path and parses it with Parse.
@@ -235,121 +234,6 @@ func (p *parser) once(seen map[string]Pos, d directive) bool {
 	return true
 }
 
-func (p *parser) global(b caddyfile.ServerBlock) {
-	g := &p.cfg.Global
-	seen := map[string]Pos{}
-	for _, seg := range b.Segments {
-		d := splitDirective(seg)
-		switch d.name.Text {
-		case "max_header_bytes":
-			if p.once(seen, d) && p.argCount(d, "max_header_bytes SIZE", 1, 1) {
-				if n, err := parseSize(d.args[0].Text); err != nil {
-					p.errorf(d.pos(), "max_header_bytes: %v", err)
-				} else {
-					g.MaxHeaderBytes = n
-				}
-			}
-		case "handshake_timeout":
-			if p.once(seen, d) && p.argCount(d, "handshake_timeout DURATION", 1, 1) {
-				p.duration(d, &g.HandshakeTimeout)
-			}
-		case "request_body_timeout":
-			if p.once(seen, d) && p.argCount(d, "request_body_timeout DURATION | off", 1, 1) {
-				p.optDuration(d, &g.RequestBodyTimeout)
-			}
-		case "log_level":
-			if p.once(seen, d) && p.argCount(d, "log_level debug|info|warn|error", 1, 1) {
-				switch v := strings.ToLower(d.args[0].Text); v {
-				case "debug", "info", "warn", "error":
-					g.LogLevel = v
-				default:
-					p.errorf(d.pos(), "log_level %q: want debug, info, warn or error", d.args[0].Text)
-				}
-			}
-		case "trusted_proxies":
-			if p.argCount(d, "trusted_proxies CIDR|private_ranges...", 1, -1) {
-				for _, t := range d.args {
-					pfx, err := parseTrusted(t.Text)
-					if err != nil {
-						p.errorf(posOf(t), "trusted_proxies: %v", err)
-						continue
-					}
-					g.TrustedProxies = append(g.TrustedProxies, pfx...)
-				}
-			}
-		case "client_ip_header":
-			if p.once(seen, d) && p.argCount(d, "client_ip_header X-Forwarded-For|Forwarded", 1, 1) {
-				switch h := d.args[0].Text; {
-				case strings.EqualFold(h, balancer.HeaderXForwardedFor):
-					g.ClientIPHeader = balancer.HeaderXForwardedFor
-				case strings.EqualFold(h, balancer.HeaderForwarded):
-					g.ClientIPHeader = balancer.HeaderForwarded
-				default:
-					p.errorf(d.pos(), "client_ip_header %q: want X-Forwarded-For or Forwarded", h)
-				}
-			}
-		case "max_connections":
-			if p.once(seen, d) && p.argCount(d, "max_connections N", 1, 1) {
-				p.count(d, &g.MaxConnections)
-			}
-		case "max_connections_per_ip":
-			if p.once(seen, d) && p.argCount(d, "max_connections_per_ip N", 1, 1) {
-				p.count(d, &g.MaxConnectionsPerIP)
-			}
-		case "handshake_rate_per_ip":
-			if p.once(seen, d) && p.argCount(d, "handshake_rate_per_ip PER_SECOND [BURST]", 1, 2) {
-				p.handshakeRate(g, d)
-			}
-		case "access_log":
-			if p.once(seen, d) && p.argCount(d, "access_log stdout|stderr|FILE|off [SAMPLE]", 1, 2) {
-				g.AccessLog = d.args[0].Text
-				if g.AccessLog == "off" {
-					g.AccessLog = ""
-				}
-				if len(d.args) == 2 {
-					v, err := strconv.ParseFloat(d.args[1].Text, 64)
-					if err != nil || v < 0 || v > 1 {
-						p.errorf(d.pos(), "access_log sample %q: want a share from 0 to 1, e.g. 0.1", d.args[1].Text)
-					} else {
-						g.AccessLogSample = v
-					}
-				}
-			}
-		case "write_timeout":
-			if p.once(seen, d) && p.argCount(d, "write_timeout DURATION | off", 1, 1) {
-				p.offDuration(d, &g.WriteTimeout)
-			}
-		case "grace_period", "reload_drain":
-			if p.once(seen, d) && p.argCount(d, d.name.Text+" DURATION", 1, 1) {
-				if d.name.Text == "grace_period" {
-					p.duration(d, &g.GracePeriod)
-				} else {
-					p.duration(d, &g.ReloadDrain)
-				}
-			}
-		case "consul":
-			if p.once(seen, d) && p.argCount(d, "consul [ADDR] { ... }", 0, 1) {
-				p.consulGlobal(d)
-			}
-			continue // takes a block
-		case "admin":
-			if p.once(seen, d) && p.argCount(d, "admin ADDR [allow_remote] [{ token TOKEN }] | admin off", 1, 2) {
-				p.admin(g, d)
-			}
-			continue // may take a block
-		case "email", "acme_ca", "acme_ca_root", "storage", "http_port", "https_port", "renew_interval":
-			if p.once(seen, d) {
-				p.globalTLS(d) // see tls.go
-			}
-			continue // storage may take a block
-		default:
-			p.errorf(d.pos(), "unknown global option %q; known: %s", d.name.Text, knownGlobal+", "+knownGlobalTLS)
-			continue
-		}
-		p.noBlock(d)
-	}
-}
-
 func (p *parser) site(b caddyfile.ServerBlock) {
 	s := &Site{Pos: posOf(b.Keys[0])}
 	addrsOK := true
@@ -376,7 +260,7 @@ func (p *parser) site(b caddyfile.ServerBlock) {
 			continue
 		}
 		if d.name.Text != "route" {
-			p.errorf(d.pos(), "unknown directive %q in site; known: %s", d.name.Text, knownSite)
+			p.errorf(d.pos(), "%s", unknownName("directive", d.name.Text, " in site", strings.Split(knownSite, ", ")))
 			continue
 		}
 		routes++
@@ -419,8 +303,7 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 		LBPolicy:                 defaultLBPolicy,
 		LBKeyMissing:             defaultLBPolicy,
 		ClientPing:               Ping{Interval: 30 * time.Second, Timeout: 15 * time.Second},
-		TCPKeepalive:             TCPKeepalive{Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3},
-		TCPUserTimeout:           60 * time.Second,
+		TCP:                      keepalive.DefaultTCP(),
 		MaxMessage:               [2]int64{64 << 20, 0},
 		Passive:                  defaultPassive(),
 	}
@@ -443,7 +326,7 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 	case len(r.Upstreams) == 0 && r.Consul == nil:
 		p.errorf(r.Pos, "route has no upstreams; add \"to HOST:PORT\" or \"consul SERVICE\" inside its block")
 	case len(r.Upstreams) > 0 && r.Consul != nil:
-		p.errorf(r.Consul.Pos, "a route takes its backends from \"to\" or from \"consul\", not both")
+		p.errorf(r.ConsulPos, "a route takes its backends from \"to\" or from \"consul\", not both")
 	case r.DrainWindow > 0 && r.Consul == nil:
 		p.errorf(r.Pos, "drain_on_removal applies to routes with \"consul\" backends")
 	}
@@ -452,224 +335,20 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 	return r, st
 }
 
-// routeDirective applies one directive of a route block. It returns true
-// when the directive takes no block (so one given is an error); false for
-// one that takes a block, or an unknown one (already reported).
+// routeDirective applies one directive of a route block, from the
+// routeDirectives table. It returns true when the directive takes no
+// block (so one given is an error); false for one that takes a block, or
+// an unknown one (already reported).
 func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d directive) bool {
-	switch d.name.Text {
-	case "name":
-		if p.once(seen, d) && p.argCount(d, "name NAME", 1, 1) {
-			if d.args[0].Text == "" {
-				p.errorf(d.pos(), "name: empty route name")
-				return true
-			}
-			r.Name = d.args[0].Text
-			st.namePos = d.pos()
-		}
-	case "path":
-		if p.argCount(d, "path PATTERN...", 1, -1) {
-			for _, t := range d.args {
-				p.addPath(r, st, t)
-			}
-		}
-	case "query":
-		if p.argCount(d, "query KEY[=VALUE]...", 1, -1) {
-			for _, t := range d.args {
-				q, err := parseQuery(t.Text)
-				if err != nil {
-					p.errorf(posOf(t), "query: %v", err)
-					continue
-				}
-				r.Query = append(r.Query, q)
-			}
-		}
-	case "to":
-		if p.argCount(d, "to ADDR...", 1, -1) {
-			for _, t := range d.args {
-				addr, err := parseUpstream(t.Text)
-				if err != nil {
-					p.errorf(posOf(t), "to: %v", err)
-					continue
-				}
-				r.Upstreams = append(r.Upstreams, Upstream{Pos: posOf(t), Addr: addr})
-			}
-		}
-	case "lb_retries":
-		if p.once(seen, d) && p.argCount(d, "lb_retries N", 1, 1) {
-			n, err := strconv.Atoi(d.args[0].Text)
-			if err != nil || n < 0 || n > maxLBRetries {
-				p.errorf(d.pos(), "lb_retries %q: want a whole number from 0 to %d", d.args[0].Text, maxLBRetries)
-				return true
-			}
-			r.LBRetries = n
-		}
-	case "dial_timeout":
-		if p.once(seen, d) && p.argCount(d, "dial_timeout DURATION", 1, 1) {
-			p.duration(d, &r.DialTimeout)
-		}
-	case "response_timeout":
-		if p.once(seen, d) && p.argCount(d, "response_timeout DURATION | off", 1, 1) {
-			p.optDuration(d, &r.ResponseTimeout)
-		}
-	case "max_conns_per_backend":
-		if p.once(seen, d) && p.argCount(d, "max_conns_per_backend N [WAIT]", 1, 2) {
-			n, err := strconv.Atoi(d.args[0].Text)
-			if err != nil || n < 1 {
-				p.errorf(d.pos(), "max_conns_per_backend %q: want a whole number of at least 1", d.args[0].Text)
-				return true
-			}
-			r.MaxConnsPerBackend = n
-			if len(d.args) == 2 {
-				v, err := time.ParseDuration(d.args[1].Text)
-				if err != nil || v < 0 {
-					p.errorf(d.pos(), "max_conns_per_backend wait %q: want a duration such as 30s, or 0 to answer 503 at once", d.args[1].Text)
-					return true
-				}
-				r.MaxConnsWait = v
-			}
-		}
-	case "upstream_handshake_timeout":
-		if p.once(seen, d) && p.argCount(d, "upstream_handshake_timeout DURATION", 1, 1) {
-			p.duration(d, &r.UpstreamHandshakeTimeout)
-		}
-	case "origins":
-		if p.argCount(d, "origins PATTERN...", 1, -1) {
-			for _, t := range d.args {
-				o, err := parseOrigin(t.Text)
-				if err != nil {
-					p.errorf(posOf(t), "origins: %v", err)
-					continue
-				}
-				r.Origins = append(r.Origins, o)
-			}
-		}
-	case "allow_encoded_slash":
-		if p.once(seen, d) && p.argCount(d, "allow_encoded_slash [true|false]", 0, 1) {
-			r.AllowEncodedSlash = true
-			if len(d.args) == 1 {
-				switch d.args[0].Text {
-				case "true":
-				case "false":
-					r.AllowEncodedSlash = false
-				default:
-					p.errorf(d.pos(), "allow_encoded_slash %q: want true or false", d.args[0].Text)
-				}
-			}
-		}
-	case "allow_empty_origin":
-		if p.once(seen, d) && p.argCount(d, "allow_empty_origin true|false", 1, 1) {
-			switch d.args[0].Text {
-			case "true":
-				r.AllowEmptyOrigin = true
-			case "false":
-				r.AllowEmptyOrigin = false
-			default:
-				p.errorf(d.pos(), "allow_empty_origin %q: want true or false", d.args[0].Text)
-			}
-		}
-	case "lb_policy":
-		if p.once(seen, d) && p.argCount(d, "lb_policy hash KEY... | least_conn | round_robin | random_two", 1, -1) {
-			p.lbPolicy(r, st, d)
-		}
-	case "lb_load_factor":
-		if p.once(seen, d) && p.argCount(d, "lb_load_factor C", 1, 1) {
-			c, err := strconv.ParseFloat(d.args[0].Text, 64)
-			if err != nil || !(c == 0 || c >= 1 && c <= balancer.MaxLoadFactor) {
-				p.errorf(d.pos(), "lb_load_factor %q: want 0 (off) or a number from 1 to %d, e.g. 1.25", d.args[0].Text, balancer.MaxLoadFactor)
-				return true
-			}
-			r.LBLoadFactor = c
-			st.loadFactorPos = d.pos()
-		}
-	case "lb_key_missing":
-		if p.once(seen, d) && p.argCount(d, "lb_key_missing reject|least_conn|round_robin|random_two", 1, 1) {
-			switch v := d.args[0].Text; v {
-			case "reject", balancer.NameLeastConn, balancer.NameRoundRobin, balancer.NameRandomTwo:
-				r.LBKeyMissing = v
-				st.keyMissingPos = d.pos()
-			default:
-				p.errorf(d.pos(), "lb_key_missing %q: want reject, least_conn, round_robin or random_two", v)
-			}
-		}
-	case "ping_client", "ping_backend":
-		if p.once(seen, d) && p.argCount(d, d.name.Text+" INTERVAL [TIMEOUT] | off", 1, 2) {
-			if d.name.Text == "ping_client" {
-				p.pingArgs(d, &r.ClientPing)
-			} else {
-				p.pingArgs(d, &r.BackendPing)
-			}
-		}
-	case "tcp_keepalive":
-		if p.once(seen, d) && p.argCount(d, "tcp_keepalive IDLE INTERVAL COUNT | off", 1, 3) {
-			p.tcpKeepalive(r, d)
-		}
-	case "tcp_user_timeout":
-		if p.once(seen, d) && p.argCount(d, "tcp_user_timeout DURATION | off", 1, 1) {
-			if d.args[0].Text == "off" {
-				r.TCPUserTimeout = -1
-			} else {
-				p.duration(d, &r.TCPUserTimeout)
-			}
-		}
-	case "write_timeout":
-		if p.once(seen, d) && p.argCount(d, "write_timeout DURATION | off", 1, 1) {
-			p.offDuration(d, &r.WriteTimeout)
-		}
-	case "idle_timeout":
-		if p.once(seen, d) && p.argCount(d, "idle_timeout DURATION | off", 1, 1) {
-			p.optDuration(d, &r.IdleTimeout)
-		}
-	case "max_lifetime":
-		if p.once(seen, d) && p.argCount(d, "max_lifetime DURATION | off", 1, 1) {
-			p.optDuration(d, &r.MaxLifetime)
-		}
-	case "max_frame_size":
-		if p.once(seen, d) && p.argCount(d, "max_frame_size FROM_CLIENT [FROM_BACKEND]", 1, 2) {
-			p.sizePair(d, &r.MaxFrame)
-		}
-	case "max_message_size":
-		if p.once(seen, d) && p.argCount(d, "max_message_size FROM_CLIENT [FROM_BACKEND]", 1, 2) {
-			p.sizePair(d, &r.MaxMessage)
-		}
-	case "max_connections":
-		if p.once(seen, d) && p.argCount(d, "max_connections N", 1, 1) {
-			p.count(d, &r.MaxConnections)
-		}
-	case "max_message_rate":
-		if p.once(seen, d) && p.argCount(d, "max_message_rate FROM_CLIENT [FROM_BACKEND] [burst N [N]] [close|pause]", 1, 6) {
-			p.messageRate(r, &st.rates, d, &r.MessageRate)
-		}
-	case "max_message_rate_per_key":
-		if p.once(seen, d) && p.argCount(d, "max_message_rate_per_key FROM_CLIENT [FROM_BACKEND] [burst N [N]] [close|pause]", 1, 6) {
-			st.rates.perKeyPos = d.pos()
-			p.messageRate(r, &st.rates, d, &r.MessageRatePerKey)
-		}
-	case "handshake_rate":
-		if p.once(seen, d) && p.argCount(d, "handshake_rate N/DURATION [BURST] | off", 1, 2) {
-			p.handshakeRateRoute(r, d)
-		}
-	case "consul":
-		if p.once(seen, d) && p.argCount(d, "consul SERVICE { ... }", 1, 1) {
-			p.consulRoute(r, d)
-		}
-		return false // takes a block
-	case "drain_on_removal":
-		if p.once(seen, d) && p.argCount(d, "drain_on_removal DURATION", 1, 1) {
-			p.duration(d, &r.DrainWindow)
-		}
-	case "weights":
-		if p.once(seen, d) && p.argCount(d, "weights N... (one per upstream of \"to\", in order)", 1, -1) {
-			st.weights = d.args
-			st.weightsPos = d.pos()
-		}
-	default:
-		if p.healthDirective(r, seen, d) {
-			return true
-		}
-		p.errorf(d.pos(), "unknown directive %q in route; known: %s", d.name.Text, knownRoute)
+	rd, ok := routeDirectives[d.name.Text]
+	if !ok {
+		p.errorf(d.pos(), "%s", unknownName("directive", d.name.Text, " in route", routeDirectiveNames()))
 		return false
 	}
-	return true
+	if (rd.repeat || p.once(seen, d)) && p.argCount(d, rd.usage, rd.min, rd.max) {
+		rd.parse(p, r, st, d)
+	}
+	return !rd.block
 }
 
 // addPath adds one path pattern of a route.
@@ -886,36 +565,6 @@ func (p *parser) optDuration(d directive, dst *time.Duration) {
 	p.duration(d, dst)
 }
 
-// lbPolicy parses `lb_policy NAME [KEY...]`.
-func (p *parser) lbPolicy(r *Route, st *routeState, d directive) {
-	st.policyPos = d.pos()
-	name := d.args[0].Text
-	switch name {
-	case balancer.NameHash:
-		if len(d.args) == 1 {
-			p.errorf(d.pos(), "lb_policy hash: name at least one key: query:NAME, header:NAME, cookie:NAME, ip or path")
-			return
-		}
-		for _, t := range d.args[1:] {
-			k, err := balancer.ParseKeySource(t.Text)
-			if err != nil {
-				p.errorf(posOf(t), "lb_policy hash: %v", err)
-				continue
-			}
-			r.LBKeys = append(r.LBKeys, k)
-		}
-	case balancer.NameLeastConn, balancer.NameRoundRobin, balancer.NameRandomTwo:
-		if len(d.args) > 1 {
-			p.errorf(d.pos(), "lb_policy %s takes no keys; keys are for lb_policy hash", name)
-			return
-		}
-	default:
-		p.errorf(d.pos(), "lb_policy %q: want hash, least_conn, round_robin or random_two", name)
-		return
-	}
-	r.LBPolicy = name
-}
-
 // checkBalancing applies weights and checks options that only fit hash.
 func (p *parser) checkBalancing(r *Route, st *routeState) {
 	for i := range r.Upstreams {
@@ -935,12 +584,12 @@ func (p *parser) checkBalancing(r *Route, st *routeState) {
 			}
 		}
 	}
-	if r.LBPolicy != balancer.NameHash {
+	if !balancer.Policies[r.LBPolicy].Keyed {
 		if r.LBLoadFactor != 0 {
-			p.errorf(st.loadFactorPos, "lb_load_factor applies to lb_policy hash only")
+			p.errorf(st.loadFactorPos, "lb_load_factor applies to lb_policy %s only", strings.Join(keyedPolicies(), " or "))
 		}
 		if st.keyMissingPos != (Pos{}) {
-			p.errorf(st.keyMissingPos, "lb_key_missing applies to lb_policy hash only")
+			p.errorf(st.keyMissingPos, "lb_key_missing applies to lb_policy %s only", strings.Join(keyedPolicies(), " or "))
 		}
 	}
 }
@@ -1032,14 +681,14 @@ func (p *parser) tcpKeepalive(r *Route, d directive) {
 		if len(d.args) > 1 {
 			p.errorf(d.pos(), "tcp_keepalive off takes no other argument")
 		}
-		r.TCPKeepalive = TCPKeepalive{Idle: -1}
+		r.TCP.Idle = -1
 		return
 	}
 	if len(d.args) != 3 {
 		p.errorf(d.pos(), "tcp_keepalive: usage: tcp_keepalive IDLE INTERVAL COUNT, e.g. 30s 10s 3, or off")
 		return
 	}
-	var k TCPKeepalive
+	k := r.TCP
 	for i, dst := range []*time.Duration{&k.Idle, &k.Interval} {
 		v, err := time.ParseDuration(d.args[i].Text)
 		if err != nil || v < time.Second {
@@ -1049,12 +698,16 @@ func (p *parser) tcpKeepalive(r *Route, d directive) {
 		*dst = v
 	}
 	n, err := strconv.Atoi(d.args[2].Text)
-	if err != nil || n < 1 || n > 127 {
-		p.errorf(d.pos(), "tcp_keepalive count %q: want 1 to 127 probes", d.args[2].Text)
+	if err != nil || n < 1 {
+		p.errorf(d.pos(), "tcp_keepalive count %q: want 1 to %d probes", d.args[2].Text, keepalive.MaxCount)
 		return
 	}
 	k.Count = n
-	r.TCPKeepalive = k
+	if err := k.Validate(); err != nil { // the kernel's limits, keepalive's rule
+		p.errorf(d.pos(), "tcp_keepalive: %v", err)
+		return
+	}
+	r.TCP = k
 }
 
 // handshakeRate parses `handshake_rate_per_ip PER_SECOND [BURST]`.

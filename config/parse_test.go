@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsproxy/wsproxy/keepalive"
 )
 
 const testFile = "test.Caddyfile"
@@ -69,8 +71,7 @@ func defaultRoute() Route {
 		LBPolicy:                 "least_conn",
 		LBKeyMissing:             "least_conn",
 		ClientPing:               Ping{Interval: 30 * time.Second, Timeout: 15 * time.Second},
-		TCPKeepalive:             TCPKeepalive{Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3},
-		TCPUserTimeout:           60 * time.Second,
+		TCP:                      keepalive.DefaultTCP(),
 		WriteTimeout:             30 * time.Second,
 		MaxMessage:               [2]int64{64 << 20, 0},
 		Passive:                  defaultPassive(),
@@ -338,7 +339,7 @@ func TestParseErrors(t *testing.T) {
 		{"handshake no unit", global("handshake_timeout 10"), []wantErr{{2, "want a duration"}}},
 		{"log level", global("log_level trace"), []wantErr{{2, `log_level "trace": want debug, info, warn or error`}}},
 		{"log level missing", global("log_level"), []wantErr{{2, "log_level: missing argument"}}},
-		{"unknown global", global("\tdebug"), []wantErr{{2, `unknown global option "debug"; known: access_log, admin, client_ip_header, consul, grace_period, `}}},
+		{"unknown global", global("\tdebug"), []wantErr{{2, `unknown global option "debug"; known: access_log, acme_ca, acme_ca_root, admin, client_ip_header, consul, `}}},
 		{"global twice", global("log_level info\nlog_level warn"), []wantErr{{3, "log_level already set at test.Caddyfile:2"}}},
 		{"global with block", global("log_level info {\n\tx\n}"), []wantErr{{2, "log_level does not take a block"}}},
 		{"unknown global with block", global("servers {\n\tx\n}"), []wantErr{{2, `unknown global option "servers"`}}},

@@ -154,7 +154,7 @@ func (p *parser) handshakeRateRoute(r *Route, d directive) {
 // checkRates checks the rate options that depend on the rest of the route.
 func (p *parser) checkRates(r *Route, rs *rateState) {
 	perKey := r.MessageRatePerKey[0].On() || r.MessageRatePerKey[1].On()
-	if perKey && r.LBPolicy != balancer.NameHash {
+	if perKey && !balancer.Policies[r.LBPolicy].Keyed {
 		p.errorf(rs.perKeyPos, "max_message_rate_per_key needs lb_policy hash: the key it shares a limit by is the hash key")
 	}
 }

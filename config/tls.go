@@ -13,10 +13,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
-// knownGlobalTLS are the global options of automatic TLS, listed in
-// "unknown global option" errors after the others.
-const knownGlobalTLS = "acme_ca, acme_ca_root, email, http_port, https_port, renew_interval, storage"
-
 // Default ports of TLSOptions.
 const (
 	defaultHTTPPort  = 80
@@ -164,7 +160,8 @@ func (p *parser) siteAddrDefaults(b caddyfile.ServerBlock) addrDefaults {
 	return d
 }
 
-// globalTLS parses one global option of knownGlobalTLS; it reports a block
+// globalTLS parses one global option of automatic TLS (email, acme_ca,
+// acme_ca_root, storage, http_port, https_port, renew_interval); it reports a block
 // where none is allowed itself.
 func (p *parser) globalTLS(d directive) {
 	o := &p.cfg.Global.TLS
@@ -384,7 +381,7 @@ func (p *parser) siteTLSBlock(st *SiteTLS, d directive) {
 				st.CARoot = sub.args[0].Text
 			}
 		default:
-			p.errorf(sub.pos(), "unknown tls option %q; known: ask, ca, ca_root, on_demand, rate_limit", sub.name.Text)
+			p.errorf(sub.pos(), "%s", unknownName("tls option", sub.name.Text, "", strings.Split("ask, ca, ca_root, on_demand, rate_limit", ", ")))
 		}
 	}
 	switch {

@@ -225,7 +225,7 @@ func TestParseTLSErrors(t *testing.T) {
 		{"storage block option", global("storage file_system {", "\tpath /x", "}"), []wantErr{{2, "missing root DIR"}, {3, `unknown storage option "path"`}}},
 		{"email twice", global("email a@b.c", "email a@b.c"), []wantErr{{3, "email already set at test.Caddyfile:2"}}},
 		{"email with block", global("email a@b.c {", "}"), []wantErr{{2, "email does not take a block"}}},
-		{"unknown global lists TLS options", global("acme_dns x"), []wantErr{{2, "trusted_proxies, write_timeout, acme_ca, acme_ca_root, email, http_port, https_port, renew_interval, storage"}}},
+		{"unknown global lists TLS options", global("acme_dns x"), []wantErr{{2, "acme_ca, acme_ca_root, admin, client_ip_header, consul, email, grace_period, handshake_rate_per_ip, handshake_timeout, http_port, https_port, log_level"}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -220,6 +220,13 @@ func (c *Consul) State() []WatchState {
 	return out
 }
 
+// Closed reports whether Close has been called.
+func (c *Consul) Closed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
 // Close stops every watch and waits for all of c's goroutines to end,
 // including calls to subscribers' fn already running (so fn must not wait
 // for Close). Watch after Close does nothing. Close is idempotent.

@@ -87,6 +87,27 @@ type Check struct {
 	Host string
 }
 
+// CheckPath reports what is wrong with a check's Path, if anything: it
+// must start with '/' and hold no spaces or control characters. (The
+// config checks each setting as it parses it, with these rules.)
+func CheckPath(path string) error {
+	if path == "" || path[0] != '/' {
+		return fmt.Errorf("path %q does not start with '/'", path)
+	}
+	if !printable(path) {
+		return fmt.Errorf("path %q has spaces or control characters", path)
+	}
+	return nil
+}
+
+// CheckStatus reports whether n is a status an HTTP check can expect.
+func CheckStatus(n int) error {
+	if n < 100 || n > 599 {
+		return fmt.Errorf("status %d is not between 100 and 599", n)
+	}
+	return nil
+}
+
 // Validate reports what is wrong with c, if anything. Zero fields are
 // valid (they take their defaults); negative durations and counts are not.
 func (c Check) Validate() error {
@@ -95,14 +116,14 @@ func (c Check) Validate() error {
 		errs = append(errs, fmt.Errorf("unknown kind %d", int(c.Kind)))
 	}
 	if c.Path != "" {
-		if c.Path[0] != '/' {
-			errs = append(errs, fmt.Errorf("path %q does not start with '/'", c.Path))
-		} else if !printable(c.Path) {
-			errs = append(errs, fmt.Errorf("path %q has spaces or control characters", c.Path))
+		if err := CheckPath(c.Path); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if c.Status != 0 && (c.Status < 100 || c.Status > 599) {
-		errs = append(errs, fmt.Errorf("status %d is not between 100 and 599", c.Status))
+	if c.Status != 0 {
+		if err := CheckStatus(c.Status); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.Interval < 0 {
 		errs = append(errs, fmt.Errorf("negative interval %v", c.Interval))

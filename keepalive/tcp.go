@@ -11,9 +11,12 @@ import (
 // milliseconds).
 const (
 	maxKeepSecs    = 32767
-	maxKeepCount   = 127
+	maxKeepCount   = MaxCount
 	maxUserTimeout = time.Duration(1<<31-1) * time.Millisecond
 )
+
+// MaxCount is the most keepalive probes Linux takes (TCP_KEEPCNT).
+const MaxCount = 127
 
 // TCP is the kernel-side liveness of one TCP connection: keepalive probes
 // while the connection is idle, and a bound on how long sent data may stay

@@ -1,12 +1,9 @@
 package proxy
 
 import (
-	"fmt"
-	"reflect"
 	"slices"
 	"time"
 
-	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/discovery"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 )
@@ -16,32 +13,11 @@ import (
 // routes when Consul answers promptly, nor hang when it does not.
 const firstUpdateWait = 3 * time.Second
 
-// consulQuery turns a route's consul block into a discovery query.
-func consulQuery(cs *config.ConsulService) discovery.Query {
-	return discovery.Query{
-		Service: cs.Service, Tags: cs.Tags, ServiceMeta: cs.ServiceMeta, NodeMeta: cs.NodeMeta,
-		Datacenter: cs.Datacenter, AllowWarning: cs.AllowWarning, WeightMetaKey: cs.WeightMeta,
-		KeepStaleOnEmpty: cs.KeepStaleOnEmpty,
-	}
-}
-
-// consulConfig turns the global consul block into the client's config.
-func consulConfig(c *config.Consul) discovery.ConsulConfig {
-	if c == nil {
-		return discovery.ConsulConfig{}
-	}
-	return discovery.ConsulConfig{
-		Address: c.Address, Scheme: c.Scheme, Token: c.Token, Datacenter: c.Datacenter,
-		TLS: discovery.TLSConfig{CAFile: c.TLSCAFile, CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile,
-			ServerName: c.TLSServerName, InsecureSkipVerify: c.TLSInsecureSkipVerify},
-	}
-}
-
 // startWatches starts what follows t's routes: active health checks of
-// static backends, and Consul watches. Each table subscribes anew (the
+// static backends, and Consul watches. Each runtime subscribes anew (the
 // probes and watches are shared per backend and per query, so a reload
-// does not restart them) and its subscriptions end with t.stop.
-func (s *Server) startWatches(t *table) error {
+// does not restart them) and its subscriptions end with t.release.
+func (s *Server) startWatches(t *runtime) error {
 	for _, r := range t.routes {
 		if r.check == nil {
 			continue
@@ -55,7 +31,7 @@ func (s *Server) startWatches(t *table) error {
 
 // startDiscovery subscribes t's Consul routes to their services and waits
 // (briefly) for their first answers.
-func (s *Server) startDiscovery(t *table) error {
+func (s *Server) startDiscovery(t *runtime) error {
 	var routes []*route
 	for _, r := range t.routes {
 		if r.query != nil {
@@ -65,11 +41,7 @@ func (s *Server) startDiscovery(t *table) error {
 	if len(routes) == 0 {
 		return nil
 	}
-	c, err := s.consulClient(t.cfg.Global.Consul)
-	if err != nil {
-		return err
-	}
-	t.consul = c
+	c := t.consul
 	deadline := time.After(firstUpdateWait)
 	for _, r := range routes {
 		first := make(chan struct{})
@@ -83,26 +55,6 @@ func (s *Server) startDiscovery(t *table) error {
 	return nil
 }
 
-// consulClient returns the Consul client for a config's consul block,
-// reusing the running one when the block is unchanged.
-func (s *Server) consulClient(c *config.Consul) (*discovery.Consul, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	want := consulConfig(c)
-	if s.consul != nil && reflect.DeepEqual(s.consulCfg, want) {
-		return s.consul, nil
-	}
-	nc, err := discovery.NewConsul(want, s.log)
-	if err != nil {
-		return nil, fmt.Errorf("consul: %w", err)
-	}
-	if s.consul != nil {
-		s.retiredConsul = append(s.retiredConsul, s.consul)
-	}
-	s.consul, s.consulCfg = nc, want
-	return nc, nil
-}
-
 // onUpdate returns the watch callback of a route: it swaps in the new
 // backend set at once (new connections stop going to a departed instance
 // immediately) and drains that instance's connections if asked to.
@@ -110,7 +62,7 @@ func (s *Server) onUpdate(r *route, first chan struct{}) func(discovery.Update) 
 	var prev []discovery.Instance // calls for one subscriber never overlap
 	started := false
 	return func(u discovery.Update) {
-		r.set.Store(discovery.NewSet(&s.backends, u.Instances))
+		r.set.Store(discovery.NewSet(s.backends, u.Instances))
 		switch {
 		case u.Stale:
 			s.log.Warn("Consul unreachable or empty: routing to the last known instances", "route", r.name, "service", r.query.Service, "instances", len(u.Instances), "err", u.Err)
@@ -144,11 +96,4 @@ func (s *Server) drain(r *route, addrs []string, window time.Duration) {
 	}
 	s.log.Info("draining connections of departed instances", "route", r.name, "instances", addrs, "connections", len(victims), "window", window)
 	closeSpread(victims, window, relay.CloseServiceRestart, relay.CloseGoingAway, "backend left the service")
-}
-
-// stop ends the table's Consul subscriptions.
-func (t *table) stop() {
-	for _, stop := range t.stops {
-		stop()
-	}
 }

@@ -35,7 +35,7 @@ func closeSpread(sessions []*relay.Session, window time.Duration, toClient, toBa
 // whose backend set differs from the old route's, once per address, and
 // returns the result by address. Routes whose backends did not change are
 // not dialled: nothing of theirs is drained.
-func (s *Server) probeChanged(old, t *table) map[string]error {
+func (s *Server) probeChanged(old, t *runtime) map[string]error {
 	timeouts := map[string]time.Duration{}
 	for _, r := range t.routes {
 		or := old.byName[r.name]
@@ -100,15 +100,10 @@ func sameRoute(a, b *config.Route, ga, gb *config.Global) bool {
 
 func withoutPos(r *config.Route) config.Route {
 	c := *r
-	c.Pos = config.Pos{}
+	c.Pos, c.HealthCheckPos, c.ConsulPos = config.Pos{}, config.Pos{}, config.Pos{}
 	c.Upstreams = slices.Clone(r.Upstreams)
 	for i := range c.Upstreams {
 		c.Upstreams[i].Pos = config.Pos{}
-	}
-	if r.Consul != nil {
-		cs := *r.Consul
-		cs.Pos = config.Pos{}
-		c.Consul = &cs
 	}
 	return c
 }
@@ -139,7 +134,7 @@ type ReloadReport struct {
 // backends (or the route's dial_timeout if shorter).
 const reloadProbeTimeout = time.Second
 
-// diffAndDrain compares the retired table with the new one and drains what
+// diffAndDrain compares the retired runtime with the new one and drains what
 // the new one no longer has: connections of removed routes (1001), and of
 // a changed route's static backends that left it (1012).
 //
@@ -153,7 +148,7 @@ const reloadProbeTimeout = time.Second
 //
 // Sessions are matched to routes by name, so those kept by one reload are
 // drained by a later one that makes the route's backends reachable.
-func (s *Server) diffAndDrain(old, t *table) ReloadReport {
+func (s *Server) diffAndDrain(old, t *runtime) ReloadReport {
 	var rep ReloadReport
 	window := t.cfg.Global.ReloadDrain
 	reach := s.probeChanged(old, t)

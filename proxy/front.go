@@ -35,7 +35,7 @@ type front struct {
 func (f *front) Plain() bool { return f.tls == nil || f.tls() == nil }
 
 func (f *front) Limits() (int, time.Duration) {
-	g := &f.s.table.Load().cfg.Global
+	g := &f.s.rt.Load().cfg.Global
 	return g.MaxHeaderBytes, g.HandshakeTimeout
 }
 
@@ -58,7 +58,7 @@ var frontCtxPool = sync.Pool{New: func() any {
 
 func (f *front) Request(head, rest []byte, remote netip.AddrPort) (relay.Upstream, []byte) {
 	s := f.s
-	if rt := s.tls.cur.Load(); rt != nil && rt.httpPort == f.port {
+	if rt := s.rt.Load().tls; rt != nil && rt.httpPort == f.port {
 		return nil, nil // ACME challenges and redirects: fasthttp's
 	}
 	fc := frontCtxPool.Get().(*frontCtx)

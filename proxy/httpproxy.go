@@ -3,15 +3,11 @@ package proxy
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"net"
 	"strconv"
 	"time"
 
 	"github.com/valyala/fasthttp"
-
-	"github.com/wsproxy/wsproxy/balancer"
-	"github.com/wsproxy/wsproxy/config"
 )
 
 // hopHeaders are meaningful for one connection only (RFC 9110 §7.6.1) and
@@ -24,7 +20,7 @@ var hopHeaders = []string{
 // serveHTTP reverse-proxies a plain HTTP request: the request is rewritten
 // in place and passed to a pooled client for the chosen backend, and the
 // response body streams back without being buffered whole.
-func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
+func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, t *runtime, r *route) {
 	closeAfter := ctx.Request.Header.ConnectionClose()
 	body := s.watchBody(ctx)
 	if body != nil {
@@ -37,18 +33,12 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 		closeIfBodyUnread(ctx)
 		return
 	}
-	set := r.set.Load()
-	var tried balancer.Tried
-	var lastErr error
-	for attempt := 0; attempt <= r.cfg.LBRetries; attempt++ {
-		b := r.policy.Pick(set, key, tried)
-		if b == nil {
-			break
-		}
-		// Plain requests are not long-lived: the backend's live count is
-		// for WebSocket connections.
-		b.Release()
-		err := s.hostClient(b.Addr, r).Do(&ctx.Request, &ctx.Response)
+	// Only a request that never reached the backend is safe to repeat,
+	// and a streamed body cannot be sent twice.
+	att := r.attempts(s.health, key, !ctx.Request.IsBodyStream(), false)
+	for b := att.Next(); b != nil; b = att.Next() {
+		err := t.clients.hostClient(b.Addr, r).Do(&ctx.Request, &ctx.Response)
+		att.Report(b, err) // then Next is nil unless another attempt may follow
 		if err == nil {
 			for _, h := range hopHeaders {
 				ctx.Response.Header.Del(h)
@@ -59,16 +49,9 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 			s.logHTTP(ctx, r, b.Addr)
 			return
 		}
-		lastErr = err
-		if isDialError(err) && r.passive.MaxFails > 0 {
-			s.health.ReportFailure(b, set.Backends(), r.passive)
-		}
-		s.log.Warn("backend request failed", "route", r.name, "backend", b.Addr, "attempt", attempt+1, "err", err)
-		// Only a request that never reached the backend is safe to repeat.
-		if !isDialError(err) || ctx.Request.IsBodyStream() || !tried.Add(b) {
-			break
-		}
+		s.log.Warn("backend request failed", "route", r.name, "backend", b.Addr, "attempt", att.Tries(), "err", err)
 	}
+	lastErr := att.Err()
 	switch {
 	case body != nil && body.bodyErr != nil:
 		if isTimeout(body.bodyErr) {
@@ -80,7 +63,7 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, r *route) {
 		ctx.Error("no backend available\n", fasthttp.StatusServiceUnavailable)
 	case errors.Is(lastErr, fasthttp.ErrNoFreeConns):
 		ctx.Error("backend busy: no connection to it freed up in time\n", fasthttp.StatusServiceUnavailable)
-	case !isDialError(lastErr) && isTimeout(lastErr):
+	case !backendFailed(lastErr) && isTimeout(lastErr):
 		ctx.Error("backend did not answer in time\n", fasthttp.StatusGatewayTimeout)
 	default:
 		ctx.Error("backend request failed\n", fasthttp.StatusBadGateway)
@@ -97,7 +80,7 @@ func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfi
 	if h.ContentLength() == 0 {
 		return fasthttp.RequestConfig{}
 	}
-	d := s.table.Load().cfg.Global.RequestBodyTimeout
+	d := s.rt.Load().cfg.Global.RequestBodyTimeout
 	if d <= 0 {
 		d = noBodyTimeout
 	}
@@ -121,7 +104,7 @@ func (s *Server) watchBody(ctx *fasthttp.RequestCtx) *hijackableConn {
 	if !ok {
 		return nil
 	}
-	c.bodyIdle = s.table.Load().cfg.Global.RequestBodyTimeout
+	c.bodyIdle = s.rt.Load().cfg.Global.RequestBodyTimeout
 	if c.bodyIdle > 0 {
 		c.Conn.SetReadDeadline(time.Now().Add(c.bodyIdle))
 	} else {
@@ -160,19 +143,11 @@ func isTimeout(err error) bool {
 func (s *Server) logHTTP(ctx *fasthttp.RequestCtx, r *route, backend string) {
 	status := ctx.Response.StatusCode()
 	s.metrics.httpRequests.WithLabelValues(r.name, strconv.Itoa(status)).Inc()
-	t := s.table.Load()
+	t := s.rt.Load()
 	if t.access.on() {
 		t.access.http(ctx.RemoteAddr().String(), r.name, backend, string(ctx.Method()), string(ctx.RequestURI()),
 			status, ctx.Response.Header.ContentLength(), time.Since(ctx.Time()))
 	}
-}
-
-func isDialError(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	return errors.Is(err, fasthttp.ErrDialTimeout)
 }
 
 // prepareRequest strips hop-by-hop headers, including those the Connection
@@ -203,55 +178,6 @@ func prepareRequest(ctx *fasthttp.RequestCtx) {
 	}
 	h.Set("X-Forwarded-Proto", proto)
 	h.SetBytesV("X-Forwarded-Host", ctx.Host())
-}
-
-// hostClient returns the pooled client for a backend address with a
-// route's settings, made on first use and kept across reloads so its idle
-// connections survive them. Routes with the same settings share it, and
-// so its connection cap.
-//
-// MaxConns is max_conns_per_backend; requests past it wait for a
-// connection in fasthttp's queue for up to the cap's wait (503 after it)
-// instead of failing at once, as fasthttp's default (512, no wait) did.
-// response_timeout is an idle timeout on the backend connection's reads
-// and writes, renewed by each: it bounds the wait for a response to begin
-// and any pause within it, so a long-poll answered within it and a
-// stream that keeps sending both live. (HostClient's ReadTimeout would
-// stay set while a streamed response body is relayed, cutting streams.)
-func (s *Server) hostClient(addr string, r *route) *fasthttp.HostClient {
-	key := addr + r.clientKey
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	hc := s.clients[key]
-	if hc == nil {
-		dialTimeout, idle := r.cfg.DialTimeout, r.cfg.ResponseTimeout
-		hc = &fasthttp.HostClient{
-			Addr: addr,
-			Dial: func(addr string) (net.Conn, error) {
-				c, err := dialTCP(addr, dialTimeout)
-				if err != nil || idle <= 0 {
-					return c, err
-				}
-				return &idleConn{Conn: c, idle: idle}, nil
-			},
-			MaxConns:                      r.cfg.MaxConnsPerBackend,
-			MaxConnWaitTimeout:            r.cfg.MaxConnsWait,
-			StreamResponseBody:            true,
-			MaxIdleConnDuration:           60 * time.Second,
-			MaxIdemponentCallAttempts:     1,
-			DisableHeaderNamesNormalizing: true,
-			DisablePathNormalizing:        true,
-			NoDefaultUserAgentHeader:      true,
-			MaxResponseBodySize:           0,
-		}
-		s.clients[key] = hc
-	}
-	return hc
-}
-
-// clientKey is what, besides the address, tells a route's HostClient apart.
-func clientKey(rc *config.Route) string {
-	return fmt.Sprintf("|%v|%v|%d|%v", rc.DialTimeout, rc.ResponseTimeout, rc.MaxConnsPerBackend, rc.MaxConnsWait)
 }
 
 // idleConn renews a deadline before each read and write to a backend.

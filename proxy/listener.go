@@ -122,8 +122,8 @@ type resilientListener struct {
 	reserve *os.File
 }
 
-func (s *Server) resilient(l *listener) *resilientListener {
-	rl := &resilientListener{Listener: l.ln, ep: l.ep}
+func resilient(ln net.Listener, ep *acceptEpisode) *resilientListener {
+	rl := &resilientListener{Listener: ln, ep: ep}
 	rl.reserve, _ = os.Open(os.DevNull) // without one, exhaustion only backs off
 	return rl
 }

@@ -166,13 +166,8 @@ const MaxConnectionsPage = 1000
 // if ""), with hash key key (any if ""), oldest first: limit of them
 // (100 if 0, at most MaxConnectionsPage) from offset.
 func (s *Server) Connections(route, key string, offset, limit int) (ConnectionsPage, error) {
-	if route != "" && s.table.Load().byName[route] == nil {
-		t := s.table.Load()
-		names := make([]string, 0, len(t.routes))
-		for _, r := range t.routes {
-			names = append(names, r.name)
-		}
-		return ConnectionsPage{}, fmt.Errorf("no route named %q; routes: %s", route, strings.Join(names, ", "))
+	if t := s.rt.Load(); route != "" && t.byName[route] == nil {
+		return ConnectionsPage{}, fmt.Errorf("no route named %q; routes: %s", route, t.routeNames())
 	}
 	if limit <= 0 {
 		limit = 100

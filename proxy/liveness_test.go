@@ -83,7 +83,7 @@ func TestTCPKeepaliveOnBothLegs(t *testing.T) {
 
 func testTCPKeepalive(t *testing.T, inherited bool, conf string) {
 	tp := startProxy(t, conf, 1)
-	if _, ok := tp.srv.inherited.Load(tp.port); ok != inherited {
+	if _, ok := tp.srv.ports.inherited.Load(tp.port); ok != inherited {
 		t.Fatalf("listener holds the routes' keepalive settings: %v, want %v", ok, inherited)
 	}
 	c, _ := dialWS(t, "ws://"+tp.addr+"/ws", nil)

@@ -29,14 +29,13 @@ type Lookup struct {
 // Lookup answers which backend of the named route a connection with key is
 // sent to. It has no side effect on the balancer.
 func (s *Server) Lookup(routeName, key string) (Lookup, error) {
-	t := s.table.Load()
+	return s.rt.Load().lookupKey(routeName, key)
+}
+
+func (t *runtime) lookupKey(routeName, key string) (Lookup, error) {
 	r := t.byName[routeName]
 	if r == nil {
-		names := make([]string, 0, len(t.routes))
-		for _, r := range t.routes {
-			names = append(names, r.name)
-		}
-		return Lookup{}, fmt.Errorf("no route named %q; routes: %s", routeName, strings.Join(names, ", "))
+		return Lookup{}, fmt.Errorf("no route named %q; routes: %s", routeName, t.routeNames())
 	}
 	set := r.set.Load()
 	out := Lookup{Route: routeName, Key: key, Sticky: r.keys != nil}
@@ -59,15 +58,15 @@ func (s *Server) Lookup(routeName, key string) (Lookup, error) {
 // that runs. A route whose backends come from Consul is an error, since the
 // config does not list them: ask the running proxy's Lookup instead.
 func LookupConfig(cfg *config.Config, routeName, key string) (Lookup, error) {
-	s, err := validate(cfg)
+	t, err := validate(cfg)
 	if err != nil {
 		return Lookup{}, err
 	}
-	if r := s.table.Load().byName[routeName]; r != nil && r.cfg.Consul != nil {
+	if r := t.byName[routeName]; r != nil && r.cfg.Consul != nil {
 		return Lookup{}, fmt.Errorf("%s: route %q takes its backends from Consul service %q, which the config does not list; ask the running proxy (wsproxy route -admin ADDR)",
 			r.cfg.Pos, routeName, r.cfg.Consul.Service)
 	}
-	return s.Lookup(routeName, key)
+	return t.lookupKey(routeName, key)
 }
 
 // BackendInfo is one backend of a route as the proxy sees it now.
@@ -92,7 +91,7 @@ type RouteInfo struct {
 
 // Routes describes every route of the running config, in file order.
 func (s *Server) Routes() []RouteInfo {
-	t := s.table.Load()
+	t := s.rt.Load()
 	out := make([]RouteInfo, 0, len(t.routes))
 	for _, r := range t.routes {
 		ri := RouteInfo{Name: r.name, Policy: r.cfg.LBPolicy, Keys: r.keyNames(), Live: r.live.Load(), Traffic: r.stats.traffic()}
@@ -115,7 +114,7 @@ type Status struct {
 
 // Status reports the running config and live connection count.
 func (s *Server) Status() Status {
-	t := s.table.Load()
+	t := s.rt.Load()
 	return Status{ConfigFile: t.cfg.File, ConfigVersion: t.version, ConfigLoadedAt: t.loaded, Started: s.started, Live: s.Sessions()}
 }
 
@@ -132,4 +131,4 @@ func (r *route) keyNames() string {
 }
 
 // Config returns the running configuration (do not modify it).
-func (s *Server) Config() *config.Config { return s.table.Load().cfg }
+func (s *Server) Config() *config.Config { return s.rt.Load().cfg }

@@ -1,7 +1,7 @@
 package proxy
 
 import (
-	"runtime"
+	goruntime "runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -66,6 +66,6 @@ func (m *memReleaser) due(now time.Time) bool {
 // sync.Pools (fasthttp's header readers above all) survive one collection
 // in the pools' victim caches, and only the second frees them.
 func release() {
-	runtime.GC()
+	goruntime.GC()
 	debug.FreeOSMemory()
 }

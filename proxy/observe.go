@@ -102,7 +102,7 @@ func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
-	t := c.s.table.Load()
+	t := c.s.rt.Load()
 	seen := map[string]bool{}
 	for _, r := range t.routes {
 		ch <- prometheus.MustNewConstMetric(descLive, prometheus.GaugeValue, float64(r.live.Load()), r.name)
@@ -130,14 +130,14 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descInst, prometheus.GaugeValue, float64(w.Instances), w.Service)
 		}
 	}
-	for name, exp := range c.s.certExpiry() {
+	for name, exp := range t.tls.expiry() {
 		ch <- prometheus.MustNewConstMetric(descCert, prometheus.GaugeValue, float64(exp.Unix()), name)
 	}
 }
 
-// certExpiry is when each managed certificate expires; none without TLS.
-func (s *Server) certExpiry() map[string]time.Time {
-	if rt := s.tls.cur.Load(); rt != nil && rt.mgr != nil {
+// expiry is when each managed certificate expires; none without TLS.
+func (rt *tlsRuntime) expiry() map[string]time.Time {
+	if rt != nil && rt.mgr != nil {
 		return rt.mgr.Expiry()
 	}
 	return nil
@@ -320,26 +320,4 @@ func (m *metrics) recordEnd(c *wsConn, ss *relay.Session) {
 		m.slow.WithLabelValues(r, ss.Stalled.String()).Inc()
 	}
 	m.duration.WithLabelValues(r).Observe(time.Since(c.start).Seconds())
-}
-
-// keepAccessLog remembers an access log file so that Shutdown closes it
-// (one replaced by a reload may still be written by connections that end
-// later, so it is not closed before).
-func (s *Server) keepAccessLog(a *accessLog) {
-	if a.closer == nil {
-		return
-	}
-	s.mu.Lock()
-	s.accessFiles = append(s.accessFiles, a.closer)
-	s.mu.Unlock()
-}
-
-func (s *Server) closeAccessLogs() {
-	s.mu.Lock()
-	files := s.accessFiles
-	s.accessFiles = nil
-	s.mu.Unlock()
-	for _, f := range files {
-		f.Close()
-	}
 }

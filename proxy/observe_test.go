@@ -28,7 +28,7 @@ func BenchmarkConnectionMetrics(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := s.table.Load().routes[0]
+	r := s.rt.Load().routes[0]
 	c := &wsConn{route: r, backend: balancer.NewBackend("127.0.0.1:9", 1), start: time.Now()}
 	ss := &relay.Session{ClosedBy: relay.SideClient, CloseCode: 1000}
 	ss.ClientToBackend = relay.DirStats{Bytes: 1000, Frames: 10, Messages: 10}

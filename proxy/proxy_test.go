@@ -8,7 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -523,7 +523,7 @@ func TestNoLeaksAfterManyConnections(t *testing.T) {
 		c.Close()
 	}
 	waitFor(t, func() bool { return tp.srv.Sessions() == 0 })
-	g0, fd0 := runtime.NumGoroutine(), openFDs(t)
+	g0, fd0 := goruntime.NumGoroutine(), openFDs(t)
 	for i := 0; i < 200; i++ {
 		c, _, err := (&websocket.Dialer{}).Dial("ws://"+tp.addr+"/ws", nil)
 		if err != nil {
@@ -544,7 +544,7 @@ func TestNoLeaksAfterManyConnections(t *testing.T) {
 		c.Close()
 	}
 	waitFor(t, func() bool { return tp.srv.Sessions() == 0 })
-	waitFor(t, func() bool { return runtime.NumGoroutine() <= g0+2 && openFDs(t) <= fd0+2 })
+	waitFor(t, func() bool { return goruntime.NumGoroutine() <= g0+2 && openFDs(t) <= fd0+2 })
 }
 
 func waitFor(t testing.TB, cond func() bool) {
@@ -552,7 +552,7 @@ func waitFor(t testing.TB, cond func() bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("condition not met (goroutines %d, fds %d)", runtime.NumGoroutine(), openFDs(t))
+			t.Fatalf("condition not met (goroutines %d, fds %d)", goruntime.NumGoroutine(), openFDs(t))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -3,7 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"slices"
@@ -25,6 +25,9 @@ type selfState struct {
 	mu        sync.Mutex
 	registrar *discovery.Registrar
 	consul    *discovery.Consul // the registrar's client
+	// deregister is the Close of the last registrar: Shutdown waits for
+	// it.
+	deregister func(context.Context) error
 }
 
 // Ready reports whether the proxy serves: started, not shutting down, with
@@ -35,20 +38,10 @@ func (s *Server) Ready(port int) error {
 	if !s.self.started.Load() {
 		return errors.New("starting")
 	}
-	if s.table.Load() == nil {
+	if s.rt.Load() == nil {
 		return errors.New("no config loaded")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.closed:
-		return errors.New("shutting down")
-	case port > 0 && s.listeners[port] == nil:
-		return fmt.Errorf("port %d is not listening", port)
-	case len(s.listeners) == 0:
-		return errors.New("no listener")
-	}
-	return nil
+	return s.ports.ready(port)
 }
 
 // registerSelf makes the Consul registrations match t's config: one
@@ -56,21 +49,22 @@ func (s *Server) Ready(port int) error {
 // readiness, kept by a discovery.Registrar (retries, re-registration after
 // an agent restart) until Shutdown. A config without `register` removes
 // them. Consul being unreachable delays registration, never serving.
-func (s *Server) registerSelf(t *table) {
+func (s *Server) registerSelf(t *runtime) {
 	c := t.cfg.Global.Consul
 	s.self.mu.Lock()
 	defer s.self.mu.Unlock()
-	if c == nil || c.Register == "" {
+	if c == nil || c.Register == "" || t.consul == nil {
 		if s.self.registrar != nil {
-			s.self.registrar.Set(nil)
+			// Deregister now, over the client the retiring runtime
+			// still holds.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s.self.registrar.Close(ctx)
+			cancel()
+			s.self.registrar, s.self.consul = nil, nil
 		}
 		return
 	}
-	cl, err := s.consulClient(c)
-	if err != nil {
-		s.log.Error("Consul self-registration impossible", "err", err)
-		return
-	}
+	cl := t.consul
 	if s.self.registrar != nil && s.self.consul != cl {
 		// New agent settings: leave the old agent, register with the new.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -81,9 +75,7 @@ func (s *Server) registerSelf(t *table) {
 	if s.self.registrar == nil {
 		s.self.registrar = cl.NewRegistrar(discovery.RegistrarOptions{})
 		s.self.consul = cl
-		s.mu.Lock()
-		s.deregister = s.self.registrar.Close
-		s.mu.Unlock()
+		s.self.deregister = s.self.registrar.Close
 	}
 	regs := selfRegistrations(t.cfg)
 	if err := s.self.registrar.Set(regs); err != nil {
@@ -96,15 +88,14 @@ func (s *Server) registerSelf(t *table) {
 	s.log.Info("registering in Consul", "service", c.Register, "ports", ports)
 }
 
-// leaveConsul starts deregistering the proxy at the start of a shutdown,
+// leave starts deregistering the proxy at the start of a shutdown,
 // so that clients looking for a proxy stop finding this one while it
 // drains. It does not wait: an unreachable Consul must not delay the
-// drain. Shutdown's final call of s.deregister (the Registrar's Close)
-// waits for it.
-func (s *Server) leaveConsul() {
-	s.self.mu.Lock()
-	r := s.self.registrar
-	s.self.mu.Unlock()
+// drain. close (the Registrar's Close again) waits for it.
+func (st *selfState) leave(log *slog.Logger) {
+	st.mu.Lock()
+	r := st.registrar
+	st.mu.Unlock()
 	if r == nil {
 		return
 	}
@@ -112,9 +103,21 @@ func (s *Server) leaveConsul() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := r.Close(ctx); err != nil {
-			s.log.Warn("Consul deregistration", "err", err)
+			log.Warn("Consul deregistration", "err", err)
 		}
 	}()
+}
+
+// close waits (up to 5 seconds) for the deregistration leave started.
+func (st *selfState) close() {
+	st.mu.Lock()
+	dereg := st.deregister
+	st.mu.Unlock()
+	if dereg != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		dereg(ctx)
+		cancel()
+	}
 }
 
 // selfRegistrations are the Consul registrations of cfg: one per site

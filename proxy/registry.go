@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/wsproxy/wsproxy/proxy/relay"
 )
@@ -88,4 +89,24 @@ func (r *registry) wait(ctx context.Context) bool {
 	case <-ctx.Done():
 		return r.len() == 0
 	}
+}
+
+// shutdown refuses new sessions, closes the live ones with 1001 at random
+// times within spread (see closeSpread) and waits until they end or ctx
+// is done; then it aborts what is left and gives the loops two seconds to
+// report them done. It returns ctx's error if it had to abort.
+func (r *registry) shutdown(ctx context.Context, spread time.Duration) error {
+	closeSpread(r.closeAll(), spread, relay.CloseGoingAway, relay.CloseGoingAway, "proxy shutting down")
+	if r.wait(ctx) {
+		return nil
+	}
+	// Abort only posts to the loops, so a session stuck behind a peer
+	// that does not read cannot hold this up.
+	for _, ss := range r.list(nil) {
+		ss.Abort()
+	}
+	wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	r.wait(wctx)
+	cancel()
+	return ctx.Err()
 }

@@ -1,17 +1,29 @@
 package proxy
 
 import (
-	"context"
-	"fmt"
-	"net"
-
 	"github.com/wsproxy/wsproxy/config"
 )
 
-// Reload compiles cfg completely and, only if that succeeds, swaps it in for
-// new requests; on error the running config is untouched. Listeners for
-// ports the new config adds are opened before the swap, those for ports it
-// drops are closed after it (their connections live on).
+// Reload builds cfg into a new runtime and, only if that and everything
+// it needs before taking traffic succeed, installs it for new requests by
+// swapping one pointer, then retires the runtime it replaced; on error the
+// running config is untouched. The steps:
+//
+//   - build (runtime.go): compile, carrying state over from the running
+//     runtime;
+//   - start: health probes and Consul watches subscribe (a shared watch
+//     answers at once), and certificates are obtained or loaded by the new
+//     runtime's tls.Manager over the same storage (files are read again),
+//     so a site that gets none fails the reload;
+//   - open the ports the new config adds;
+//   - swap, then serve the new ports, give kept ports whose
+//     handshake_timeout or max_header_bytes changed a new server for new
+//     connections, and close the ports it drops (their connections live
+//     on);
+//   - retire the old runtime: end its subscriptions and certificate
+//     manager, and release what the new one did not take over (a Consul
+//     client, certificate storage, an access log file, idle HTTP client
+//     connections).
 //
 // Live WebSocket connections of unchanged routes are not touched: the
 // route is carried over as it runs. Connections of removed routes are
@@ -20,10 +32,6 @@ import (
 // one of the route's new backends is reachable (see diffAndDrain). Everything
 // else in the new config (timeouts, limits, pings) applies to new
 // connections; live ones keep the settings they started with.
-//
-// Certificates come from a new tls.Manager over the same storage (files
-// are read again), started before the swap: a site that gets no
-// certificate fails the reload. Live TLS connections keep their session.
 func (s *Server) Reload(cfg *config.Config) (ReloadReport, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -37,32 +45,22 @@ func (s *Server) Reload(cfg *config.Config) (ReloadReport, error) {
 }
 
 func (s *Server) reload(cfg *config.Config) (ReloadReport, error) {
-	t, err := s.compile(cfg)
+	old := s.rt.Load()
+	rt, err := build(cfg, old, s.env)
 	if err != nil {
 		return ReloadReport{}, err
 	}
-	// Subscriptions start before the swap, so Consul routes have backends
-	// the moment they take traffic (a shared watch answers at once).
-	if err := s.startWatches(t); err != nil {
-		t.stop()
-		return ReloadReport{}, err
-	}
-	// New certificates are obtained before the swap; see tls.go.
-	finishTLS, err := s.reloadTLS(t)
+	opened, err := s.start(rt)
 	if err != nil {
-		t.stop()
+		rt.release(old)
 		return ReloadReport{}, err
 	}
-	defer finishTLS()
-	if err := s.swap(t); err != nil {
-		t.stop()
-		return ReloadReport{}, err
-	}
-	s.registerSelf(t)
-	old := s.retired
-	old.stop()
-	rep := s.diffAndDrain(old, t)
-	rep.Version = t.version
+	s.rt.Store(rt)
+	s.ports.commit(rt, opened)
+	s.registerSelf(rt)
+	old.release(rt)
+	rep := s.diffAndDrain(old, rt)
+	rep.Version = rt.version
 	s.log.Info("config reloaded", "file", cfg.File, "version", rep.Version,
 		"added", rep.Added, "removed", rep.Removed, "changed", rep.Changed, "unchanged", rep.Unchanged,
 		"draining_connections", rep.DrainedConns, "drain_window", cfg.Global.ReloadDrain)
@@ -73,42 +71,15 @@ func (s *Server) reload(cfg *config.Config) (ReloadReport, error) {
 	return rep, nil
 }
 
-// swap installs t and its listeners; s.retired is left holding the table it
-// replaced.
-func (s *Server) swap(t *table) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return fmt.Errorf("reload: server is shutting down")
+// start does what a built runtime needs before it takes traffic: its
+// subscriptions, its certificates and its new ports (opened, not yet
+// served). On error what it started is for rt.release to end.
+func (s *Server) start(rt *runtime) ([]*listener, error) {
+	if err := s.startWatches(rt); err != nil {
+		return nil, err
 	}
-	var opened []*listener
-	for port := range t.ports {
-		if s.listeners[port] != nil {
-			continue
-		}
-		lc := net.ListenConfig{KeepAlive: -1} // see Start
-		ln, err := lc.Listen(context.Background(), "tcp", bindAddr(t.cfg, port))
-		if err != nil {
-			for _, l := range opened {
-				l.ln.Close()
-			}
-			return fmt.Errorf("reload: listen on port %d: %w", port, err)
-		}
-		opened = append(opened, s.newListener(t, port, ln, true))
+	if err := rt.tls.start(s.ctx, s.log); err != nil {
+		return nil, err
 	}
-	old := s.table.Load()
-	t.version = old.version + 1
-	s.table.Store(t)
-	s.retired = old
-	for _, l := range opened {
-		s.listeners[l.port] = l
-		go s.serveListener(l)
-	}
-	for port, l := range s.listeners {
-		if t.ports[port] == nil {
-			l.ln.Close()
-			delete(s.listeners, port)
-		}
-	}
-	return nil
+	return s.ports.open(rt)
 }

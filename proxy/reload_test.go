@@ -149,3 +149,45 @@ func TestReloadPerIPCapKeepsLiveCounts(t *testing.T) {
 		t.Fatalf("handshake after setting cap 1 over one live: %d, want 429", rc.Status)
 	}
 }
+
+// TestReloadRouteCapKeepsLiveCounts: a reload that changes a route keeps
+// counting the connections it had against its max_connections, whatever
+// the cap becomes: cap 1 -> 2 with one live admits one more, not two.
+func TestReloadRouteCapKeepsLiveCounts(t *testing.T) {
+	t.Parallel()
+	backend := "{b0}"
+	conf := func(max int) string {
+		return ":{port} {\n\troute /* {\n\t\tname r\n\t\tto " + backend + "\n\t\tmax_connections " + strconv.Itoa(max) + "\n\t}\n}"
+	}
+	tp := startProxy(t, conf(1), 1)
+	backend = tp.backends[0].Addr()
+	dial := func() *rawClient {
+		rc := rawRequest(t, tp.addr, wsHead("/ws"))
+		if rc.Status != 101 {
+			rc.conn.Close()
+		}
+		return rc
+	}
+	first := dial()
+	if first.Status != 101 {
+		t.Fatalf("first handshake: %d", first.Status)
+	}
+	defer first.conn.Close()
+	if rep := tp.reload(t, conf(2)); len(rep.Changed) != 1 {
+		t.Fatalf("report %+v, want the route changed", rep)
+	}
+	second := dial()
+	if second.Status != 101 {
+		t.Fatalf("second handshake after raising the cap to 2: %d", second.Status)
+	}
+	defer second.conn.Close()
+	if rc := dial(); rc.Status != 503 {
+		rc.conn.Close()
+		t.Fatalf("third handshake with cap 2 and two live: %d, want 503", rc.Status)
+	}
+	if got := tp.srv.Routes()[0].Live; got != 2 {
+		t.Fatalf("/routes says %d live, want 2", got)
+	}
+	first.conn.Close()
+	waitFor(t, func() bool { return tp.srv.Routes()[0].Live == 1 })
+}

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path"
-	"sort"
-	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -20,30 +17,6 @@ import (
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
-
-// table is the compiled, immutable routing form of one config. A reload
-// builds a new table and swaps the Server's pointer; requests that loaded
-// the old one finish with it.
-type table struct {
-	cfg     *config.Config
-	ports   map[int]*hostTable
-	routes  []*route
-	byName  map[string]*route
-	loaded  time.Time
-	version uint64 // 0 for the first config, +1 per reload
-
-	// clientIP finds a client's real address (trusted_proxies) for the
-	// per-IP limits.
-	clientIP balancer.KeySpec
-	perIP    *limit.PerIP
-	rate     *limit.Rate
-
-	access *accessLog
-
-	// Consul subscriptions of this table's routes, ended when it is retired.
-	consul *discovery.Consul
-	stops  []func()
-}
 
 // hostTable picks the site for a request's Host on one listening port.
 type hostTable struct {
@@ -70,7 +43,10 @@ type route struct {
 	// relay configs by the extensions a connection negotiated: none,
 	// permessage-deflate only, anything else.
 	relay [3]relay.Config
-	live  atomic.Int64
+	// live counts the route's WebSockets (max_connections); shared by
+	// every runtime's route of the same name, so a changed route counts
+	// the connections it had before the reload.
+	live *atomic.Int64
 
 	tcp     keepalive.TCP    // applied to both legs' sockets
 	query   *discovery.Query // the Consul service the backends come from, if any
@@ -80,37 +56,37 @@ type route struct {
 	// keys is the hash key spec; nil for non-hash policies.
 	keys          *balancer.KeySpec
 	rejectMissing bool
-	clientKey     string // see hostClient
 
 	stats     *routeStats      // live traffic figures, by name across reloads
 	keyLimits *relay.KeyLimits // max_message_rate_per_key; nil if none
 	hsRate    *limit.Bucket    // handshake_rate; nil if none
 }
 
-// compilePolicy builds the route's selection policy. A hash policy falls
-// back to LBKeyMissing's policy for connections without a key, unless that
-// is "reject".
+// compilePolicy builds the route's selection policy from balancer's
+// table. A keyed (hashing) policy falls back to LBKeyMissing's policy for
+// connections without a key, unless that is "reject".
 func (r *route) compilePolicy(rc *config.Route, g *config.Global) error {
-	if rc.LBPolicy != balancer.NameHash {
-		p, err := balancer.New(rc.LBPolicy, 0)
-		r.policy = p
-		return err
-	}
-	r.keys = &balancer.KeySpec{Sources: rc.LBKeys, TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
-	if err := r.keys.Validate(); err != nil {
-		return err
-	}
-	var fallback balancer.Policy
-	if rc.LBKeyMissing == "reject" {
-		r.rejectMissing = true
-	} else {
-		var err error
-		if fallback, err = balancer.New(rc.LBKeyMissing, 0); err != nil {
+	kind := balancer.Policies[rc.LBPolicy]
+	args := balancer.PolicyArgs{Keys: rc.LBKeys, LoadFactor: rc.LBLoadFactor}
+	if kind.Keyed {
+		r.keys = &balancer.KeySpec{Sources: rc.LBKeys, TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
+		if err := r.keys.Validate(); err != nil {
 			return err
 		}
+		if rc.LBKeyMissing == "reject" {
+			r.rejectMissing = true
+		} else {
+			var err error
+			if args.Fallback, err = balancer.New(rc.LBKeyMissing, 0); err != nil {
+				return err
+			}
+		}
 	}
-	h, err := balancer.NewHash(rc.LBLoadFactor, fallback)
-	r.policy = h
+	if kind.New == nil {
+		return fmt.Errorf("unknown balancing policy %q", rc.LBPolicy)
+	}
+	p, err := kind.New(args)
+	r.policy = p
 	return err
 }
 
@@ -147,127 +123,38 @@ func (r *route) key(ctx *fasthttp.RequestCtx, dst []byte) ([]byte, bool) {
 	return hashKey(k), ok || !r.rejectMissing
 }
 
-func (s *Server) compile(cfg *config.Config) (*table, error) {
-	t := &table{cfg: cfg, ports: map[int]*hostTable{}, byName: map[string]*route{}, loaded: time.Now()}
-	g := &cfg.Global
-	t.clientIP = balancer.KeySpec{TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
-	// Carry the live per-IP counts across every reload, whatever the new
-	// cap: a fresh limiter would start each client at zero and let it open
-	// the new cap on top of what it holds. WithMax leaves the running
-	// limiter untouched, so a reload that fails later changes nothing.
-	if old := s.table.Load(); old != nil {
-		t.perIP = old.perIP.WithMax(g.MaxConnectionsPerIP)
-	} else {
-		t.perIP = limit.NewPerIP(g.MaxConnectionsPerIP)
-	}
-	if s.validating {
-		if err := checkAccessLog(g.AccessLog); err != nil {
-			return nil, err
-		}
-		t.access = &accessLog{}
-	} else if old := s.table.Load(); old != nil && old.cfg.Global.AccessLog == g.AccessLog && old.cfg.Global.AccessLogSample == g.AccessLogSample {
-		t.access = old.access
-	} else {
-		a, err := newAccessLog(g.AccessLog, g.AccessLogSample)
-		if err != nil {
-			return nil, err
-		}
-		t.access = a
-		s.keepAccessLog(a)
-	}
-	if old := s.table.Load(); old != nil && old.cfg.Global.HandshakeRatePerIP == g.HandshakeRatePerIP && old.cfg.Global.HandshakeBurstPerIP == g.HandshakeBurstPerIP {
-		t.rate = old.rate
-	} else {
-		t.rate = limit.NewRate(g.HandshakeRatePerIP, g.HandshakeBurstPerIP)
-	}
-	for _, sc := range cfg.Sites {
-		st := &site{}
-		for _, rc := range sc.Routes {
-			r, err := s.compileRoute(rc, &cfg.Global)
-			if err != nil {
-				return nil, fmt.Errorf("%s: route %q: %w", rc.Pos, rc.Name, err)
-			}
-			// An unchanged route is carried over as it runs: its live
-			// connections, counters and backends are not touched.
-			if old := s.table.Load(); old != nil {
-				if or := old.byName[rc.Name]; or != nil && sameRoute(or.cfg, rc, &old.cfg.Global, &cfg.Global) {
-					r = or
-				}
-			}
-			st.routes = append(st.routes, r)
-			t.routes = append(t.routes, r)
-			t.byName[r.name] = r
-		}
-		for _, a := range sc.Addresses {
-			ht := t.ports[a.Port]
-			if ht == nil {
-				ht = &hostTable{exact: map[string]*site{}}
-				t.ports[a.Port] = ht
-			}
-			switch {
-			case a.Host == "":
-				ht.any = st
-			case strings.HasPrefix(a.Host, "*."):
-				ht.wild = append(ht.wild, wildSite{suffix: a.Host[1:], site: st})
-			default:
-				ht.exact[a.Host] = st
-			}
-		}
-	}
-	for _, ht := range t.ports {
-		sort.SliceStable(ht.wild, func(i, j int) bool { return len(ht.wild[i].suffix) > len(ht.wild[j].suffix) })
-	}
-	return t, nil
-}
-
-func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error) {
+// buildRoute compiles one route block over the server's env.
+func buildRoute(rc *config.Route, g *config.Global, e *env) (*route, error) {
 	origins, err := upgrade.CompileOrigins(rc.Origins, rc.AllowEmptyOrigin)
 	if err != nil {
 		return nil, err
 	}
-	r := &route{cfg: rc, name: rc.Name, origins: origins, clientKey: clientKey(rc), stats: s.metrics.route(rc.Name)}
+	r := &route{cfg: rc, name: rc.Name, origins: origins, live: new(atomic.Int64), stats: e.metrics.route(rc.Name)}
 	r.keyLimits = relay.NewKeyLimits(relayRate(rc.MessageRatePerKey[0]), relayRate(rc.MessageRatePerKey[1]))
 	r.hsRate = limit.NewBucket(rc.HandshakeRate, rc.HandshakeBurst)
 	if err := r.compilePolicy(rc, g); err != nil {
 		return nil, err
 	}
-	if hc := rc.HealthCheck; hc != nil && rc.Consul == nil {
-		kind := health.HTTP
-		if hc.WebSocket {
-			kind = health.WebSocket
-		}
-		c := health.Check{Kind: kind, Path: hc.Path, Status: hc.Status, Interval: hc.Interval, Timeout: hc.Timeout, Rise: hc.Passes, Fall: hc.Fails}
-		if err := c.Validate(); err != nil {
-			return nil, err
-		}
-		r.check = &c
+	if rc.HealthCheck != nil && rc.Consul == nil {
+		r.check = rc.HealthCheck // checked by the config, at its directives
 	}
-	r.passive = health.Passive{MaxFails: rc.Passive.MaxFails, FailWindow: rc.Passive.FailWindow, EjectFor: rc.Passive.EjectFor, MaxEjectedPercent: rc.Passive.MaxEjectedPercent}
-	if rc.Consul != nil {
-		q := consulQuery(rc.Consul)
-		if err := q.Validate(); err != nil {
-			return nil, err
-		}
-		r.query = &q
-	}
+	r.passive = rc.Passive
+	r.query = rc.Consul // checked by the config, at the directive
 	backends := make([]*balancer.Backend, 0, len(rc.Upstreams))
 	for _, u := range rc.Upstreams {
-		backends = append(backends, s.backends.Backend(u.Addr, u.Weight))
+		backends = append(backends, e.backends.Backend(u.Addr, u.Weight))
 	}
 	r.set.Store(balancer.NewSet(backends))
 	rsv := [3]byte{0, relay.RSV1, relay.RSV1 | relay.RSV2 | relay.RSV3}
-	r.tcp = keepalive.TCP{Idle: rc.TCPKeepalive.Idle, Interval: rc.TCPKeepalive.Interval, Count: rc.TCPKeepalive.Count, UserTimeout: rc.TCPUserTimeout}
-	if err := r.tcp.Validate(); err != nil {
-		return nil, err
-	}
+	r.tcp = rc.TCP // checked by the config, at the directive
 	for i := range r.relay {
 		rc := &r.relay[i]
-		rc.Pool = s.pool
-		rc.Loops = s.loops
+		rc.Pool = e.pool
+		rc.Loops = e.loops
 		if r.cfg.WriteTimeout > 0 {
 			rc.WriteTimeout = r.cfg.WriteTimeout
 		}
-		rc.Wheel = s.wheel
+		rc.Wheel = e.wheel
 		rc.ClientPing = relay.Ping(r.cfg.ClientPing)
 		rc.BackendPing = relay.Ping(r.cfg.BackendPing)
 		rc.IdleTimeout = r.cfg.IdleTimeout
@@ -280,11 +167,13 @@ func (s *Server) compileRoute(rc *config.Route, g *config.Global) (*route, error
 		if r.cfg.MessageRatePause {
 			rc.OverLimit = relay.LimitPause
 		}
-		rc.OnFlush = s.sessionFlush
-		rc.OnPingRTT = s.metrics.observePing
-		rc.Tune, rc.TuneAfter = r.tuneSockets(s), tuneAfter(r.tcp)
-		rc.OnStart = s.sessionStarted
-		rc.OnDone = s.sessionDone
+		rc.OnFlush = e.onFlush
+		rc.OnPingRTT = e.metrics.observePing
+		if e.onTune != nil {
+			rc.Tune, rc.TuneAfter = func(ss *relay.Session) { e.onTune(r, ss) }, tuneAfter(r.tcp)
+		}
+		rc.OnStart = e.onStart
+		rc.OnDone = e.onDone
 	}
 	return r, nil
 }
@@ -301,7 +190,7 @@ func (r *route) relayConfig(rsv byte) *relay.Config {
 }
 
 // lookup finds the route for a request on a port, or nil.
-func (t *table) lookup(port int, host, p []byte, args *fasthttp.Args) *route {
+func (t *runtime) lookup(port int, host, p []byte, args *fasthttp.Args) *route {
 	ht := t.ports[port]
 	if ht == nil {
 		return nil

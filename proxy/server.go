@@ -5,15 +5,9 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/netip"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +16,6 @@ import (
 
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/config"
-	"github.com/wsproxy/wsproxy/discovery"
 	"github.com/wsproxy/wsproxy/health"
 	"github.com/wsproxy/wsproxy/keepalive"
 	"github.com/wsproxy/wsproxy/proxy/relay"
@@ -49,56 +42,27 @@ type Options struct {
 	Loops int
 }
 
-// Server runs one configuration. Its methods are safe for concurrent use.
+// Server serves one configuration at a time. It keeps what outlives a
+// config: the listening ports, the registry of live WebSocket sessions,
+// the live-connection count, the self-registration in Consul, and the env
+// runtimes are built on (event loops, timing wheel, health, metrics). The
+// config itself is compiled into a runtime (runtime.go) behind one
+// pointer, which a reload swaps. Its methods are safe for concurrent use.
 type Server struct {
-	log     *slog.Logger
-	opts    Options
-	pool    *relay.Pool
-	loops   *relay.Loops // nil where unavailable: a goroutine per direction
-	wheel   *keepalive.Wheel
-	mem     *memReleaser
-	metrics *metrics
-	health  *health.Checker
-	// ctx bounds backend dials; Shutdown cancels it. (fasthttp's
-	// RequestCtx is not used as a context: net.Dialer would watch it with
-	// a goroutine per dial, and its Done races with fasthttp's Shutdown.)
-	ctx      context.Context
-	cancel   context.CancelFunc
-	live     atomic.Int64      // WebSockets admitted and not yet ended
-	backends balancer.Registry // live per-backend state, kept across reloads
-	table    atomicTable
-	tls      tlsState // certificates of TLS sites; see tls.go
-
-	reloadMu    sync.Mutex // one reload at a time
-	retired     *table     // the table the last reload replaced; under reloadMu
-	releaseOnce sync.Once
-	mu          sync.Mutex
-	listeners   map[int]*listener
-	inherited   sync.Map // port → keepalive.TCP its listener was given (tcpopts.go)
-	sessions    registry
-	clients     map[string]*fasthttp.HostClient
-	closed      bool
-	started     time.Time
-
-	consul        *discovery.Consul // shared by tables with the same consul block
-	consulCfg     discovery.ConsulConfig
-	retiredConsul []*discovery.Consul
-	deregister    func(context.Context) error
-	accessFiles   []io.Closer
-
-	self selfState // readiness and Consul self-registration; see register.go
-
-	// validating is set by Validate: compile checks what it would open
-	// (access log, certificate cache, Consul storage) without opening it.
-	validating bool
-}
-
-type listener struct {
-	port int
-	ln   net.Listener // a relay.Listener when the loops accept on it
-	srv  *fasthttp.Server
-	ep   *acceptEpisode
-	done chan struct{}
+	*env
+	rt       atomic.Pointer[runtime]
+	reloadMu sync.Mutex // one reload at a time
+	ports    ports
+	sessions registry
+	live     atomic.Int64 // WebSockets admitted and not yet ended
+	self     selfState    // readiness and Consul self-registration; see register.go
+	// ctx bounds backend dials and waits for certificates; Shutdown
+	// cancels it. (fasthttp's RequestCtx is not used as a context:
+	// net.Dialer would watch it with a goroutine per dial, and its Done
+	// races with fasthttp's Shutdown.)
+	ctx     context.Context
+	cancel  context.CancelFunc
+	started time.Time
 }
 
 // New compiles cfg into a Server. Nothing listens until Start.
@@ -106,33 +70,39 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{
-		log:       opts.Logger,
-		opts:      opts,
-		pool:      relay.NewPool(opts.BufferSize),
-		listeners: map[int]*listener{},
-		clients:   map[string]*fasthttp.HostClient{},
-		started:   time.Now(),
+	s := &Server{started: time.Now()}
+	e := &env{
+		log:      opts.Logger,
+		pool:     relay.NewPool(opts.BufferSize),
+		keys:     relay.NewKeyLog(),
+		wheel:    keepalive.NewWheel(0, 0),
+		health:   health.NewChecker(opts.Logger),
+		backends: &balancer.Registry{},
+		onStart:  s.sessionStarted,
+		onDone:   s.sessionDone,
+		onFlush:  s.sessionFlush,
+		onTune:   s.tuneSockets,
+	}
+	s.env = e
+	e.mem = newMemReleaser(e.wheel)
+	e.metrics = newMetrics(s)
+	if ls, err := relay.NewLoops(opts.Loops, opts.BufferSize); err == nil {
+		e.loops = ls
+	} else {
+		e.log.Warn("no event loops: every connection keeps a goroutine per direction", "err", err)
 	}
 	s.sessions.init()
-	s.wheel = keepalive.NewWheel(0, 0)
-	s.mem = newMemReleaser(s.wheel)
-	s.metrics = newMetrics(s)
-	s.health = health.NewChecker(s.log)
+	s.ports = ports{log: e.log, opts: &opts, serve: s.serve, headerReceived: s.headerReceived, tlsFor: s.listenerTLS,
+		episode: s.acceptEpisode, loopsListen: s.loopsListen, stopping: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if ls, err := relay.NewLoops(opts.Loops, opts.BufferSize); err == nil {
-		s.loops = ls
-	} else {
-		s.log.Warn("no event loops: every connection keeps a goroutine per direction", "err", err)
-	}
-	t, err := s.compile(cfg)
+	rt, err := build(cfg, nil, e)
 	if err != nil {
+		s.cancel()
+		e.close()
+		e.health.Close()
 		return nil, err
 	}
-	if err := s.initTLS(t); err != nil {
-		return nil, err
-	}
-	s.table.Store(t)
+	s.rt.Store(rt)
 	return s, nil
 }
 
@@ -147,22 +117,14 @@ func Validate(cfg *config.Config) error {
 	return err
 }
 
-// validate compiles cfg into a table of a Server that runs nothing (see
-// Validate), and returns that Server with the table installed.
-func validate(cfg *config.Config) (*Server, error) {
-	s := &Server{log: slog.New(slog.DiscardHandler), validating: true}
-	// Routes register their metrics on compile; a private registry is only
+// validate builds cfg's runtime over an env that runs nothing (see
+// Validate).
+func validate(cfg *config.Config) (*runtime, error) {
+	// Routes look up their metrics on build; a private registry is only
 	// memory.
-	s.metrics = newMetrics(s)
-	t, err := s.compile(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := s.compileTLS(t); err != nil {
-		return nil, err
-	}
-	s.table.Store(t)
-	return s, nil
+	e := &env{log: slog.New(slog.DiscardHandler), backends: &balancer.Registry{}, validating: true}
+	e.metrics = newMetrics(nil)
+	return build(cfg, nil, e)
 }
 
 // Start opens every listener of the config and serves on it. It returns
@@ -171,132 +133,47 @@ func validate(cfg *config.Config) (*Server, error) {
 // local CA of tls internal, files) before it returns; a site that gets none
 // is an error naming it with its file:line.
 func (s *Server) Start() error {
-	t := s.table.Load()
-	if err := s.startWatches(t); err != nil {
+	rt := s.rt.Load()
+	if err := s.startWatches(rt); err != nil {
 		return err
 	}
-	ports := make([]int, 0, len(t.ports))
-	for p := range t.ports {
-		ports = append(ports, p)
+	opened, err := s.ports.open(rt)
+	if err != nil {
+		return err
 	}
-	sort.Ints(ports)
-	for _, port := range ports {
-		ln := s.opts.Listeners[port]
-		if ln == nil {
-			var err error
-			// Accepted sockets get the route's TCP settings once the
-			// route is known, not Go's defaults first.
-			lc := net.ListenConfig{KeepAlive: -1}
-			ln, err = lc.Listen(context.Background(), "tcp", bindAddr(t.cfg, port))
-			if err != nil {
-				s.closeListeners()
-				return fmt.Errorf("listen on port %d: %w", port, err)
-			}
-		}
-		l := s.newListener(t, port, ln, s.opts.Listeners[port] == nil || s.opts.ListenersWithoutKeepAlive)
-		s.mu.Lock()
-		s.listeners[port] = l
-		s.mu.Unlock()
-		go s.serveListener(l)
-	}
-	if err := s.startTLS(); err != nil { // listening, so ACME challenges reach us
-		s.closeListeners()
+	s.ports.commit(rt, opened)
+	if err := rt.tls.start(s.ctx, s.log); err != nil { // listening, so ACME challenges reach us
+		shutdownServers(s.ports.close())
 		return err
 	}
 	s.self.started.Store(true)
-	s.registerSelf(t)
+	s.registerSelf(rt)
 	return nil
 }
 
-// newListener serves ln on port: a fasthttp server, and the event loops
-// accepting on it when there are loops and the port is plain (front.go). inherit sets the
-// routes' shared TCP keepalive on the listening socket (see tcpopts.go),
-// for a socket opened without Go's.
-func (s *Server) newListener(t *table, port int, ln net.Listener, inherit bool) *listener {
-	l := &listener{port: port, ln: ln, srv: s.newHTTPServer(t.cfg, port), ep: s.acceptEpisode(port), done: make(chan struct{})}
-	if inherit {
-		s.inheritTCP(t, port, ln)
-	}
+// Addr returns the address the listener for a config port is bound to.
+func (s *Server) Addr(port int) net.Addr { return s.ports.addr(port) }
+
+// loopsListen has the event loops take a plain port's socket over,
+// accepting on it and reading WebSocket handshakes themselves (front.go);
+// it returns
+// the loops' Listener, from which fasthttp accepts what the loops pass
+// on, or ln itself when there are no loops or they cannot take it.
+func (s *Server) loopsListen(port int, ln net.Listener, ep *acceptEpisode) net.Listener {
 	// The loops accept on ports that are plain now; a TLS port is left to
 	// Go's accept, which crypto/tls needs anyway (a reload that changes a
 	// port's kind is served right either way: Front.Plain is asked per
 	// connection).
-	if f := (&front{s: s, port: port, local: ln.Addr(), tls: s.listenerTLS(port), ep: l.ep}); s.loops != nil && f.Plain() {
-		if fl, err := s.loops.Listen(ln, f); err == nil {
-			l.ln = fl
-		} else {
-			s.log.Warn("the event loops do not accept on this port; Go does", "port", port, "err", err)
-		}
+	f := &front{s: s, port: port, local: ln.Addr(), tls: s.listenerTLS(port), ep: ep}
+	if s.loops == nil || !f.Plain() {
+		return ln
 	}
-	return l
-}
-
-func (s *Server) serveListener(l *listener) {
-	defer close(l.done)
-	s.log.Info("listening", "addr", l.ln.Addr().String())
-	rl := s.resilient(l)
-	defer rl.release()
-	if err := l.srv.Serve(hijackableListener{Listener: rl, tlsConfig: s.listenerTLS(l.port)}); err != nil && !errors.Is(err, net.ErrClosed) {
-		s.log.Error("listener stopped", "port", l.port, "err", err)
+	fl, err := s.loops.Listen(ln, f)
+	if err != nil {
+		s.log.Warn("the event loops do not accept on this port; Go does", "port", port, "err", err)
+		return ln
 	}
-}
-
-// bindAddr chooses the interface for a port: loopback when every site on
-// it names a loopback host, all interfaces otherwise. A loopback host is a
-// loopback IP, localhost or a name under .localhost, which resolvers and
-// browsers answer with loopback (RFC 6761), so no one elsewhere can reach
-// it by name. TLS sites count on the HTTP port too (ACME challenges,
-// redirects).
-func bindAddr(cfg *config.Config, port int) string {
-	loop := true
-	for _, st := range cfg.Sites {
-		for _, a := range st.Addresses {
-			if a.Port != port && !(a.Scheme == "https" && port == cfg.Global.TLS.HTTPPort) {
-				continue
-			}
-			ip, err := netip.ParseAddr(a.Host)
-			if !(a.Host == "localhost" || strings.HasSuffix(a.Host, ".localhost") || err == nil && ip.IsLoopback()) {
-				loop = false
-			}
-		}
-	}
-	if loop {
-		return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	}
-	return ":" + strconv.Itoa(port)
-}
-
-// Addr returns the address the listener for a config port is bound to.
-func (s *Server) Addr(port int) net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if l := s.listeners[port]; l != nil {
-		return l.ln.Addr()
-	}
-	return nil
-}
-
-func (s *Server) newHTTPServer(cfg *config.Config, port int) *fasthttp.Server {
-	g := cfg.Global
-	return &fasthttp.Server{
-		Handler:        func(ctx *fasthttp.RequestCtx) { s.serve(ctx, port) },
-		Name:           "wsproxy",
-		ReadBufferSize: g.MaxHeaderBytes,
-		ReadTimeout:    g.HandshakeTimeout,
-		HeaderReceived: s.headerReceived,
-		IdleTimeout:    90 * time.Second,
-		// Workers that served a burst of handshakes go soon: each is a
-		// goroutine and a stack that relayed connections do not need.
-		MaxIdleWorkerDuration:        2 * time.Second,
-		MaxRequestBodySize:           64 << 20,
-		StreamRequestBody:            true,
-		KeepHijackedConns:            false, // see hijackableListener
-		NoDefaultServerHeader:        true,
-		NoDefaultContentType:         true,
-		DisablePreParseMultipartForm: true,
-		CloseOnShutdown:              true,
-		Logger:                       fasthttpLogger{s.log},
-	}
+	return fl
 }
 
 // serve is the entry point of every request fasthttp reads (the event
@@ -310,13 +187,13 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
 		s.serveWebSocket(ctx, t, r)
 		return
 	}
-	s.serveHTTP(ctx, r)
+	s.serveHTTP(ctx, t, r)
 }
 
-// route checks the request's framing and target and finds its route. When
-// it reports false, ctx holds the answer (a 400 or 404, an ACME challenge
-// or a redirect to https).
-func (s *Server) route(ctx *fasthttp.RequestCtx, port int) (*table, *route, bool) {
+// route checks the request's framing and target and finds its route in
+// the running runtime. When it reports false, ctx holds the answer (a 400
+// or 404, an ACME challenge or a redirect to https).
+func (s *Server) route(ctx *fasthttp.RequestCtx, port int) (*runtime, *route, bool) {
 	if why := framingError(&ctx.Request.Header); why != "" {
 		ctx.Error("bad request: "+why+"\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose() // where this request ends is in doubt
@@ -329,8 +206,8 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, port int) (*table, *route, bool
 		ctx.SetConnectionClose()
 		return nil, nil, false
 	}
-	t := s.table.Load()
-	if s.serveHTTPPort(ctx, t, port, tg.path) { // ACME challenges, redirects to https
+	t := s.rt.Load()
+	if serveHTTPPort(ctx, t, port, tg.path) { // ACME challenges, redirects to https
 		return nil, nil, false
 	}
 	r := t.lookup(port, ctx.Host(), tg.path, ctx.QueryArgs())
@@ -353,82 +230,24 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, port int) (*table, *route, bool
 
 // Shutdown stops accepting, sends every live WebSocket a 1001 close (spread
 // over up to half the grace period, at most 1,000 a second) and waits until
-// they end or ctx is done, when it closes what is left.
+// they end or ctx is done, when it closes what is left. Then it releases
+// the running config's runtime and what the Server built it on.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closed = true // not Ready from here on
-	s.mu.Unlock()
-	s.leaveConsul()
-	s.mu.Lock()
-	ls := make([]*listener, 0, len(s.listeners))
-	for _, l := range s.listeners {
-		ls = append(ls, l)
-	}
-	s.mu.Unlock()
-	sessions := s.sessions.closeAll()
-
-	for _, l := range ls {
-		l.ln.Close()
-	}
+	closed := s.ports.close() // not Ready from here on
+	s.self.leave(s.log)
 	// Spread, so that clients do not all reconnect to the next proxy at once.
-	closeSpread(sessions, s.table.Load().cfg.Global.GracePeriod/2, relay.CloseGoingAway, relay.CloseGoingAway, "proxy shutting down")
-	var err error
-	if !s.sessions.wait(ctx) {
-		// Out of grace: drop what is left. Abort only posts to the loops,
-		// so a session stuck behind a peer that does not read cannot hold
-		// this up; wait a little for the loops to report them done.
-		err = ctx.Err()
-		for _, ss := range s.sessions.list(nil) {
-			ss.Abort()
-		}
-		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		s.sessions.wait(wctx)
-		cancel()
-	}
-	for _, l := range ls {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		l.srv.ShutdownWithContext(sctx)
-		cancel()
-		<-l.done
-	}
+	err := s.sessions.shutdown(ctx, s.rt.Load().cfg.Global.GracePeriod/2)
+	shutdownServers(closed)
 	if s.sessions.len() == 0 {
-		s.releaseOnce.Do(func() {
-			// Once only: the loops' descriptors must not be closed twice.
-			if s.loops != nil {
-				s.loops.Close()
-			}
-			s.wheel.Close()
-		})
+		s.env.close()
 	}
 	s.cancel()
-	s.table.Load().stop()
+	s.self.close()
+	s.reloadMu.Lock() // a reload in progress installs or drops its runtime first
+	s.rt.Load().release(nil)
+	s.reloadMu.Unlock()
 	s.health.Close()
-	s.shutdownTLS()
-	s.closeAccessLogs()
-	s.mu.Lock()
-	dereg, consul, retired := s.deregister, s.consul, s.retiredConsul
-	s.mu.Unlock()
-	if dereg != nil {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		dereg(dctx)
-		cancel()
-	}
-	if consul != nil {
-		consul.Close()
-	}
-	for _, c := range retired {
-		c.Close()
-	}
 	return err
-}
-
-func (s *Server) closeListeners() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for p, l := range s.listeners {
-		l.ln.Close()
-		delete(s.listeners, p)
-	}
 }
 
 // Sessions returns the number of live WebSocket connections.
@@ -445,11 +264,10 @@ func (s *Server) sessionStarted(ss *relay.Session) {
 func (s *Server) sessionDone(ss *relay.Session) {
 	c := ss.Tag.(*wsConn)
 	c.backend.Release()
-	s.release(c.route)
-	c.perIP.Release(c.ip)
+	c.ticket.Release()
 	c.route.keyLimits.Release(ss.Keys)
 	s.metrics.recordEnd(c, ss)
-	s.table.Load().access.websocket(c, ss)
+	s.rt.Load().access.websocket(c, ss)
 	s.sessions.remove(ss)
 	if ss.Stalled != relay.SideNone {
 		s.log.Warn("slow consumer dropped", "route", c.route.name, "side", ss.Stalled.String(), "client", c.client, "backend", c.backend.Addr)

@@ -20,7 +20,7 @@ import (
 // inheritTCP sets on ln, a listener opened with KeepAlive -1, the
 // keepalive settings all of t's routes on port share, if they do, and
 // records them.
-func (s *Server) inheritTCP(t *table, port int, ln net.Listener) {
+func (p *ports) inheritTCP(t *runtime, port int, ln net.Listener) {
 	tcp, ok := t.portTCP(port)
 	if !ok {
 		return
@@ -29,7 +29,7 @@ func (s *Server) inheritTCP(t *table, port int, ln net.Listener) {
 	if !isSC || keepalive.Apply(sc, tcp.Keepalive()) != nil {
 		return
 	}
-	s.inherited.Store(port, tcp.Keepalive())
+	p.inherited.Store(port, tcp.Keepalive())
 }
 
 // tuneClient gives a client connection the route's TCP settings.
@@ -46,7 +46,7 @@ func (s *Server) tuneClient(r *route, c net.Conn) {
 // tuneClientSocket gives a client socket accepted on port the route's TCP
 // settings, setting only what its listener did not.
 func (s *Server) tuneClientSocket(r *route, port int, sc syscall.Conn) {
-	if v, ok := s.inherited.Load(port); ok && v.(keepalive.TCP) == r.tcp.Keepalive() {
+	if v, ok := s.ports.inherited.Load(port); ok && v.(keepalive.TCP) == r.tcp.Keepalive() {
 		keepalive.ApplyUserTimeout(sc, r.tcp)
 		return
 	}
@@ -57,7 +57,7 @@ func (s *Server) tuneClientSocket(r *route, port int, sc syscall.Conn) {
 
 // portTCP returns the TCP settings every route served on port has, and
 // false if they differ or there are none.
-func (t *table) portTCP(port int) (keepalive.TCP, bool) {
+func (t *runtime) portTCP(port int) (keepalive.TCP, bool) {
 	ht := t.ports[port]
 	if ht == nil {
 		return keepalive.TCP{}, false
@@ -88,21 +88,19 @@ func (t *table) portTCP(port int) (keepalive.TCP, bool) {
 	return *first, true
 }
 
-// tuneSockets returns the relay's Tune for the route: the backend socket
-// gets the route's TCP settings, and so does the client's when the event
-// loops accepted it (a client fasthttp accepted was tuned when it was
-// hijacked).
-func (r *route) tuneSockets(s *Server) func(*relay.Session) {
-	return func(ss *relay.Session) {
-		c := ss.Tag.(*wsConn)
-		client, backend := ss.Sockets()
-		if c.port != 0 && client != nil {
-			s.tuneClientSocket(r, c.port, client)
-		}
-		if backend != nil {
-			if err := keepalive.Apply(backend, r.tcp); err != nil {
-				s.log.Debug("TCP keepalive not applied", "route", r.name, "err", err)
-			}
+// tuneSockets is the relay's Tune for a route's sessions (env.onTune):
+// the backend socket gets the route's TCP settings, and so does the
+// client's when the event loops accepted it (a client fasthttp accepted
+// was tuned when it was hijacked).
+func (s *Server) tuneSockets(r *route, ss *relay.Session) {
+	c := ss.Tag.(*wsConn)
+	client, backend := ss.Sockets()
+	if c.port != 0 && client != nil {
+		s.tuneClientSocket(r, c.port, client)
+	}
+	if backend != nil {
+		if err := keepalive.Apply(backend, r.tcp); err != nil {
+			s.log.Debug("TCP keepalive not applied", "route", r.name, "err", err)
 		}
 	}
 }

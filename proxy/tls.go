@@ -4,17 +4,14 @@ import (
 	"context"
 	cryptotls "crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/valyala/fasthttp"
 
 	"github.com/wsproxy/wsproxy/config"
-	"github.com/wsproxy/wsproxy/discovery"
-	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/tls"
 	"github.com/wsproxy/wsproxy/tls/consulstore"
 )
@@ -22,37 +19,6 @@ import (
 // tlsStartTimeout bounds obtaining certificates at Start or Reload (a CA
 // that does not answer). Shutdown ends the wait sooner.
 const tlsStartTimeout = 3 * time.Minute
-
-// tlsState is the Server's certificate management: the runtime of the
-// config in force, which a reload replaces.
-//
-// A reload builds a new tls.Manager over the same storage directory (so
-// certificates, ACME accounts and locks carry over and certificate files
-// are read again), starts it, and only then installs it for new handshakes
-// and stops the old one. A reload whose certificates cannot be had (a CA
-// that refuses, a bad key file) fails and leaves the running config, old
-// certificates included, in place.
-type tlsState struct {
-	cur atomic.Pointer[tlsRuntime]
-	// ctx is cancelled by Shutdown, ending a Start or Reload that waits
-	// for certificates.
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	// store is the Consul storage (storage consul) shared by every
-	// Manager while the consul block and prefix stay the same; stores
-	// holds every one made, closed (their locks released) by Shutdown.
-	storeMu     sync.Mutex
-	store       *consulstore.Store
-	storeClient *discovery.Consul
-	stores      []*consulstore.Store
-
-	// keys is the KeyLogWriter of every config the listeners serve: how
-	// the relay gets a TLS 1.3 connection's traffic secrets to take its
-	// records over after the upgrade (relay.KeyLog keeps them only until
-	// then, and writes nothing anywhere).
-	keys *relay.KeyLog
-}
 
 // tlsRuntime is the TLS part of one compiled config. It never changes
 // after it is built.
@@ -69,25 +35,15 @@ type tlsRuntime struct {
 	sites []*config.Site
 }
 
-// initTLS builds the certificate management of New's table.
-func (s *Server) initTLS(t *table) error {
-	s.tls.ctx, s.tls.cancel = context.WithCancel(context.Background())
-	s.tls.keys = relay.NewKeyLog()
-	rt, err := s.compileTLS(t)
-	if err != nil {
-		return err
-	}
-	s.tls.cur.Store(rt)
-	return nil
-}
-
-// compileTLS builds the tls.Manager of t's TLS sites; it does no network
-// I/O but reads certificate files and CA roots. When the config needs the
-// HTTP port (challenges, redirects) and no plain site listens there, it
-// adds the port to t with no sites, so that the port is listened on like
-// the others. Errors about one site are a config.ErrorList naming the
-// site's tls directive (or the site, for automatic ACME).
-func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
+// buildTLS builds the tls.Manager of t's TLS sites, as part of build; it
+// does no network I/O but reads certificate files and CA roots (a new
+// Manager over the same storage: certificates, ACME accounts and locks
+// carry over, and files are read again). When the config needs the HTTP
+// port (challenges, redirects) and no plain site listens there, it adds
+// the port to t with no sites, so that the port is listened on like the
+// others. Errors about one site are a config.ErrorList naming the site's
+// tls directive (or the site, for automatic ACME).
+func buildTLS(t, prev *runtime, e *env) (*tlsRuntime, error) {
 	g := t.cfg.Global.TLS
 	rt := &tlsRuntime{ports: map[int]bool{}}
 	var sites []tls.Site
@@ -135,12 +91,14 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 		return rt, nil
 	}
 	var storage certmagic.Storage
-	if !s.validating { // a Consul store is a client; Validate needs none
-		st, err := s.certStorage(t.cfg)
+	if !e.validating { // a Consul store is a client; Validate needs none
+		st, err := t.certStorage(prev)
 		if err != nil {
 			return nil, err
 		}
-		storage = st
+		if st != nil {
+			storage = st
+		}
 	}
 	tg := tls.Global{
 		StorageDir: g.StorageDir,
@@ -149,12 +107,12 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 		CARoot:     g.CARoot,
 		HTTPPort:   g.HTTPPort,
 		HTTPSPort:  g.HTTPSPort,
-		Logger:     s.log,
+		Logger:     e.log,
 
 		Storage:       storage,
 		RenewInterval: g.RenewInterval,
 	}
-	if s.validating {
+	if e.validating {
 		// tls.New would start a certificate cache's goroutine.
 		return rt, rt.siteError(tls.Validate(tg, sites))
 	}
@@ -163,8 +121,8 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 		return nil, rt.siteError(err)
 	}
 	rt.mgr, rt.conf = mgr, mgr.TLSConfig()
-	if s.tls.keys != nil {
-		rt.conf.KeyLogWriter = s.tls.keys
+	if e.keys != nil {
+		rt.conf.KeyLogWriter = e.keys
 	}
 	if redirect {
 		rt.httpPort = g.HTTPPort
@@ -175,30 +133,24 @@ func (s *Server) compileTLS(t *table) (*tlsRuntime, error) {
 	return rt, nil
 }
 
-// certStorage returns the storage of cfg's certificates: nil for the
-// file storage the tls package makes, or the Consul store of `storage
-// consul`, over the global consul block's client, kept across reloads
-// that do not change them (its locks and sessions live on).
-func (s *Server) certStorage(cfg *config.Config) (certmagic.Storage, error) {
-	g := cfg.Global.TLS
-	if !g.StorageConsul {
+// certStorage returns the Consul store of `storage consul` over t's
+// Consul client (nil for the file storage the tls package makes): prev's
+// while the client and prefix are the same (its locks and sessions live
+// on), a new one otherwise, which t then owns.
+func (t *runtime) certStorage(prev *runtime) (*consulstore.Store, error) {
+	g := t.cfg.Global.TLS
+	if !g.StorageConsul || t.consul == nil {
 		return nil, nil
 	}
-	cl, err := s.consulClient(cfg.Global.Consul)
+	if prev != nil && prev.store != nil && prev.consul == t.consul && prev.store.Prefix() == g.StoragePrefix {
+		t.store = prev.store
+		return t.store, nil
+	}
+	st, err := consulstore.New(consulstore.Config{Client: t.consul.API(), Prefix: g.StoragePrefix, Logger: t.log})
 	if err != nil {
 		return nil, err
 	}
-	s.tls.storeMu.Lock()
-	defer s.tls.storeMu.Unlock()
-	if s.tls.store != nil && s.tls.storeClient == cl && s.tls.store.Prefix() == g.StoragePrefix {
-		return s.tls.store, nil
-	}
-	st, err := consulstore.New(consulstore.Config{Client: cl.API(), Prefix: g.StoragePrefix, Logger: s.log})
-	if err != nil {
-		return nil, err
-	}
-	s.tls.store, s.tls.storeClient = st, cl
-	s.tls.stores = append(s.tls.stores, st)
+	t.store = st
 	return st, nil
 }
 
@@ -212,72 +164,22 @@ func (rt *tlsRuntime) siteError(err error) error {
 }
 
 // start obtains or loads the certificates (tls.Manager.Start), waiting at
-// most tlsStartTimeout.
-func (s *Server) startTLSRuntime(rt *tlsRuntime) error {
+// most tlsStartTimeout, or until ctx (the Server's) is done.
+func (rt *tlsRuntime) start(ctx context.Context, log *slog.Logger) error {
 	if rt.mgr == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(s.tls.ctx, tlsStartTimeout)
+	ctx, cancel := context.WithTimeout(ctx, tlsStartTimeout)
 	defer cancel()
 	began := time.Now()
 	if err := rt.mgr.Start(ctx); err != nil {
 		return rt.siteError(err)
 	}
-	s.log.Info("certificates ready", "sites", len(rt.sites), "took", time.Since(began).Round(time.Millisecond))
+	log.Info("certificates ready", "sites", len(rt.sites), "took", time.Since(began).Round(time.Millisecond))
 	if root := rt.mgr.LocalRoot(); root != "" {
-		s.log.Info("tls internal: trust this root certificate to trust the proxy's certificates", "root", root)
+		log.Info("tls internal: trust this root certificate to trust the proxy's certificates", "root", root)
 	}
 	return nil
-}
-
-// startTLS obtains the certificates of the config Start serves; its
-// listeners are open, so ACME challenges reach them.
-func (s *Server) startTLS() error {
-	return s.startTLSRuntime(s.tls.cur.Load())
-}
-
-// reloadTLS builds and starts the certificates of t, a config being
-// reloaded, and installs them for new handshakes. The finish function,
-// which Reload defers, keeps them if t was swapped in and otherwise puts
-// the previous ones back; either way it stops the Manager left unused.
-// Challenges meanwhile reach the running listeners, whose Manager answers
-// for any Manager of the process (certmagic keeps them in memory).
-func (s *Server) reloadTLS(t *table) (finish func(), err error) {
-	rt, err := s.compileTLS(t)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.startTLSRuntime(rt); err != nil {
-		rt.stop()
-		return nil, err
-	}
-	prev := s.tls.cur.Swap(rt)
-	return func() {
-		if s.table.Load() == t {
-			prev.stop()
-			return
-		}
-		s.tls.cur.CompareAndSwap(rt, prev)
-		rt.stop()
-	}, nil
-}
-
-// shutdownTLS ends certificate management: a Start or Reload waiting for
-// certificates, and background renewal.
-func (s *Server) shutdownTLS() {
-	if s.tls.cancel != nil {
-		s.tls.cancel()
-	}
-	s.tls.cur.Load().stop()
-	s.tls.storeMu.Lock()
-	stores := s.tls.stores
-	s.tls.stores, s.tls.store = nil, nil
-	s.tls.storeMu.Unlock()
-	for _, st := range stores {
-		if err := st.Close(); err != nil {
-			s.log.Warn("releasing certificate storage locks", "err", err)
-		}
-	}
 }
 
 func (rt *tlsRuntime) stop() {
@@ -292,8 +194,8 @@ func (rt *tlsRuntime) stop() {
 // certificates, without reopening it.
 func (s *Server) listenerTLS(port int) func() *cryptotls.Config {
 	return func() *cryptotls.Config {
-		if rt := s.tls.cur.Load(); rt != nil && rt.ports[port] {
-			return rt.conf
+		if rt := s.rt.Load(); rt != nil && rt.tls.ports[port] {
+			return rt.tls.conf
 		}
 		return nil
 	}
@@ -302,9 +204,9 @@ func (s *Server) listenerTLS(port int) func() *cryptotls.Config {
 // serveHTTPPort answers on the HTTP port of TLS sites: ACME HTTP-01
 // challenges first, then requests that a plain site there routes are left
 // to it (it reports false), and the rest are redirected to https (308).
-func (s *Server) serveHTTPPort(ctx *fasthttp.RequestCtx, t *table, port int, path []byte) bool {
-	rt := s.tls.cur.Load()
-	if rt == nil || rt.httpPort != port || rt.mgr == nil {
+func serveHTTPPort(ctx *fasthttp.RequestCtx, t *runtime, port int, path []byte) bool {
+	rt := t.tls
+	if rt.httpPort != port || rt.mgr == nil {
 		return false
 	}
 	if rt.mgr.HandleHTTPChallenge(ctx) {

@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -12,15 +11,8 @@ import (
 
 	"github.com/wsproxy/wsproxy/balancer"
 	"github.com/wsproxy/wsproxy/keepalive"
-	"github.com/wsproxy/wsproxy/limit"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
-
-// atomicTable holds the live routing table; a reload swaps it.
-type atomicTable struct{ p atomic.Pointer[table] }
-
-func (a *atomicTable) Load() *table   { return a.p.Load() }
-func (a *atomicTable) Store(t *table) { a.p.Store(t) }
 
 // wsConn is what the proxy keeps about one relayed WebSocket.
 type wsConn struct {
@@ -29,8 +21,7 @@ type wsConn struct {
 	client  string
 	key     string
 	start   time.Time
-	perIP   *limit.PerIP // the limiter the client's address was counted on; later reloads share its counts (WithMax)
-	ip      netip.Addr
+	ticket  *ticket // its admission, released when it ends
 
 	subprotocol string
 	port        int // the listening port if a loop accepted the client, else 0
@@ -41,7 +32,7 @@ type wsConn struct {
 // from the hijacked connection's goroutine. Either way the client is
 // answered only after the backend: a dead backend is a retry or a
 // 502/503, never a 101 followed by a drop.
-func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
+func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *runtime, r *route) {
 	h := s.admitWebSocket(ctx, t, r)
 	if h == nil {
 		return
@@ -63,7 +54,7 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) {
 // admitWebSocket checks the client's handshake and its limits and admits
 // it. It returns the backend handshake that owns the admission from here
 // on, or nil when ctx holds the answer (a 4xx or 503).
-func (s *Server) admitWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) (h *backendHandshake) {
+func (s *Server) admitWebSocket(ctx *fasthttp.RequestCtx, t *runtime, r *route) (h *backendHandshake) {
 	defer func() {
 		if h == nil { // the backend handshake counts its own
 			s.metrics.handshakes.WithLabelValues(r.name, strconv.Itoa(ctx.Response.StatusCode())).Inc()
@@ -96,18 +87,18 @@ func (s *Server) admitWebSocket(ctx *fasthttp.RequestCtx, t *table, r *route) (h
 		ctx.SetConnectionClose()
 		return nil
 	}
-	if !t.perIP.Acquire(ip) {
+	tk, why := admit(&s.live, t, r, ip)
+	switch why {
+	case overPerIP:
 		ctx.Error("too many connections from your address\n", fasthttp.StatusTooManyRequests)
 		ctx.SetConnectionClose()
 		return nil
-	}
-	if !s.admit(t, r) {
-		t.perIP.Release(ip)
+	case overCapacity:
 		ctx.Error("too many connections\n", fasthttp.StatusServiceUnavailable)
 		ctx.SetConnectionClose()
 		return nil
 	}
-	return s.newBackendHandshake(ctx, t, r, info.Key, key, ip)
+	return s.newBackendHandshake(ctx, r, info.Key, key, tk)
 }
 
 // unwrapHijacked takes the raw connection under fasthttp's hijacked one,
@@ -139,27 +130,6 @@ func unwrapHijacked(hc net.Conn) (net.Conn, []byte) {
 	return hj.take(), pre
 }
 
-// admit counts a new WebSocket against the proxy's and the route's caps,
-// and reports false (counting nothing) when either is full.
-func (s *Server) admit(t *table, r *route) bool {
-	if max := int64(t.cfg.Global.MaxConnections); s.live.Add(1) > max && max > 0 {
-		s.live.Add(-1)
-		return false
-	}
-	if max := int64(r.cfg.MaxConnections); r.live.Add(1) > max && max > 0 {
-		r.live.Add(-1)
-		s.live.Add(-1)
-		return false
-	}
-	return true
-}
-
-// release undoes admit.
-func (s *Server) release(r *route) {
-	r.live.Add(-1)
-	s.live.Add(-1)
-}
-
 // tuneTCP applies the route's TCP keepalive and user timeout to a socket.
 func (s *Server) tuneTCP(r *route, c net.Conn) {
 	sc, ok := netConn(c).(syscall.Conn)
@@ -168,20 +138,5 @@ func (s *Server) tuneTCP(r *route, c net.Conn) {
 	}
 	if err := keepalive.Apply(sc, r.tcp); err != nil {
 		s.log.Debug("TCP keepalive not applied", "route", r.name, "err", err)
-	}
-}
-
-// reportHealth feeds passive health: a failed dial or handshake counts
-// against the backend, a success clears its count. A backend's own HTTP
-// answer (e.g. 401) is neither.
-func (s *Server) reportHealth(r *route, set *balancer.Set, b *balancer.Backend, err error) {
-	if r.passive.MaxFails <= 0 {
-		return
-	}
-	switch {
-	case err == nil:
-		s.health.ReportSuccess(b)
-	case upgrade.Retryable(err):
-		s.health.ReportFailure(b, set.Backends(), r.passive)
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/wsproxy/wsproxy/balancer"
-	"github.com/wsproxy/wsproxy/limit"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
@@ -25,14 +24,13 @@ import (
 // they cannot own) run performs it from a goroutine with upgrade.Dial.
 // Either way the client gets its 101 only after the backend's.
 //
-// It owns the admission (the proxy's, the route's and the per-IP count)
-// until the session does: Failed gives it back, Switched hands it over.
+// It owns the admission ticket until the session does: Failed releases
+// it, Switched hands it over. Its backend tries are an attempts value (the
+// one retry rule and passive-health report of WebSocket and HTTP alike).
 type backendHandshake struct {
-	s     *Server
-	r     *route
-	set   *balancer.Set
-	perIP *limit.PerIP
-	ip    netip.Addr
+	s  *Server
+	r  *route
+	tk *ticket
 
 	hdr    fasthttp.RequestHeader // the client's request: the 101 is checked against it
 	req    []byte                 // the upstream request, the same for every backend
@@ -42,20 +40,18 @@ type backendHandshake struct {
 	client string
 	port   int // the listening port, when a loop accepted the client (see route.tuneSockets)
 
-	tried   balancer.Tried
-	attempt int
-	b       *balancer.Backend // the backend being tried
-	hs      upgrade.Handshake
-	lastErr error
+	att attempts
+	b   *balancer.Backend // the backend being tried
+	hs  upgrade.Handshake
 }
 
 var handshakePool = sync.Pool{New: func() any { return new(backendHandshake) }}
 
 // newBackendHandshake copies what the exchange needs out of ctx, which
 // fasthttp recycles once the handler returns.
-func (s *Server) newBackendHandshake(ctx *fasthttp.RequestCtx, t *table, r *route, wsKey, key []byte, ip netip.Addr) *backendHandshake {
+func (s *Server) newBackendHandshake(ctx *fasthttp.RequestCtx, r *route, wsKey, key []byte, tk *ticket) *backendHandshake {
 	h := handshakePool.Get().(*backendHandshake)
-	h.s, h.r, h.set, h.perIP, h.ip = s, r, r.set.Load(), t.perIP, ip
+	h.s, h.r, h.tk = s, r, tk
 	ctx.Request.Header.CopyTo(&h.hdr)
 	clientIP, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	h.up = upgrade.UpstreamRequest{Header: &h.hdr, ClientIP: clientIP.Unmap(), TLS: ctx.IsTLS()}
@@ -63,48 +59,43 @@ func (s *Server) newBackendHandshake(ctx *fasthttp.RequestCtx, t *table, r *rout
 	h.wsKey = append(h.wsKey[:0], wsKey...)
 	h.key = append(h.key[:0], key...)
 	h.client = ctx.RemoteAddr().String()
+	h.att = r.attempts(s.health, h.key, true, true)
 	return h
 }
 
 // free returns h to its pool once neither the loop nor run holds it.
 func (h *backendHandshake) free() {
 	h.hdr.Reset()
-	h.s, h.r, h.set, h.perIP, h.b, h.lastErr = nil, nil, nil, nil, nil, nil
+	h.s, h.r, h.tk, h.b = nil, nil, nil, nil
 	h.port = 0
 	h.up = upgrade.UpstreamRequest{}
-	h.tried, h.attempt, h.hs = balancer.Tried{}, 0, upgrade.Handshake{}
+	h.att, h.hs = attempts{}, upgrade.Handshake{}
 	if cap(h.req) > 8<<10 {
 		h.req = nil
 	}
 	handshakePool.Put(h)
 }
 
-// Next implements relay.Upstream: the route's policy picks a backend not
-// tried yet, up to lb_retries more after the first, while failures are
-// retryable; the backend's own HTTP answer (e.g. 401) ends the tries.
+// Next implements relay.Upstream: the attempts pick a backend not tried
+// yet, up to lb_retries more after the first, while failures are
+// retryable (backendFailed); the backend's own HTTP answer (e.g. 401)
+// ends the tries.
 func (h *backendHandshake) Next(prev error) (relay.Attempt, bool) {
 	r := h.r
 	if prev != nil {
 		err := h.upgradeError(prev)
-		h.lastErr = err
-		h.s.reportHealth(r, h.set, h.b, err)
-		h.b.Release()
 		b := h.b
 		h.b = nil
+		retry := h.att.Report(b, err) // releases b
 		var httpErr *upgrade.HTTPResponseError
-		if errors.As(err, &httpErr) {
+		if !errors.As(err, &httpErr) {
+			h.s.log.Warn("backend handshake failed", "route", r.name, "backend", b.Addr, "attempt", h.att.Tries(), "err", err)
+		}
+		if !retry {
 			return relay.Attempt{}, false
 		}
-		h.s.log.Warn("backend handshake failed", "route", r.name, "backend", b.Addr, "attempt", h.attempt+1, "err", err)
-		if !upgrade.Retryable(err) || !h.tried.Add(b) {
-			return relay.Attempt{}, false
-		}
-		h.attempt++
 	}
-	if h.attempt > r.cfg.LBRetries {
-		return relay.Attempt{}, false
-	}
-	b := r.policy.Pick(h.set, h.key, h.tried)
+	b := h.att.Next()
 	if b == nil {
 		return relay.Attempt{}, false
 	}
@@ -147,10 +138,10 @@ func (h *backendHandshake) Response(b []byte, eof bool) (int, error) {
 // and the client's 101 carries what the backend chose.
 func (h *backendHandshake) Switched(ss *relay.Session) *relay.Config {
 	s, r, b := h.s, h.r, h.b
-	s.reportHealth(r, h.set, b, nil)
+	h.att.Report(b, nil) // the session keeps b's count
 	s.metrics.handshakes.WithLabelValues(r.name, "101").Inc()
 	s.metrics.wsTotal.WithLabelValues(r.name, b.Addr).Inc()
-	c := &wsConn{route: r, backend: b, client: h.client, key: string(h.key), start: time.Now(), perIP: h.perIP, ip: h.ip, subprotocol: h.hs.Protocol, port: h.port}
+	c := &wsConn{route: r, backend: b, client: h.client, key: string(h.key), start: time.Now(), ticket: h.tk, subprotocol: h.hs.Protocol, port: h.port}
 	ss.Tag = c
 	ss.Keys = r.keyLimits.Acquire(c.key)
 	// The relay sends the 101 itself, after the session is registered:
@@ -167,12 +158,13 @@ func (h *backendHandshake) Switched(ss *relay.Session) *relay.Config {
 // 503 if there was none to try.
 func (h *backendHandshake) Failed(last error) []byte {
 	s, r := h.s, h.r
-	if h.b != nil { // gave up with an attempt in flight (shutdown)
-		h.b.Release()
+	prevErr := h.att.Err() // the last completed attempt's, as the loop's own error may not say
+	if h.b != nil {        // gave up with an attempt in flight (shutdown)
+		h.att.Report(h.b, errGaveUp)
 		h.b = nil
 	}
-	if last != nil && h.lastErr != nil {
-		last = h.lastErr
+	if last != nil && prevErr != nil {
+		last = prevErr
 	}
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
@@ -187,13 +179,16 @@ func (h *backendHandshake) Failed(last error) []byte {
 	}
 	resp.SetConnectionClose()
 	s.metrics.handshakes.WithLabelValues(r.name, strconv.Itoa(resp.StatusCode())).Inc()
-	s.release(r)
-	h.perIP.Release(h.ip)
+	h.tk.Release()
 	var out bytes.Buffer
 	resp.WriteTo(&out)
 	h.free()
 	return out.Bytes()
 }
+
+// errGaveUp ends an attempt that was in flight when the loop gave up on
+// the handshake: not a backend failure.
+var errGaveUp = errors.New("handshake abandoned")
 
 func textResponse(resp *fasthttp.Response, status int, body string) {
 	resp.SetStatusCode(status)

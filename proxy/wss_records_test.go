@@ -42,9 +42,9 @@ func startWSSProxy(t *testing.T) (tp *tlsProxy, certFile string) {
 func expectKeysDropped(t *testing.T, tp *tlsProxy) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for tp.srv.tls.keys.Len() != 0 {
+	for tp.srv.keys.Len() != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the key log still holds %d connections' secrets", tp.srv.tls.keys.Len())
+			t.Fatalf("the key log still holds %d connections' secrets", tp.srv.keys.Len())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

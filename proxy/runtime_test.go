@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestReloadAppliesServerSettings: handshake_timeout and max_header_bytes
+// changed by a reload apply to the next connection on a port both configs
+// keep (the port gets a new fasthttp.Server; the old one finishes what it
+// serves).
+func TestReloadAppliesServerSettings(t *testing.T) {
+	t.Parallel()
+	backend := "{b0}"
+	conf := func(global string) string {
+		return "{\n" + global + "\n}\n:{port} {\n\troute /* {\n\t\tto " + backend + "\n\t}\n}"
+	}
+	tp := startProxy(t, conf("\thandshake_timeout 10s\n\tmax_header_bytes 16KB"), 1)
+	backend = tp.backends[0].Addr()
+	big := wsHead("/ws", "X-Big: "+strings.Repeat("a", 6000))
+	rc := rawRequest(t, tp.addr, big)
+	rc.conn.Close()
+	if rc.Status != 101 {
+		t.Fatalf("6 KB header under max_header_bytes 16KB: %d", rc.Status)
+	}
+
+	for i := 0; i < 2; i++ { // and again, past the server the first reload retired
+		tp.reload(t, conf("\thandshake_timeout 300ms\n\tmax_header_bytes 4KB"))
+		rc = rawRequest(t, tp.addr, big)
+		rc.conn.Close()
+		if rc.Status != 431 {
+			t.Fatalf("6 KB header after a reload to max_header_bytes 4KB: %d, want 431", rc.Status)
+		}
+		if d := stallHandshake(t, tp.addr); d < 250*time.Millisecond || d > 3*time.Second {
+			t.Fatalf("stalled handshake cut after %v, want about 300ms after the reload", d)
+		}
+		tp.reload(t, conf("\thandshake_timeout 10s\n\tmax_header_bytes 16KB"))
+		rc = rawRequest(t, tp.addr, big)
+		rc.conn.Close()
+		if rc.Status != 101 {
+			t.Fatalf("6 KB header after a reload back to 16KB: %d", rc.Status)
+		}
+	}
+}
+
+// stallHandshake sends half a request and returns how long the proxy
+// takes to close the connection.
+func stallHandshake(t *testing.T, addr string) time.Duration {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.Write([]byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: web"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, c)
+	return time.Since(start)
+}
+
+// TestHTTPClientsPerSettingsAndRetired: plain-HTTP clients are per backend
+// and per the settings that shape them (two routes to one backend with
+// different dial timeouts get two), belong to the runtime, and a reload
+// that drops one's settings closes its idle connections.
+func TestHTTPClientsPerSettingsAndRetired(t *testing.T) {
+	t.Parallel()
+	var open atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				open.Add(-1)
+			}
+		},
+	}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	addr := ln.Addr().String()
+	route := func(name, dial string) string {
+		return "\troute /" + name + " {\n\t\tname " + name + "\n\t\tto " + addr + "\n\t\tdial_timeout " + dial + "\n\t}\n"
+	}
+	tp := startProxy(t, ":{port} {\n"+route("a", "1s")+route("b", "2s")+"}", 0)
+	get := func(path string) {
+		t.Helper()
+		resp, err := http.Get("http://" + tp.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", path, resp.StatusCode)
+		}
+	}
+	get("/a")
+	get("/b")
+	rt := tp.srv.rt.Load()
+	if n := rt.clients.count(); n != 2 {
+		t.Fatalf("%d HTTP clients for two routes with different dial timeouts to one backend, want 2", n)
+	}
+	waitFor(t, func() bool { return open.Load() == 2 }) // one idle connection each
+
+	tp.reload(t, ":{port} {\n"+route("a", "1s")+"}")
+	if n := tp.srv.rt.Load().clients.count(); n != 1 || tp.srv.rt.Load().clients.get(rt.byName["a"].clientKey(addr)) == nil {
+		t.Fatalf("after dropping route /b: %d clients, want /a's only", n)
+	}
+	waitFor(t, func() bool { return open.Load() == 1 }) // /b's idle connection closed, /a's kept
+	get("/a")
+	if open.Load() != 1 {
+		t.Fatalf("%d backend connections, want /a's idle one reused", open.Load())
+	}
+}
+
+func (c *httpClients) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+// TestReloadReleasesRetiredConsul: a reload that changes the consul block
+// closes the old Consul client when the old runtime retires (not at
+// shutdown), and one that keeps the block keeps the client.
+func TestReloadReleasesRetiredConsul(t *testing.T) {
+	t.Parallel()
+	agent := consulAgent(t)
+	svc := uniqueService(t)
+	conf := func(token string) string {
+		return "{\n\tconsul {\n\t\taddress " + agent.Addr() + "\n\t\ttoken " + token + "\n\t}\n}\n:{port} {\n\troute /* {\n\t\tconsul " + svc + "\n\t}\n}"
+	}
+	tp := startProxy(t, conf("a"), 0)
+	first := tp.srv.rt.Load().consul
+	tp.reload(t, conf("a"))
+	if c := tp.srv.rt.Load().consul; c != first || c.Closed() {
+		t.Fatalf("a reload with the same consul block made a new client (%v) or closed it (%v)", c != first, c.Closed())
+	}
+	tp.reload(t, conf("b"))
+	if c := tp.srv.rt.Load().consul; c == first || c.Closed() {
+		t.Fatal("a reload with a new consul block kept the old client, or closed the new one")
+	}
+	if !first.Closed() {
+		t.Fatal("the retired runtime's Consul client is still open")
+	}
+	tp.reload(t, strings.Replace(conf("b"), "consul "+svc, "to 127.0.0.1:9", 1)) // no route uses Consul
+	if tp.srv.rt.Load().consul != nil {
+		t.Fatal("a runtime without Consul routes holds a client")
+	}
+}
