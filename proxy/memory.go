@@ -26,10 +26,16 @@ type memReleaser struct {
 	lastFreed time.Time
 }
 
+// A release is one forced collection (a few milliseconds with thousands
+// of connections live), so it may follow any burst of a few dozen
+// handshakes, a start-up's first ones included: otherwise what they left
+// stays counted in the process's RSS until the scavenger gets to it, and
+// idle memory per connection would read low right after start and high
+// after a storm.
 const (
 	releaseTick  = time.Second
-	releaseAfter = 256
-	releaseEvery = 10 * time.Second
+	releaseAfter = 64
+	releaseEvery = 2 * time.Second
 )
 
 func newMemReleaser(w *keepalive.Wheel) *memReleaser {
