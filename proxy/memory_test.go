@@ -12,6 +12,7 @@ func TestMemReleaserAfterBursts(t *testing.T) {
 	m := &memReleaser{}
 	t0 := time.Unix(1000, 0)
 	tick := func(i int) bool { return m.due(t0.Add(time.Duration(i) * releaseTick)) }
+	at := func(d time.Duration) bool { return m.due(t0.Add(d)) }
 	for i := 0; i < releaseAfter; i++ {
 		m.handshake()
 	}
@@ -27,8 +28,9 @@ func TestMemReleaserAfterBursts(t *testing.T) {
 	for i := 0; i < releaseAfter; i++ {
 		m.handshake()
 	}
-	tick(4)
-	if tick(5) {
+	first := 2 * releaseTick // when the first burst was released
+	at(first + releaseEvery/4)
+	if at(first + releaseEvery/2) {
 		t.Fatal("released again within releaseEvery")
 	}
 	if !tick(20) {
