@@ -90,42 +90,6 @@ func parseUpstream(s string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// parseOrigin checks one pattern of `origins`: "*", or scheme://host with an
-// optional ":port" or ":*", where scheme is http or https and host may
-// start with "*.". It returns the pattern lower-cased.
-func parseOrigin(s string) (string, error) {
-	if s == "*" {
-		return s, nil
-	}
-	l := strings.ToLower(s)
-	scheme, rest, ok := strings.Cut(l, "://")
-	if !ok {
-		return "", fmt.Errorf("origin %q: want \"*\" or scheme://host[:port], like https://example.com", s)
-	}
-	if scheme != "http" && scheme != "https" {
-		return "", fmt.Errorf("origin %q: scheme must be http or https", s)
-	}
-	if strings.Contains(rest, "/") {
-		return "", fmt.Errorf("origin %q has a path; an Origin is scheme://host[:port] only", s)
-	}
-	host, port, hasPort, err := splitHostPort(rest)
-	if err != nil {
-		return "", fmt.Errorf("origin %q: %v", s, err)
-	}
-	if host == "" {
-		return "", fmt.Errorf("origin %q has no host", s)
-	}
-	if _, err := normalizeHost(host, true); err != nil {
-		return "", fmt.Errorf("origin %q: %v", s, err)
-	}
-	if hasPort && port != "*" {
-		if _, err := parsePort(port); err != nil {
-			return "", fmt.Errorf("origin %q: %v", s, err)
-		}
-	}
-	return l, nil
-}
-
 // splitHostPort splits host[:port] or [ipv6][:port]. Unlike net.SplitHostPort
 // the port is optional; hasPort tells whether a ':' was there. The brackets of
 // an IPv6 host are removed.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wsproxy/wsproxy/balancer"
+	"github.com/wsproxy/wsproxy/upgrade"
 )
 
 // routeDir is one directive of a route block: its usage, which errors
@@ -92,13 +93,14 @@ var routeDirectives = map[string]routeDir{
 		p.duration(d, &r.UpstreamHandshakeTimeout)
 	}},
 	"origins": {usage: "origins PATTERN...", min: 1, max: -1, repeat: true, parse: func(p *parser, r *Route, st *routeState, d directive) {
+		// upgrade owns the Origin rules (it matches them at run time):
+		// each pattern is checked by them here, at its own line.
 		for _, t := range d.args {
-			o, err := parseOrigin(t.Text)
-			if err != nil {
+			if err := upgrade.CheckOrigin(t.Text); err != nil {
 				p.errorf(posOf(t), "origins: %v", err)
 				continue
 			}
-			r.Origins = append(r.Origins, o)
+			r.Origins = append(r.Origins, strings.ToLower(t.Text))
 		}
 	}},
 	"allow_encoded_slash": {usage: "allow_encoded_slash [true|false]", min: 0, max: 1, parse: func(p *parser, r *Route, st *routeState, d directive) {

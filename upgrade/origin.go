@@ -40,7 +40,21 @@ type OriginPatternError struct {
 
 // Error names the pattern and what is wrong with it.
 func (e *OriginPatternError) Error() string {
-	return fmt.Sprintf("upgrade: origin pattern %q: %s", e.Pattern, e.Reason)
+	return fmt.Sprintf("origin %q: %s", e.Pattern, e.Reason)
+}
+
+// CheckOrigin reports whether s is a pattern CompileOrigins accepts: "*",
+// or scheme://host[:port] where host may start with "*." and port may be
+// "*". Any URI scheme is allowed (browsers send chrome-extension://,
+// capacitor:// and the like for their apps).
+func CheckOrigin(s string) error {
+	if s == "*" {
+		return nil
+	}
+	if _, reason := compileOrigin(s); reason != "" {
+		return &OriginPatternError{Pattern: s, Reason: reason}
+	}
+	return nil
 }
 
 // CompileOrigins compiles an Origin allow-list.
