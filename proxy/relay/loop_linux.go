@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -157,6 +158,7 @@ func (l *loop) run() {
 	defer runtime.UnlockOSThread()
 	defer close(l.done)
 	events := make([]unix.EpollEvent, 256)
+	busy := false // the last wait returned events
 	var swept int64
 	for {
 		// While AEADs are cached, wake up now and then to free those of
@@ -165,7 +167,14 @@ func (l *loop) run() {
 		if l.rec != nil && l.rec.cache.live > 0 {
 			wait = int(aeadIdle / 1e6)
 		}
-		n, err := unix.EpollWait(l.epfd, events, wait)
+		n, err := 0, error(nil)
+		if busy {
+			n, err = pollNow(l.epfd, events)
+		}
+		if n == 0 && err == nil {
+			n, err = unix.EpollWait(l.epfd, events, wait)
+		}
+		busy = n > 0
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -365,4 +374,21 @@ func writeFD(fd int, p []byte) (int, error) {
 		}
 		return 0, err
 	}
+}
+
+// pollNow asks for ready events without waiting. A loop that just had
+// events usually has more: a blocking epoll_wait would put its thread in
+// the syscall state, where the runtime's monitor takes its P away (and
+// wakes every 20 µs to do so) and the loop must get one back when it
+// returns. A raw call that cannot block keeps the P; only when it finds
+// nothing does the loop wait the ordinary way.
+func pollNow(epfd int, events []unix.EpollEvent) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		if e == unix.EINTR {
+			return 0, nil
+		}
+		return 0, e
+	}
+	return int(r), nil
 }
