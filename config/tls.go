@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	wstls "github.com/wsproxy/wsproxy/tls"
 )
 
 // Default ports of TLSOptions.
@@ -61,47 +63,12 @@ type TLSOptions struct {
 	HTTPSPort int
 }
 
-// TLSMode says where a site's certificates come from.
-type TLSMode int
-
-const (
-	// TLSACME obtains certificates for the site's names from the ACME CA
-	// at start and renews them in the background: the mode of a site with
-	// https addresses and no `tls` directive, or `tls EMAIL`.
-	TLSACME TLSMode = iota
-	// TLSInternal issues certificates from a local CA kept in the storage
-	// directory (`tls internal`), for localhost, private names and IPs.
-	TLSInternal
-	// TLSFiles serves a certificate and key read from files (`tls CERT
-	// KEY`), read again on every reload.
-	TLSFiles
-	// TLSOnDemand obtains a certificate from the ACME CA at the first
-	// handshake for a name the Ask URL approves (`tls { on_demand; ask
-	// URL }`).
-	TLSOnDemand
-)
-
-// String returns the mode's Caddyfile spelling.
-func (m TLSMode) String() string {
-	switch m {
-	case TLSACME:
-		return "acme"
-	case TLSInternal:
-		return "internal"
-	case TLSFiles:
-		return "files"
-	case TLSOnDemand:
-		return "on_demand"
-	}
-	return "TLSMode(" + strconv.Itoa(int(m)) + ")"
-}
-
 // SiteTLS is how a site's https addresses get their certificates: its
 // `tls` directive, or automatic ACME without one.
 //
-//	tls internal                   TLSInternal
-//	tls CERT_FILE KEY_FILE         TLSFiles
-//	tls [EMAIL] [{                 TLSACME (TLSOnDemand with on_demand)
+//	tls internal                   ModeInternal
+//	tls CERT_FILE KEY_FILE         ModeFiles
+//	tls [EMAIL] [{                 ModeACME (ModeOnDemand with on_demand)
 //		ca URL                     this site's ACME directory (acme_ca)
 //		ca_root FILE               and its root (acme_ca_root)
 //		on_demand                  obtain at the first handshake ...
@@ -110,21 +77,12 @@ func (m TLSMode) String() string {
 //	}]
 type SiteTLS struct {
 	// Pos is the `tls` directive's place, or the site's without one.
-	Pos  Pos
-	Mode TLSMode
-	// CertFile and KeyFile are TLSFiles' PEM files. Parse reads them and
-	// checks that they form a pair; a reload parses again.
-	CertFile, KeyFile string
-	// Email, CA and CARoot override the global options for this site
-	// (TLSACME and TLSOnDemand). Empty: the global ones.
-	Email, CA, CARoot string
-	// Ask is TLSOnDemand's approval URL (required): a GET with
-	// ?domain=NAME added must answer 200 before a certificate is obtained.
-	Ask string
-	// RateBurst certificates at most are obtained on demand in any
-	// RateInterval. Zero: the tls package's default, 10 a minute.
-	RateBurst    int
-	RateInterval time.Duration
+	Pos Pos
+	// Policy is what the tls package does for the site. Parse reads a
+	// ModeFiles pair and checks that it matches (a reload parses again);
+	// Email, CA and CARoot left empty mean the global options; a zero
+	// RateLimit, the tls package's default.
+	wstls.Policy
 }
 
 // addrDefaults are the rules for a site address's scheme and port. An
@@ -289,7 +247,7 @@ func (p *parser) siteTLS(s *Site, d directive) {
 	switch args := d.args; {
 	case len(args) == 0:
 	case len(args) == 1 && args[0].Text == "internal":
-		st.Mode = TLSInternal
+		st.Mode = wstls.ModeInternal
 	case len(args) == 1 && strings.Contains(args[0].Text, "@"):
 		if err := checkEmail(args[0].Text); err != nil {
 			p.errorf(d.pos(), "tls: %v", err)
@@ -298,7 +256,7 @@ func (p *parser) siteTLS(s *Site, d directive) {
 	case len(args) == 1:
 		p.errorf(d.pos(), "tls %q: want internal, an email address or CERT_FILE KEY_FILE; usage: %s", args[0].Text, usage)
 	case len(args) == 2:
-		st.Mode = TLSFiles
+		st.Mode = wstls.ModeFiles
 		st.CertFile, st.KeyFile = args[0].Text, args[1].Text
 		if err := checkKeyPair(st.CertFile, st.KeyFile); err != nil {
 			p.errorf(d.pos(), "tls: %v", err)
@@ -321,7 +279,7 @@ func (p *parser) siteTLS(s *Site, d directive) {
 
 // siteTLSBlock parses the options block of `tls [EMAIL] { ... }`.
 func (p *parser) siteTLSBlock(st *SiteTLS, d directive) {
-	if st.Mode != TLSACME {
+	if st.Mode != wstls.ModeACME {
 		p.errorf(d.pos(), "tls %s takes no block; its options are for ACME certificates", st.Mode)
 		return
 	}
@@ -362,7 +320,7 @@ func (p *parser) siteTLSBlock(st *SiteTLS, d directive) {
 					p.errorf(sub.pos(), "rate_limit interval %q: want a positive duration such as 1m", sub.args[1].Text)
 					continue
 				}
-				st.RateBurst, st.RateInterval = n, iv
+				st.RateLimit = wstls.RateLimit{Burst: n, Interval: iv}
 			}
 		case "ca":
 			if p.argCount(sub, "ca DIRECTORY_URL", 1, 1) {
@@ -386,7 +344,7 @@ func (p *parser) siteTLSBlock(st *SiteTLS, d directive) {
 	}
 	switch {
 	case onDemand:
-		st.Mode = TLSOnDemand
+		st.Mode = wstls.ModeOnDemand
 		if askPos == (Pos{}) {
 			p.errorf(d.pos(), "tls on_demand needs \"ask URL\": an endpoint that approves names, so that no client can make the proxy request certificates for any name")
 		}
@@ -405,7 +363,7 @@ func (p *parser) finishSiteTLS(s *Site) {
 	}
 	for _, a := range s.Addresses {
 		if a.Scheme == "https" {
-			s.TLS = &SiteTLS{Pos: s.Pos, Mode: TLSACME}
+			s.TLS = &SiteTLS{Pos: s.Pos} // ACME: the zero Mode
 			return
 		}
 	}

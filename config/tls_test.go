@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	wstls "github.com/wsproxy/wsproxy/tls"
 )
 
 // writeCertPair writes a self-signed certificate for names and its key as
@@ -108,7 +110,7 @@ func TestParseTLS(t *testing.T) {
 	}{
 		// Addresses: which are TLS, and their ports.
 		{"name is https on 443", tlsSite("Example.com"), first, Address{Scheme: "https", Host: "example.com", Port: 443}},
-		{"name gets ACME", tlsSite("example.com"), siteTLS, &SiteTLS{Pos: at(1), Mode: TLSACME}},
+		{"name gets ACME", tlsSite("example.com"), siteTLS, &SiteTLS{Pos: at(1), Policy: wstls.Policy{Mode: wstls.ModeACME}}},
 		{"https scheme", tlsSite("https://example.com"), first, Address{Scheme: "https", Host: "example.com", Port: 443}},
 		{"https scheme and port", tlsSite("https://example.com:8443"), first, Address{Scheme: "https", Host: "example.com", Port: 8443}},
 		{"https any host", tlsSite("https://:8443"), first, Address{Scheme: "https", Port: 8443}},
@@ -131,15 +133,15 @@ func TestParseTLS(t *testing.T) {
 		}, []Address{{Scheme: "http", Host: "a.com", Port: 80}, {Scheme: "https", Host: "a.com", Port: 443}}},
 
 		// The tls directive.
-		{"internal", tlsSite("localhost", "tls internal"), siteTLS, &SiteTLS{Pos: at(2), Mode: TLSInternal}},
-		{"files", f.sub(tlsSite("files.example.com", "tls {cert} {key}")), siteTLS, &SiteTLS{Pos: at(2), Mode: TLSFiles, CertFile: f.cert, KeyFile: f.key}},
-		{"email", tlsSite("a.com", "tls ops@a.com"), siteTLS, &SiteTLS{Pos: at(2), Mode: TLSACME, Email: "ops@a.com"}},
+		{"internal", tlsSite("localhost", "tls internal"), siteTLS, &SiteTLS{Pos: at(2), Policy: wstls.Policy{Mode: wstls.ModeInternal}}},
+		{"files", f.sub(tlsSite("files.example.com", "tls {cert} {key}")), siteTLS, &SiteTLS{Pos: at(2), Policy: wstls.Policy{Mode: wstls.ModeFiles, CertFile: f.cert, KeyFile: f.key}}},
+		{"email", tlsSite("a.com", "tls ops@a.com"), siteTLS, &SiteTLS{Pos: at(2), Policy: wstls.Policy{Mode: wstls.ModeACME, Email: "ops@a.com"}}},
 		{"acme options", f.sub(tlsSite("a.com", "tls ops@a.com {", "\tca https://ca.internal/dir", "\tca_root {cert}", "}")), siteTLS,
-			&SiteTLS{Pos: at(2), Mode: TLSACME, Email: "ops@a.com", CA: "https://ca.internal/dir", CARoot: f.cert}},
+			&SiteTLS{Pos: at(2), Policy: wstls.Policy{Mode: wstls.ModeACME, Email: "ops@a.com", CA: "https://ca.internal/dir", CARoot: f.cert}}},
 		{"on demand", tlsSite("https://:8443", "tls {", "\ton_demand", "\task http://127.0.0.1:9999/check?x=1", "\trate_limit 5 30s", "}"), siteTLS,
-			&SiteTLS{Pos: at(2), Mode: TLSOnDemand, Ask: "http://127.0.0.1:9999/check?x=1", RateBurst: 5, RateInterval: 30 * time.Second}},
+			&SiteTLS{Pos: at(2), Policy: wstls.Policy{Mode: wstls.ModeOnDemand, Ask: "http://127.0.0.1:9999/check?x=1", RateLimit: wstls.RateLimit{Burst: 5, Interval: 30 * time.Second}}}},
 		{"on demand default rate", tlsSite("*.a.com", "tls {", "\ton_demand", "\task https://auth.a.com/ok", "}"), siteTLS,
-			&SiteTLS{Pos: at(2), Mode: TLSOnDemand, Ask: "https://auth.a.com/ok"}},
+			&SiteTLS{Pos: at(2), Policy: wstls.Policy{Mode: wstls.ModeOnDemand, Ask: "https://auth.a.com/ok"}}},
 
 		// Global options.
 		{"globals", f.sub("{\n\temail ops@a.com\n\tacme_ca https://ca.internal/dir\n\tacme_ca_root {cert}\n\tstorage {dir}\n\thttp_port 8080\n\thttps_port 8443\n}\n" + tlsSite("a.com")),

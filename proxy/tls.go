@@ -69,20 +69,9 @@ func buildTLS(t, prev *runtime, e *env) (*tlsRuntime, error) {
 		if anyHost {
 			names = nil // the site serves every name; so do its certificates
 		}
-		p := sc.TLS
-		pol := tls.Policy{CertFile: p.CertFile, KeyFile: p.KeyFile, Email: p.Email, CA: p.CA, CARoot: p.CARoot,
-			Ask: p.Ask, RateLimit: tls.RateLimit{Burst: p.RateBurst, Interval: p.RateInterval}}
-		switch p.Mode {
-		case config.TLSACME:
-			pol.Mode = tls.ModeACME
+		pol := sc.TLS.Policy
+		if pol.Mode == tls.ModeACME || pol.Mode == tls.ModeOnDemand {
 			redirect = true
-		case config.TLSOnDemand:
-			pol.Mode = tls.ModeOnDemand
-			redirect = true
-		case config.TLSInternal:
-			pol.Mode = tls.ModeInternal
-		case config.TLSFiles:
-			pol.Mode = tls.ModeFiles
 		}
 		sites = append(sites, tls.Site{Names: names, Policy: pol})
 		rt.sites = append(rt.sites, sc)

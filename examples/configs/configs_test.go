@@ -26,6 +26,7 @@ import (
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/examples/chatserver"
 	"github.com/wsproxy/wsproxy/proxy"
+	wstls "github.com/wsproxy/wsproxy/tls"
 )
 
 const testTimeout = 10 * time.Second
@@ -136,7 +137,7 @@ func TestConfigsValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := tlsCfg.Sites[0]; st.TLS == nil || st.TLS.Mode != config.TLSInternal || st.Addresses[0].Scheme != "https" || st.Addresses[0].Port != 8443 {
+	if st := tlsCfg.Sites[0]; st.TLS == nil || st.TLS.Mode != wstls.ModeInternal || st.Addresses[0].Scheme != "https" || st.Addresses[0].Port != 8443 {
 		t.Errorf("tls.Caddyfile: site %+v, want https on 8443 with tls internal", st.Addresses)
 	}
 }

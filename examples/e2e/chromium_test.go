@@ -29,6 +29,7 @@ import (
 
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/proxy"
+	wstls "github.com/wsproxy/wsproxy/tls"
 )
 
 // testBudget bounds the whole test, the build of the chat backend
@@ -388,7 +389,7 @@ func startProxy(t *testing.T, chat1, chat2 string) *testProxy {
 	cfg.Global.GracePeriod = 2 * time.Second
 	cfg.Global.AccessLog = filepath.Join(data, "access.log")
 	site := cfg.Sites[0]
-	if site.TLS == nil || site.TLS.Mode != config.TLSInternal || site.Addresses[0].Host != siteName {
+	if site.TLS == nil || site.TLS.Mode != wstls.ModeInternal || site.Addresses[0].Host != siteName {
 		t.Fatalf("tls.Caddyfile: site %+v is not %s with tls internal", site.Addresses, siteName)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
