@@ -37,7 +37,7 @@ type Listener struct {
 	closeOnce sync.Once
 	done      chan struct{}
 
-	mu      sync.Mutex // reserve, and re-arming after a failed accept
+	mu      sync.Mutex // held around every accept, and reserve
 	reserve int        // an open /dev/null, given up to refuse a client when out of fds
 }
 
@@ -153,7 +153,12 @@ const acceptBatch = 32
 func (e *evSession) accept() {
 	l := e.listener
 	for i := 0; i < acceptBatch; i++ {
+		// One loop accepts at a time: the refusal in acceptExhausted frees
+		// one descriptor for one accept, and another loop's accept must not
+		// take it in between.
+		l.mu.Lock()
 		fd, sa, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		l.mu.Unlock()
 		switch err {
 		case nil:
 		case unix.EAGAIN:
@@ -184,6 +189,11 @@ func (e *evSession) acceptExhausted(err error) {
 	l := e.listener
 	refused := false
 	l.mu.Lock()
+	if l.reserve < 0 && !l.closed.Load() {
+		// Lost to another thread of the process at the last refusal; an
+		// fd may have come back since.
+		l.reserve, _ = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	}
 	if l.reserve >= 0 {
 		unix.Close(l.reserve)
 		if fd, _, aerr := unix.Accept4(l.fd, unix.SOCK_CLOEXEC); aerr == nil {
