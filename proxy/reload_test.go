@@ -88,20 +88,7 @@ func TestReloadPerIPCapKeepsLiveCounts(t *testing.T) {
 	conf := func(max int) string {
 		return "{\n\tmax_connections_per_ip " + strconv.Itoa(max) + "\n\ttrusted_proxies 127.0.0.1\n}\n:{port} {\n\troute /* {\n\t\tto " + backend + "\n\t}\n}"
 	}
-	tp := startProxy(t, conf(1), 1)
-	backend = tp.backends[0].Addr()
-	dial := func() *rawClient {
-		rc := rawRequest(t, tp.addr, wsHead("/ws", "X-Forwarded-For: 198.51.100.7"))
-		if rc.Status != 101 {
-			rc.conn.Close()
-		}
-		return rc
-	}
-	first := dial()
-	if first.Status != 101 {
-		t.Fatalf("first handshake: %d", first.Status)
-	}
-	defer first.conn.Close()
+	tp, dial, first := capProxy(t, conf, &backend, "X-Forwarded-For: 198.51.100.7")
 
 	// Cap 1 -> 2 with one live: one more, not two.
 	tp.reload(t, conf(2))
@@ -159,20 +146,7 @@ func TestReloadRouteCapKeepsLiveCounts(t *testing.T) {
 	conf := func(max int) string {
 		return ":{port} {\n\troute /* {\n\t\tname r\n\t\tto " + backend + "\n\t\tmax_connections " + strconv.Itoa(max) + "\n\t}\n}"
 	}
-	tp := startProxy(t, conf(1), 1)
-	backend = tp.backends[0].Addr()
-	dial := func() *rawClient {
-		rc := rawRequest(t, tp.addr, wsHead("/ws"))
-		if rc.Status != 101 {
-			rc.conn.Close()
-		}
-		return rc
-	}
-	first := dial()
-	if first.Status != 101 {
-		t.Fatalf("first handshake: %d", first.Status)
-	}
-	defer first.conn.Close()
+	tp, dial, first := capProxy(t, conf, &backend)
 	if rep := tp.reload(t, conf(2)); len(rep.Changed) != 1 {
 		t.Fatalf("report %+v, want the route changed", rep)
 	}
@@ -190,4 +164,27 @@ func TestReloadRouteCapKeepsLiveCounts(t *testing.T) {
 	}
 	first.conn.Close()
 	waitFor(t, func() bool { return tp.srv.Routes()[0].Live == 1 })
+}
+
+// capProxy starts a proxy on conf(1) (a cap of 1), fills in *backend for
+// later reloads, and opens the first connection, which must be admitted.
+// dial makes a handshake with the extra header lines and closes it unless
+// it got 101.
+func capProxy(t *testing.T, conf func(max int) string, backend *string, extra ...string) (*testProxy, func() *rawClient, *rawClient) {
+	t.Helper()
+	tp := startProxy(t, conf(1), 1)
+	*backend = tp.backends[0].Addr()
+	dial := func() *rawClient {
+		rc := rawRequest(t, tp.addr, wsHead("/ws", extra...))
+		if rc.Status != 101 {
+			rc.conn.Close()
+		}
+		return rc
+	}
+	first := dial()
+	if first.Status != 101 {
+		t.Fatalf("first handshake: %d", first.Status)
+	}
+	t.Cleanup(func() { first.conn.Close() })
+	return tp, dial, first
 }

@@ -47,9 +47,8 @@ type dialState struct {
 	timerAt   int64 // what timer is set for; 0 if not armed
 
 	// Set by a lookup goroutine before it posts opResolved.
-	resolved    netip.AddrPort
-	resolveErr  error
-	resolveDone bool
+	resolved   netip.AddrPort
+	resolveErr error
 }
 
 // Dial starts a session whose backend the loop connects and upgrades
@@ -422,6 +421,7 @@ func (e *evSession) abortDial() {
 }
 
 func (e *evSession) releaseDial() {
+	e.frontRelease()
 	d := e.dial
 	e.dial = nil
 	if d.timerAt != 0 {

@@ -283,14 +283,22 @@ func (e *evSession) frontEvent() {
 		return
 	}
 	b := lp.buf[:n]
-	if fs.head != nil || !hasHeadEnd(b) {
+	end := -1
+	if fs.head == nil {
+		end = headEnd(b, 0)
+	}
+	if end < 0 {
+		// The head takes more than one read: gather it, and look for its
+		// end only in what is new (and the three bytes before), so a
+		// client that sends a byte at a time costs linear time.
 		if fs.head == nil {
 			fs.head = responsePool.Get().(*[]byte)
 		}
+		from := max(len(*fs.head)-3, 0)
 		*fs.head = append(*fs.head, b...)
 		b = *fs.head
+		end = headEnd(b, from)
 	}
-	end := headEnd(b)
 	switch {
 	case end > fs.max || end < 0 && len(b) >= fs.max:
 		e.frontHandOff(b) // Go's server answers 431
@@ -304,7 +312,6 @@ func (e *evSession) frontEvent() {
 	case up != nil:
 		e.c.pre(rest)
 		e.frontRelease()
-		d.fs = nil
 		d.up = up
 		e.dialNext(nil)
 	case answer != nil:
@@ -324,7 +331,6 @@ func (e *evSession) frontEnd(answer []byte) {
 	if len(answer) > 0 {
 		writeFD(e.c.fd, answer) // a fresh socket takes a short answer whole
 	}
-	e.frontRelease()
 	e.releaseDial()
 	e.done = true
 	e.lp.unregister(&e.c)
@@ -340,13 +346,14 @@ func (e *evSession) frontHandOff(read []byte) {
 	}
 	e.c.fd = -1
 	l.handOff(fd, read) // copies read before the buffer goes back
-	e.frontRelease()
 	e.releaseDial()
 	e.done = true
 }
 
+// frontRelease ends the request-head phase: its buffer goes back.
 func (e *evSession) frontRelease() {
 	fs := e.dial.fs
+	e.dial.fs = nil
 	if fs != nil && fs.head != nil {
 		*fs.head = (*fs.head)[:0]
 		responsePool.Put(fs.head)
@@ -354,19 +361,18 @@ func (e *evSession) frontRelease() {
 	}
 }
 
-// hasHeadEnd and headEnd find the blank line that ends a request head
-// (a bare LF is accepted as a line end, as Go's and fasthttp's servers
-// accept it).
-func hasHeadEnd(b []byte) bool { return headEnd(b) >= 0 }
-
-func headEnd(b []byte) int {
-	i := bytes.Index(b, []byte("\n\r\n"))
-	j := bytes.Index(b, []byte("\n\n"))
+// headEnd returns the length of the request head in b, found from from
+// on, or -1: the head ends with a blank line (a bare LF is accepted as a
+// line end, as Go's and fasthttp's servers accept it).
+func headEnd(b []byte, from int) int {
+	b2 := b[from:]
+	i := bytes.Index(b2, []byte("\n\r\n"))
+	j := bytes.Index(b2, []byte("\n\n"))
 	switch {
 	case i >= 0 && (j < 0 || i < j):
-		return i + 3
+		return from + i + 3
 	case j >= 0:
-		return j + 2
+		return from + j + 2
 	}
 	return -1
 }
