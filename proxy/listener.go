@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsproxy/wsproxy/internal/fdreserve"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 )
 
@@ -119,18 +119,21 @@ const (
 type resilientListener struct {
 	net.Listener
 	ep      *acceptEpisode
-	reserve *os.File
+	reserve fdreserve.Reserve
 }
 
 func resilient(ln net.Listener, ep *acceptEpisode) *resilientListener {
 	rl := &resilientListener{Listener: ln, ep: ep}
-	rl.reserve, _ = os.Open(os.DevNull) // without one, exhaustion only backs off
+	rl.reserve.Take(1) // without one, exhaustion only backs off
 	return rl
 }
 
 func (l *resilientListener) Accept() (net.Conn, error) {
 	var pause time.Duration
 	for {
+		// A descriptor that came free goes to a lost reserve before any
+		// client.
+		l.reserve.Take(1)
 		c, err := l.Listener.Accept()
 		if err == nil {
 			l.ep.succeeded()
@@ -153,26 +156,18 @@ func (l *resilientListener) Accept() (net.Conn, error) {
 // refuseOne closes the reserved fd, accepts the first waiting client with
 // it and closes that client at once. It reports whether it refused one.
 func (l *resilientListener) refuseOne() bool {
-	if l.reserve == nil {
-		if l.reserve, _ = os.Open(os.DevNull); l.reserve == nil {
-			return false
-		}
+	if !l.reserve.Release() {
+		return false
 	}
-	l.reserve.Close()
 	c, err := l.Listener.Accept()
 	if err == nil {
 		c.Close() // before taking the fd back: it is the one c was given
 	}
-	l.reserve, _ = os.Open(os.DevNull)
+	l.reserve.Take(fdreserve.Tries)
 	return err == nil
 }
 
-func (l *resilientListener) release() {
-	if l.reserve != nil {
-		l.reserve.Close()
-		l.reserve = nil
-	}
-}
+func (l *resilientListener) release() { l.reserve.Release() }
 
 // acceptEpisode logs and counts a port's accept failures for want of a
 // resource: a warning when an episode starts, and when accepts work again

@@ -50,6 +50,9 @@ http://127.0.0.1:%d {
 	cmd := exec.Command("sh", "-c", `ulimit -n `+strconv.Itoa(limit)+` && exec "$0" "$@"`, bin, "run", "-config", conf)
 	p := startCmd(t, cmd)
 	p.waitLog(t, `msg=listening.*:`+strconv.Itoa(port))
+	// The admin API comes up after the ports: exhausting fds before it has
+	// its socket would stop the proxy, as a failed admin listen must.
+	p.waitLog(t, `admin API listening`)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 
 	// Idle connections: the proxy accepts each and waits for its request,
@@ -63,7 +66,7 @@ http://127.0.0.1:%d {
 	for i := 0; i < 2*limit; i++ {
 		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%d %v\n%s", i, err, p.logsString())
 		}
 		held = append(held, c)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsproxy/wsproxy/internal/fdreserve"
 )
 
 // Listener is a listening socket whose connections the loops accept
@@ -37,8 +39,8 @@ type Listener struct {
 	closeOnce sync.Once
 	done      chan struct{}
 
-	mu      sync.Mutex // held around every accept, and reserve
-	reserve int        // an open /dev/null, given up to refuse a client when out of fds
+	mu      sync.Mutex        // held around every accept, and reserve
+	reserve fdreserve.Reserve // given up to refuse a client when out of fds
 }
 
 // handOffQueue bounds the connections handed to Go and not yet accepted
@@ -70,8 +72,8 @@ func (ls *Loops) Listen(ln net.Listener, front Front) (*Listener, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	l := &Listener{ls: ls, fd: fd, addr: ln.Addr(), front: front, conns: make(chan net.Conn, handOffQueue), done: make(chan struct{}), reserve: -1}
-	l.reserve, _ = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	l := &Listener{ls: ls, fd: fd, addr: ln.Addr(), front: front, conns: make(chan net.Conn, handOffQueue), done: make(chan struct{})}
+	l.reserve.Take(1)
 	ln.Close()
 	for _, lp := range ls.loops {
 		e := &evSession{lp: lp, cfg: &dialConfig, listener: l}
@@ -111,10 +113,7 @@ func (l *Listener) Close() error {
 		wg.Wait()
 		unix.Close(l.fd)
 		l.mu.Lock()
-		if l.reserve >= 0 {
-			unix.Close(l.reserve)
-			l.reserve = -1
-		}
+		l.reserve.Release()
 		l.mu.Unlock()
 		close(l.done)
 	})
@@ -157,6 +156,12 @@ func (e *evSession) accept() {
 		// one descriptor for one accept, and another loop's accept must not
 		// take it in between.
 		l.mu.Lock()
+		if !l.reserve.Held() && !l.closed.Load() {
+			// A descriptor that came free goes to the reserve before any
+			// client: without it, the next exhaustion leaves clients in
+			// the backlog.
+			l.reserve.Take(1)
+		}
 		fd, sa, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		l.mu.Unlock()
 		switch err {
@@ -189,18 +194,12 @@ func (e *evSession) acceptExhausted(err error) {
 	l := e.listener
 	refused := false
 	l.mu.Lock()
-	if l.reserve < 0 && !l.closed.Load() {
-		// Lost to another thread of the process at the last refusal; an
-		// fd may have come back since.
-		l.reserve, _ = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	}
-	if l.reserve >= 0 {
-		unix.Close(l.reserve)
+	if l.reserve.Release() {
 		if fd, _, aerr := unix.Accept4(l.fd, unix.SOCK_CLOEXEC); aerr == nil {
 			unix.Close(fd)
 			refused = true
 		}
-		l.reserve, _ = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		l.reserve.Take(fdreserve.Tries)
 	}
 	l.mu.Unlock()
 	l.front.AcceptFailed(err, refused)
