@@ -33,8 +33,9 @@ import (
 	"github.com/wsproxy/wsproxy/tls/pebbletest"
 )
 
-// logBuffer collects a proxy's logs, printed if the test fails (certmagic
-// logs from goroutines that may outlive a test, so t.Log is not safe).
+// logBuffer collects a proxy's logs or a process's output, for polling and
+// for printing if the test fails (certmagic logs from goroutines that may
+// outlive a test, so t.Log is not safe).
 type logBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -44,6 +45,12 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
+}
+
+func (l *logBuffer) has(sub string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Contains(l.b.Bytes(), []byte(sub))
 }
 
 func (l *logBuffer) String() string {

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -126,31 +125,7 @@ func maskedText(s string) []byte {
 	return wireFrame(true, 0, 0x1, []byte(s), true)
 }
 
-// syncBuf collects a process's output for polling.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) has(sub string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Contains(s.b.Bytes(), []byte(sub))
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func waitOutput(t *testing.T, out *syncBuf, sub string) {
+func waitOutput(t *testing.T, out *logBuffer, sub string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !out.has(sub) {
@@ -161,7 +136,7 @@ func waitOutput(t *testing.T, out *syncBuf, sub string) {
 	}
 }
 
-func waitCount(t *testing.T, out *syncBuf, sub string, n int) {
+func waitCount(t *testing.T, out *logBuffer, sub string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for strings.Count(out.String(), sub) < n {
@@ -193,7 +168,7 @@ func TestWSSInteropOpenSSL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out := &syncBuf{}
+			out := &logBuffer{}
 			cmd.Stdout, cmd.Stderr = out, out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

@@ -55,18 +55,8 @@ func (k *clientKeys) Write(p []byte) (int, error) {
 func recHandshake(t testing.TB, hook *recHook) (srv *tls.Conn, keys *KeyLog, rc *recClient) {
 	t.Helper()
 	c, pc := tcpPair(t)
-	keys = NewKeyLog()
-	srv = tls.Server(NewSocket(pc.(*net.TCPConn), keys), &tls.Config{Certificates: []tls.Certificate{testCert()}, KeyLogWriter: keys})
 	ck := &clientKeys{m: map[string][]byte{}}
-	cl := tls.Client(c, &tls.Config{InsecureSkipVerify: true, KeyLogWriter: ck})
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Handshake() }()
-	if err := cl.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	cl, srv, keys := tlsHandshake(t, c, pc, ck)
 	suite := tlsrec.Suite(cl.ConnectionState().CipherSuite)
 	ck.mu.Lock()
 	wr, err1 := tlsrec.NewDir(suite, ck.m["CLIENT_TRAFFIC_SECRET_0"], 0)

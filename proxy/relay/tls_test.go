@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"math/big"
 	"net"
 	"sync"
@@ -37,9 +38,17 @@ var testCert = sync.OnceValue(func() tls.Certificate {
 // for the test, the server end (over a Socket) for the relay.
 func tlsPair(t testing.TB, client, server net.Conn) (tc, ts net.Conn) {
 	t.Helper()
-	keys := NewKeyLog()
-	srv := tls.Server(NewSocket(server.(*net.TCPConn), keys), &tls.Config{Certificates: []tls.Certificate{testCert()}, KeyLogWriter: keys})
-	cl := tls.Client(client, &tls.Config{InsecureSkipVerify: true})
+	cl, srv, _ := tlsHandshake(t, client, server, nil)
+	return cl, srv
+}
+
+// tlsHandshake is tlsPair with the server's KeyLog, and the client's
+// secrets written to clientKeys when it is not nil.
+func tlsHandshake(t testing.TB, client, server net.Conn, clientKeys io.Writer) (cl, srv *tls.Conn, keys *KeyLog) {
+	t.Helper()
+	keys = NewKeyLog()
+	srv = tls.Server(NewSocket(server.(*net.TCPConn), keys), &tls.Config{Certificates: []tls.Certificate{testCert()}, KeyLogWriter: keys})
+	cl = tls.Client(client, &tls.Config{InsecureSkipVerify: true, KeyLogWriter: clientKeys})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Handshake() }()
 	if err := cl.Handshake(); err != nil {
@@ -48,7 +57,7 @@ func tlsPair(t testing.TB, client, server net.Conn) (tc, ts net.Conn) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	return cl, srv
+	return cl, srv, keys
 }
 
 // TestTLSCloseNotifyEndsLikeFIN: a TLS client that sends close_notify
