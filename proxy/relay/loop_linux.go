@@ -217,8 +217,9 @@ func (l *loop) run() {
 // waking every 20 µs. A loop under load never blocks long enough to be
 // rescheduled, so without this the monitor woke about 3,300 times a second
 // and the process made twice the context switches per message; a yield
-// every 5 ms costs a thread hand-off 200 times a second.
-const yieldEvery = int64(5 * time.Millisecond)
+// every 8 ms (inside the monitor's 10 ms, with room for a long batch)
+// costs a thread hand-off 125 times a second.
+const yieldEvery = int64(8 * time.Millisecond)
 
 func (l *loop) leg(fd, gen int32) *evLeg {
 	if int(fd) >= len(l.legs) {
