@@ -501,8 +501,26 @@ func (lg *evLeg) maybeShut() {
 			}
 		}
 		lg.shut = true
+		if lg.side == SideClient && lg.closeIn && lg.peer.closeIn {
+			lg.closeDone()
+			return
+		}
 		unix.Shutdown(lg.fd, unix.SHUT_WR)
 	}
+}
+
+// closeDone closes the client's socket once the close handshake is
+// complete and all it was owed has gone out. The proxy closes first, as a
+// server should (RFC 6455 §7.1.1), and nothing may follow a close frame,
+// so the client's FIN need not be waited for: a full close saves the
+// shutdown, the wake-up and the read that would find it, and leaves the
+// socket to the kernel. Should a client still send, it gets a reset.
+func (lg *evLeg) closeDone() {
+	lg.eof = true
+	lg.setCarry(nil)
+	lg.stats.Frames, lg.stats.Messages = lg.t.Frames, lg.t.Messages
+	lg.s.lp.unregister(lg)
+	lg.interest = 0
 }
 
 // sendOwnClose sends the proxy's close frame to the leg now, or at the next

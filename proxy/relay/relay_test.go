@@ -272,6 +272,29 @@ func TestRelayCloseHandshakePassesThrough(t *testing.T) {
 	})
 }
 
+// On the loops the proxy closes the client's socket outright once close
+// frames have gone both ways: the session ends when the backend's FIN
+// comes, whether or not the client ever closes its end.
+func TestRelayCloseHandshakeDoesNotWaitForClientFIN(t *testing.T) {
+	for _, mode := range []string{"loop", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			// No close timeout ends it instead within wait's 10 s.
+			h := startHarness(t, Config{CloseTimeout: time.Minute}, nil, nil)
+			h.client.Write(AppendClose(nil, 1000, "bye", testMask, true))
+			expectClose(t, h.backend, 1000)
+			h.backend.Write(AppendClose(nil, 1000, "", [4]byte{}, false))
+			expectClose(t, h.client, 1000)
+			expectEOF(t, h.client)
+			h.backend.Close() // the backend closes its end; the client never does
+			s := h.wait(t)
+			if s.CloseCode != 1000 || s.ClosedBy != SideClient {
+				t.Fatalf("close %d by %v", s.CloseCode, s.ClosedBy)
+			}
+		})
+	}
+}
+
 func TestRelayClientVanishesBackendGets1001(t *testing.T) {
 	forModes(t, func(t *testing.T) {
 		h := startHarness(t, Config{}, nil, nil)
