@@ -2,7 +2,6 @@ package limit
 
 import (
 	"math"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 )
@@ -15,12 +14,16 @@ import (
 // A refusal comes with a Retry-After that books the client a place in a
 // virtual queue: each refusal reserves the next admission slot after
 // those already promised (one per token interval), and the client is
-// told to come back then, plus up to a second of jitter (Retry-After is
-// in whole seconds). Slots are booked a tenth faster than the rate, so
-// that the returning stream keeps the route busy rather than leaving
-// gaps, at the cost of about one client in ten being told to wait once
-// more. A reconnect storm thus returns as a stream of about perSecond
-// clients a second instead of as a second storm.
+// told to come back at it, rounded up to whole seconds (Retry-After has
+// no finer unit). Rounding up, never jitter, because a storm's refusals
+// share one instant: their returns fall on the whole seconds after it,
+// and a jittered first second comes back half empty while the bucket
+// refills to no more than its burst, so its tokens are lost for good.
+// Slots are booked a tenth faster than the rate, so that each second's
+// returning clients outnumber its tokens and the route stays busy, at the
+// cost of about one client in ten being told to wait once more. A
+// reconnect storm thus returns as a stream of about perSecond clients a
+// second instead of as a second storm; TestBucketStormStream replays one.
 type Bucket struct {
 	interval int64 // ns per token
 	ahead    int64 // (burst-1)*interval
@@ -80,6 +83,6 @@ func (b *Bucket) refused(t, token int64) time.Duration {
 		}
 	}
 	sec := int64(time.Second)
-	secs := (slot - t + rand.Int64N(sec) + sec - 1) / sec
+	secs := (slot - t + sec - 1) / sec
 	return time.Duration(min(max(secs, 1), maxRetryAfter)) * time.Second
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -20,8 +21,9 @@ import (
 
 // TestHandshakeRateStorm: 2,000 clients reconnect at once to a route with
 // handshake_rate 200/s. Each refused client is told Retry-After (503) and
-// comes back after it; the route admits them at 200/s ±10% for as long as
-// it is refusing, and every client gets in. Client addresses are spread
+// comes back after it; the route never admits more than its burst plus
+// 200/s, admits close to that for as long as it is refusing, and every
+// client gets in. Client addresses are spread
 // over 127.0.0.2-251 so no source runs out of ports; the test holds about
 // 8,000 descriptors at the end (client, two proxy legs, backend).
 func TestHandshakeRateStorm(t *testing.T) {
@@ -42,7 +44,8 @@ func TestHandshakeRateStorm(t *testing.T) {
 			c.Close()
 		}
 	}()
-	deadline := time.Now().Add(60 * time.Second)
+	began := time.Now() // the bucket is full: the route has been idle
+	deadline := began.Add(60 * time.Second)
 	var wg sync.WaitGroup
 	for i := 0; i < clients; i++ {
 		wg.Add(1)
@@ -87,30 +90,37 @@ func TestHandshakeRateStorm(t *testing.T) {
 	if len(admits) != clients {
 		t.Fatalf("%d of %d clients admitted", len(admits), clients)
 	}
-	first, lastRefusal := admits[0], refusals[len(refusals)-1]
-	for _, a := range admits {
-		first = minTime(first, a)
+	sortTimes(admits)
+	sortTimes(refusals)
+	// The bucket's ceiling, checked at every admission from the moment the
+	// storm began (the route was idle, its bucket full): no more than the
+	// burst plus the rate, with 10% and a few clients of slack for the
+	// time a client takes to read its answer.
+	var excess float64
+	for i, a := range admits {
+		excess = max(excess, float64(i+1)-burst-rate*1.1*a.Sub(began).Seconds())
 	}
-	for _, r := range refusals {
-		lastRefusal = maxTime(lastRefusal, r)
+	// And its floor: while the route still refuses clients it is
+	// saturated, and admits the rate less what lapses between returning
+	// clumps. Retry-After is in whole seconds, so each clump returns a
+	// second after the route answered the one before, which is a little
+	// later each round on a loaded machine, and the bucket holds only a
+	// second's worth; the ceiling above and the exact rate on a simulated
+	// clock (limit's TestBucketStormStream) are the strict checks.
+	lastRefusal := refusals[len(refusals)-1]
+	first, n := admits[0], 0
+	for n < len(admits) && !admits[n].After(lastRefusal) {
+		n++
 	}
-	// While the route still refuses clients it is saturated: the rate is
-	// the admissions of that window, less the initial burst, over its
-	// length. (After the last refusal only the last returning clients are
-	// left, fewer than the route could take.)
-	n, last := 0, first
-	for _, a := range admits {
-		if !a.After(lastRefusal) {
-			n++
-			last = maxTime(last, a)
-		}
-	}
-	window := last.Sub(first)
+	window := admits[n-1].Sub(first)
 	got := float64(n-burst) / window.Seconds()
-	t.Logf("%d admitted, %d refusals, each told Retry-After; %d admitted in the %v the route was refusing: %.1f/s after the burst of %d; all in by +%v",
-		len(admits), len(refusals), n, window.Round(time.Millisecond), got, burst, maxAll(admits).Sub(first).Round(time.Millisecond))
-	if got < rate*0.9 || got > rate*1.1 {
-		t.Fatalf("admitted %.1f/s while saturated, want %d/s ±10%%", got, rate)
+	t.Logf("%d admitted, %d refusals, each told Retry-After; %d admitted in the %v the route was refusing: %.1f/s after the burst of %d; all in by +%v; at most %.0f past the ceiling",
+		len(admits), len(refusals), n, window.Round(time.Millisecond), got, burst, admits[len(admits)-1].Sub(began).Round(time.Millisecond), excess)
+	if excess > 10 {
+		t.Errorf("%.0f clients admitted past the burst plus %d/s (with 10%% slack)", excess, rate)
+	}
+	if got < rate*0.8 || got > rate*1.1 {
+		t.Errorf("admitted %.1f/s while saturated, want %d/s, -20%% to +10%%", got, rate)
 	}
 }
 
@@ -141,24 +151,6 @@ func stormHandshake(addr string, local *net.TCPAddr) (net.Conn, int, int, error)
 	return c, resp.StatusCode, retry, nil
 }
 
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
-}
-
-func maxAll(ts []time.Time) time.Time {
-	m := ts[0]
-	for _, t := range ts {
-		m = maxTime(m, t)
-	}
-	return m
+func sortTimes(ts []time.Time) {
+	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
 }
