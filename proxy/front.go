@@ -44,10 +44,12 @@ func (f *front) Accepted()                            { f.ep.succeeded() }
 
 // frontCtx is what judging one request head takes, pooled.
 type frontCtx struct {
-	ctx  fasthttp.RequestCtx
-	conn addrConn
-	rd   bytes.Reader
-	br   *bufio.Reader
+	ctx    fasthttp.RequestCtx
+	conn   addrConn
+	remote net.TCPAddr // conn.remote, reused: nothing keeps a RemoteAddr past Request
+	ip     [16]byte    // remote.IP's bytes
+	rd     bytes.Reader
+	br     *bufio.Reader
 }
 
 var frontCtxPool = sync.Pool{New: func() any {
@@ -70,7 +72,16 @@ func (f *front) Request(head, rest []byte, remote netip.AddrPort) (relay.Upstrea
 		frontCtxPool.Put(fc)
 	}()
 	ctx := &fc.ctx
-	fc.conn.local, fc.conn.remote = f.local, net.TCPAddrFromAddrPort(remote)
+	ip := remote.Addr()
+	if ip.Is4() {
+		a := ip.As4()
+		fc.remote.IP = append(fc.ip[:0], a[:]...)
+	} else {
+		a := ip.As16()
+		fc.remote.IP = append(fc.ip[:0], a[:]...)
+	}
+	fc.remote.Port, fc.remote.Zone = int(remote.Port()), ip.Zone()
+	fc.conn.local, fc.conn.remote = f.local, &fc.remote
 	ctx.Init2(&fc.conn, fasthttpLogger{s.log}, false)
 	fc.rd.Reset(head)
 	fc.br.Reset(&fc.rd)

@@ -23,6 +23,11 @@ type routeStats struct {
 	bytes, frames, messages, limited [2]prometheus.Counter // 0: up, 1: down
 	limitCloses                      [2]prometheus.Counter
 	handshakesLimited                prometheus.Counter
+	// Looked up once, not per connection: a vector's WithLabelValues
+	// hashes its labels and takes a lock every time.
+	switched prometheus.Counter  // handshakes answered 101
+	duration prometheus.Observer // connection lifetimes
+	backends sync.Map            // backend address → its connections counter
 
 	tot          [2]trafficTotals
 	closes       [2]atomic.Uint64
@@ -50,7 +55,8 @@ func (m *metrics) route(name string) *routeStats {
 	if set.m == nil {
 		set.m = map[string]*routeStats{}
 	}
-	st := &routeStats{handshakesLimited: m.hsLimited.WithLabelValues(name)}
+	st := &routeStats{handshakesLimited: m.hsLimited.WithLabelValues(name),
+		switched: m.handshakes.WithLabelValues(name, "101"), duration: m.duration.WithLabelValues(name)}
 	for i, dir := range [2]string{"up", "down"} {
 		st.bytes[i] = m.bytes.WithLabelValues(name, dir)
 		st.frames[i] = m.frames.WithLabelValues(name, dir)
@@ -60,6 +66,15 @@ func (m *metrics) route(name string) *routeStats {
 	}
 	set.m[name] = st
 	return st
+}
+
+// backend returns the route's connections counter for the backend at addr.
+func (st *routeStats) backend(m *metrics, name, addr string) prometheus.Counter {
+	if c, ok := st.backends.Load(addr); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := st.backends.LoadOrStore(addr, m.wsTotal.WithLabelValues(name, addr))
+	return c.(prometheus.Counter)
 }
 
 // add counts what a session relayed since its last flush.

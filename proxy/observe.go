@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,8 +34,9 @@ type metrics struct {
 	frames       *prometheus.CounterVec // route, direction
 	messages     *prometheus.CounterVec
 	bytes        *prometheus.CounterVec
-	closes       *prometheus.CounterVec // side, code
-	slow         *prometheus.CounterVec // route, side
+	closes       *prometheus.CounterVec                    // side, code
+	closeCache   [4][16]atomic.Pointer[prometheus.Counter] // see closed
+	slow         *prometheus.CounterVec                    // route, side
 	duration     *prometheus.HistogramVec
 	pingRTT      *prometheus.HistogramVec // side
 	reloads      *prometheus.CounterVec   // result
@@ -315,9 +317,26 @@ func (m *metrics) recordEnd(c *wsConn, ss *relay.Session) {
 	if ss.LimitClosed != relay.SideNone {
 		c.route.stats.limitClose(ss.LimitClosed)
 	}
-	m.closes.WithLabelValues(ss.ClosedBy.String(), strconv.Itoa(int(ss.CloseCode))).Inc()
+	m.closed(ss.ClosedBy, ss.CloseCode).Inc()
 	if ss.Stalled != relay.SideNone {
 		m.slow.WithLabelValues(r, ss.Stalled.String()).Inc()
 	}
-	m.duration.WithLabelValues(r).Observe(time.Since(c.start).Seconds())
+	c.route.stats.duration.Observe(time.Since(c.start).Seconds())
+}
+
+// closed returns the closes counter of a side and code, from closeCache
+// for the codes of RFC 6455 (1000-1015) that nearly every connection ends
+// with.
+func (m *metrics) closed(side relay.Side, code uint16) prometheus.Counter {
+	i := int(code) - 1000
+	if int(side) >= len(m.closeCache) || i < 0 || i >= len(m.closeCache[0]) {
+		return m.closes.WithLabelValues(side.String(), strconv.Itoa(int(code)))
+	}
+	slot := &m.closeCache[side][i]
+	if c := slot.Load(); c != nil {
+		return *c
+	}
+	c := m.closes.WithLabelValues(side.String(), strconv.Itoa(int(code)))
+	slot.Store(&c)
+	return c
 }

@@ -272,6 +272,9 @@ func (s *Server) sessionDone(ss *relay.Session) {
 	if ss.Stalled != relay.SideNone {
 		s.log.Warn("slow consumer dropped", "route", c.route.name, "side", ss.Stalled.String(), "client", c.client, "backend", c.backend.Addr)
 	}
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return // the arguments below cost allocations even when not logged
+	}
 	s.log.Debug("websocket closed",
 		"route", c.route.name, "backend", c.backend.Addr, "client", c.client, "key", c.key,
 		"duration", time.Since(c.start).Round(time.Millisecond),

@@ -58,9 +58,19 @@ func (s *Server) newBackendHandshake(ctx *fasthttp.RequestCtx, r *route, wsKey, 
 	h.req = upgrade.AppendRequest(h.req[:0], &h.up)
 	h.wsKey = append(h.wsKey[:0], wsKey...)
 	h.key = append(h.key[:0], key...)
-	h.client = ctx.RemoteAddr().String()
+	h.client = addrString(ctx.RemoteAddr())
 	h.att = r.attempts(s.health, h.key, true, true)
 	return h
+}
+
+// addrString is a.String(), with less garbage for the TCP addresses every
+// handshake has.
+func addrString(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort() // as String, an IPv4-mapped address prints as IPv4
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	}
+	return a.String()
 }
 
 // free returns h to its pool once neither the loop nor run holds it.
@@ -139,8 +149,8 @@ func (h *backendHandshake) Response(b []byte, eof bool) (int, error) {
 func (h *backendHandshake) Switched(ss *relay.Session) *relay.Config {
 	s, r, b := h.s, h.r, h.b
 	h.att.Report(b, nil) // the session keeps b's count
-	s.metrics.handshakes.WithLabelValues(r.name, "101").Inc()
-	s.metrics.wsTotal.WithLabelValues(r.name, b.Addr).Inc()
+	r.stats.switched.Inc()
+	r.stats.backend(s.metrics, r.name, b.Addr).Inc()
 	c := &wsConn{route: r, backend: b, client: h.client, key: string(h.key), start: time.Now(), ticket: h.tk, subprotocol: h.hs.Protocol, port: h.port}
 	ss.Tag = c
 	ss.Keys = r.keyLimits.Acquire(c.key)

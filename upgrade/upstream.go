@@ -301,8 +301,15 @@ func ParseResponse(b []byte, eof bool, client *fasthttp.RequestHeader) (head int
 	defer func() {
 		p.rd.Reset(nil)
 		p.br.Reset(&p.rd)
+		p.sw = switchHead{peek: p.sw.peek[:0]}
 		parsePool.Put(p)
 	}()
+	if n := p.sw.parse(b); n > 0 && n <= ReadBufferSize {
+		if err := checkSwitch(&p.sw, client); err != nil {
+			return 0, Handshake{}, err
+		}
+		return n, buildHandshake(&p.sw), nil
+	}
 	p.rd.Reset(b)
 	p.br.Reset(&p.rd)
 	hs, err = ReadResponse(p.br, client)
@@ -328,6 +335,7 @@ func hasHeadEnd(b []byte) bool {
 type parser struct {
 	rd bytes.Reader
 	br *bufio.Reader
+	sw switchHead
 }
 
 var parsePool = sync.Pool{New: func() any {
@@ -388,7 +396,7 @@ func readHTTPResponse(br *bufio.Reader, resp *fasthttp.Response) error {
 }
 
 // checkSwitch checks a 101 against the client's request.
-func checkSwitch(rh *fasthttp.ResponseHeader, client *fasthttp.RequestHeader) error {
+func checkSwitch(rh respHead, client *fasthttp.RequestHeader) error {
 	if !protoAtLeast11(rh.Protocol()) {
 		return &HandshakeError{Reason: "101 response with a protocol older than HTTP/1.1"}
 	}
@@ -475,7 +483,7 @@ func anyHasToken(values [][]byte, tok string) bool {
 }
 
 // buildHandshake copies what the proxy keeps from a checked 101.
-func buildHandshake(rh *fasthttp.ResponseHeader) Handshake {
+func buildHandshake(rh respHead) Handshake {
 	var hs Handshake
 	if ps := rh.PeekAll("Sec-WebSocket-Protocol"); len(ps) == 1 {
 		hs.Protocol = string(ps[0])
