@@ -71,8 +71,13 @@ func (s *Server) onUpdate(r *route, first chan struct{}) func(discovery.Update) 
 		default:
 			s.log.Info("backends updated from Consul", "route", r.name, "service", r.query.Service, "instances", len(u.Instances))
 		}
-		if gone := discovery.Gone(prev, u.Instances); len(gone) > 0 && r.cfg.DrainWindow > 0 && !u.Stale {
-			s.drain(r, gone, r.cfg.DrainWindow)
+		if gone := discovery.Gone(prev, u.Instances); len(gone) > 0 {
+			if t := s.rt.Load(); t != nil {
+				t.clients.prune(t)
+			}
+			if r.cfg.DrainWindow > 0 && !u.Stale {
+				s.drain(r, gone, r.cfg.DrainWindow)
+			}
 		}
 		prev = u.Instances
 		if !started {

@@ -324,30 +324,59 @@ func newHTTPClients(rt *runtime, prev *runtime) *httpClients {
 	if prev == nil {
 		return c
 	}
-	// A client is kept for a static backend a route still lists with the
-	// same settings, or for any address under the settings of a route
-	// whose backends come from Consul.
-	static := map[clientKey]bool{}
-	dynamic := map[clientKey]bool{}
-	for _, r := range rt.routes {
-		if r.query != nil {
-			dynamic[r.clientKey("")] = true
-			continue
-		}
-		for _, u := range r.cfg.Upstreams {
-			static[r.clientKey(u.Addr)] = true
-		}
-	}
 	prev.clients.mu.Lock()
 	defer prev.clients.mu.Unlock()
 	for k, hc := range prev.clients.m {
-		settings := k
-		settings.addr = ""
-		if static[k] || dynamic[settings] {
+		if rt.needsClient(k) {
 			c.m[k] = hc
 		}
 	}
 	return c
+}
+
+// needsClient reports whether a route of t may send to k's address with
+// k's settings: a static backend it lists, or an instance its Consul
+// service has now (any address while the route has heard of none yet, as
+// a route just built has not: its first update prunes).
+func (t *runtime) needsClient(k clientKey) bool {
+	for _, r := range t.routes {
+		if r.query == nil {
+			for _, u := range r.cfg.Upstreams {
+				if r.clientKey(u.Addr) == k {
+					return true
+				}
+			}
+			continue
+		}
+		if r.clientKey(k.addr) != k {
+			continue
+		}
+		set := r.set.Load()
+		if set == nil || set.Len() == 0 {
+			return true
+		}
+		for _, b := range set.Backends() {
+			if b.Addr == k.addr {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// prune drops the clients of addresses no route of t sends to any more
+// (Consul instances that left), closing their idle connections; without
+// it a service whose instances come and go would leave a client per
+// address it ever had.
+func (c *httpClients) prune(t *runtime) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, hc := range c.m {
+		if !t.needsClient(k) {
+			delete(c.m, k)
+			hc.CloseIdleConnections()
+		}
+	}
 }
 
 // release closes the idle connections of the clients keep did not take.

@@ -4,10 +4,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // TestReloadAppliesServerSettings: handshake_timeout and max_header_bytes
@@ -155,5 +158,83 @@ func TestReloadReleasesRetiredConsul(t *testing.T) {
 	tp.reload(t, strings.Replace(conf("b"), "consul "+svc, "to 127.0.0.1:9", 1)) // no route uses Consul
 	if tp.srv.rt.Load().consul != nil {
 		t.Fatal("a runtime without Consul routes holds a client")
+	}
+}
+
+// TestHTTPClientsOfDepartedInstancesDropped: a Consul route's plain-HTTP
+// clients follow its instances. When one leaves the service its client is
+// dropped and its idle connection closed, so a service whose instances
+// come and go does not leave a client per address it ever had.
+func TestHTTPClientsOfDepartedInstancesDropped(t *testing.T) {
+	t.Parallel()
+	agent := consulAgent(t)
+	c := agent.Client(t)
+	svc := uniqueService(t)
+	type backend struct {
+		addr string
+		open atomic.Int64
+	}
+	var bs [2]*backend
+	for i := range bs {
+		b := &backend{}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.addr = ln.Addr().String()
+		id := strconv.Itoa(i)
+		hs := &http.Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, id) }),
+			ConnState: func(_ net.Conn, st http.ConnState) {
+				switch st {
+				case http.StateNew:
+					b.open.Add(1)
+				case http.StateClosed, http.StateHijacked:
+					b.open.Add(-1)
+				}
+			},
+		}
+		go hs.Serve(ln)
+		t.Cleanup(func() { hs.Close() })
+		_, port, _ := net.SplitHostPort(b.addr)
+		p, _ := strconv.Atoi(port)
+		err = c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: svc + "-" + id, Name: svc, Address: "127.0.0.1", Port: p,
+			Check: &api.AgentServiceCheck{CheckID: "check-" + svc + "-" + id, TTL: "1h", Status: api.HealthPassing}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Agent().ServiceDeregister(svc + "-" + id) })
+		bs[i] = b
+	}
+	tp := startProxy(t, consulConf(agent, svc, "\n\t\tlb_policy round_robin"), 0)
+	seen := map[string]bool{}
+	deadline := time.Now().Add(15 * time.Second)
+	for len(seen) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("reached %v of two instances", seen)
+		}
+		resp, err := http.Get("http://" + tp.addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			seen[string(body)] = true
+		} else {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if n := tp.srv.rt.Load().clients.count(); n != 2 {
+		t.Fatalf("%d HTTP clients for two instances, want 2", n)
+	}
+	waitFor(t, func() bool { return bs[0].open.Load() == 1 && bs[1].open.Load() == 1 }) // one idle connection each
+	if err := c.Agent().ServiceDeregister(svc + "-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return tp.srv.rt.Load().clients.count() == 1 })
+	waitFor(t, func() bool { return bs[1].open.Load() == 0 }) // the departed instance's idle connection closed
+	if bs[0].open.Load() != 1 {
+		t.Fatalf("%d connections to the instance that stayed, want its idle one kept", bs[0].open.Load())
 	}
 }
