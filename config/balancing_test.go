@@ -38,11 +38,11 @@ func TestBalancingDirectives(t *testing.T) {
 		t.Fatalf("trusted proxies: %v", g.TrustedProxies)
 	}
 	r := cfg.Sites[0].Routes[0]
-	if r.LBPolicy != "hash" || r.LBLoadFactor != 1.25 || r.LBKeyMissing != "reject" {
+	if r.LBPolicy != "hash" || r.LBArgs.LoadFactor != 1.25 || r.LBKeyMissing != "reject" {
 		t.Fatalf("route: %+v", r)
 	}
 	var keys []string
-	for _, k := range r.LBKeys {
+	for _, k := range r.LBArgs.Keys {
 		keys = append(keys, k.String())
 	}
 	if strings.Join(keys, " ") != "query:room header:X-User cookie:sid ip path" {
@@ -170,5 +170,32 @@ func TestUnknownNamesSuggest(t *testing.T) {
 				t.Fatalf("got %v, want line %d with %q", e, tc.want.line, tc.want.msg)
 			}
 		})
+	}
+}
+
+// TestLBArgsWhole: the policy's parsed arguments reach the route whole,
+// and lb_load_factor holds whichever of the two lines comes first.
+func TestLBArgsWhole(t *testing.T) {
+	t.Parallel()
+	cfg := mustParse(t, testFile, `:8080 {
+	route /a {
+		to a:1
+		lb_load_factor 1.5
+		lb_policy hash query:room
+	}
+	route /b {
+		to a:1
+		lb_policy hash ip
+		lb_load_factor 2
+	}
+}`)
+	for i, want := range []struct {
+		lf  float64
+		key string
+	}{{1.5, "query:room"}, {2, "ip"}} {
+		a := cfg.Sites[0].Routes[i].LBArgs
+		if a.LoadFactor != want.lf || len(a.Keys) != 1 || a.Keys[0].String() != want.key {
+			t.Errorf("route %d: %+v, want load factor %v and key %s", i, a, want.lf, want.key)
+		}
 	}
 }

@@ -277,16 +277,18 @@ type Route struct {
 	// port) or "*" (any). Empty means any origin. Directive: origins PATTERN...
 	Origins []string
 	// LBPolicy chooses the backend of a new connection: hash (sticky on
-	// LBKeys), least_conn (fewest live WebSockets), round_robin or
-	// random_two. Directive: lb_policy NAME [KEY...]. Default least_conn.
+	// LBArgs.Keys), least_conn (fewest live WebSockets), round_robin or
+	// random_two. Directive: lb_policy NAME [ARG...]. Default least_conn.
 	LBPolicy string
-	// LBKeys are the hash key sources, first present wins: query:NAME,
-	// header:NAME, cookie:NAME, ip, path.
-	LBKeys []balancer.KeySource
-	// LBLoadFactor bounds a hashed backend's live connections to this
-	// multiple of the average (the overflow goes to the key's next choice);
-	// 0 keeps keys strictly sticky. Directive: lb_load_factor C. Default 0.
-	LBLoadFactor float64
+	// LBArgs are the policy's arguments as its own parser read them from
+	// the lb_policy line (balancer.Policies), whole, so that a policy with
+	// arguments of a new kind needs nothing here: for hash, Keys are the
+	// key sources, first present wins (query:NAME, header:NAME,
+	// cookie:NAME, ip, path). LoadFactor comes from lb_load_factor C: it
+	// bounds a hashed backend's live connections to this multiple of the
+	// average (the overflow goes to the key's next choice); 0, the
+	// default, keeps keys strictly sticky. Fallback is the proxy's.
+	LBArgs balancer.PolicyArgs
 	// LBKeyMissing says what happens to a connection without a hash key:
 	// "reject" (400) or the name of a non-hash policy. Directive:
 	// lb_key_missing. Default least_conn.

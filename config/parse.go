@@ -585,7 +585,7 @@ func (p *parser) checkBalancing(r *Route, st *routeState) {
 		}
 	}
 	if !balancer.Policies[r.LBPolicy].Keyed {
-		if r.LBLoadFactor != 0 {
+		if r.LBArgs.LoadFactor != 0 {
 			p.errorf(st.loadFactorPos, "lb_load_factor applies to lb_policy %s only", strings.Join(keyedPolicies(), " or "))
 		}
 		if st.keyMissingPos != (Pos{}) {

@@ -121,7 +121,7 @@ var routeDirectives = map[string]routeDir{
 			p.errorf(d.pos(), "lb_load_factor %q: want 0 (off) or a number from 1 to %d, e.g. 1.25", d.args[0].Text, balancer.MaxLoadFactor)
 			return
 		}
-		r.LBLoadFactor = c
+		r.LBArgs.LoadFactor = c
 		st.loadFactorPos = d.pos()
 	}},
 	"lb_key_missing": {usage: "lb_key_missing reject|" + strings.Join(balancer.PolicyNames(false), "|"), min: 1, max: 1, parse: func(p *parser, r *Route, st *routeState, d directive) {
@@ -265,7 +265,10 @@ func (p *parser) lbPolicy(r *Route, st *routeState, d directive) {
 	if len(errs) > 0 {
 		return
 	}
-	r.LBPolicy, r.LBKeys = name, a.Keys
+	if a.LoadFactor == 0 { // lb_load_factor may have come first
+		a.LoadFactor = r.LBArgs.LoadFactor
+	}
+	r.LBPolicy, r.LBArgs = name, a
 }
 
 // keyedPolicies are the policies that hash a key.

@@ -67,9 +67,9 @@ type route struct {
 // connections without a key, unless that is "reject".
 func (r *route) compilePolicy(rc *config.Route, g *config.Global) error {
 	kind := balancer.Policies[rc.LBPolicy]
-	args := balancer.PolicyArgs{Keys: rc.LBKeys, LoadFactor: rc.LBLoadFactor}
+	args := rc.LBArgs
 	if kind.Keyed {
-		r.keys = &balancer.KeySpec{Sources: rc.LBKeys, TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
+		r.keys = &balancer.KeySpec{Sources: args.Keys, TrustedProxies: g.TrustedProxies, ClientIPHeader: g.ClientIPHeader}
 		if err := r.keys.Validate(); err != nil {
 			return err
 		}

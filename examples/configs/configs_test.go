@@ -105,8 +105,8 @@ func TestConfigsValidate(t *testing.T) {
 			}
 			for _, name := range []string{"chat", "page"} {
 				r := route(t, cfg, name)
-				if r.LBPolicy != "hash" || len(r.LBKeys) != 1 || r.LBKeys[0] != (balancer.KeySource{Kind: balancer.KeyQuery, Name: "room"}) {
-					t.Errorf("route %s: lb_policy %s %v, want hash query:room", name, r.LBPolicy, r.LBKeys)
+				if r.LBPolicy != "hash" || len(r.LBArgs.Keys) != 1 || r.LBArgs.Keys[0] != (balancer.KeySource{Kind: balancer.KeyQuery, Name: "room"}) {
+					t.Errorf("route %s: lb_policy %s %v, want hash query:room", name, r.LBPolicy, r.LBArgs.Keys)
 				}
 				if file == "consul.Caddyfile" {
 					if r.Consul == nil || r.Consul.Service != "chat" {
