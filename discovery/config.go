@@ -126,6 +126,20 @@ func (c ConsulConfig) withDefaults() (ConsulConfig, error) {
 	return c, nil
 }
 
+// Check reports what NewConsul would refuse in c, from c and the files
+// it names alone: no client, no socket, no goroutine (wsproxy validate).
+func (c ConsulConfig) Check() error {
+	c, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	ac := c.apiConfig()
+	if _, err := api.SetupTLSConfig(&ac.TLSConfig); err != nil {
+		return fmt.Errorf("discovery: consul client for %s: %w", ac.Address, err)
+	}
+	return nil
+}
+
 // apiConfig returns the official client's config: its defaults read from
 // the environment, overridden by every field of c that is set.
 func (c *ConsulConfig) apiConfig() *api.Config {

@@ -234,7 +234,13 @@ func (rt *runtime) buildConsul(prev *runtime, e *env) error {
 	for _, r := range rt.routes {
 		need = need || r.query != nil
 	}
-	if !need || e.validating {
+	if !need {
+		return nil
+	}
+	if e.validating { // what NewConsul would refuse, without a client
+		if err := g.Consul.Client.Check(); err != nil {
+			return fmt.Errorf("%s: consul: %w", g.Consul.Pos, err)
+		}
 		return nil
 	}
 	rt.consulCfg = g.Consul.Client
@@ -244,7 +250,7 @@ func (rt *runtime) buildConsul(prev *runtime, e *env) error {
 	}
 	c, err := discovery.NewConsul(rt.consulCfg, e.log)
 	if err != nil {
-		return fmt.Errorf("consul: %w", err)
+		return fmt.Errorf("%s: consul: %w", g.Consul.Pos, err)
 	}
 	rt.consul = c
 	return nil

@@ -21,6 +21,7 @@ func TestValidateAgreesWithNew(t *testing.T) {
 		wantErr bool
 	}{
 		"access log dir missing": {"{\n\taccess_log " + filepath.Join(dir, "missing", "a.log") + "\n}\n127.0.0.1:1 {\n\troute /* {\n\t\tto 127.0.0.1:9\n\t}\n}\n", true},
+		"consul CA file missing": {"{\n\tconsul {\n\t\taddress 127.0.0.1:9\n\t\ttls_ca_file " + filepath.Join(dir, "missing-ca.pem") + "\n\t}\n}\n127.0.0.1:1 {\n\troute /* {\n\t\tconsul chat\n\t}\n}\n", true},
 		"tls internal":           {"{\n\tstorage " + filepath.Join(dir, "certs") + "\n}\nlocalhost:1 {\n\ttls internal\n\troute /* {\n\t\tto 127.0.0.1:9\n\t}\n}\n", false},
 	} {
 		t.Run(name, func(t *testing.T) {
