@@ -63,106 +63,63 @@ func (p *parser) consulGlobal(d directive) {
 	if len(d.args) > 0 {
 		c.Client.Address = d.args[0].Text
 	}
-	seen := map[string]Pos{}
-	blk := d.block
-	for nesting := blk.Nesting(); d.hasBlock && blk.NextBlock(nesting); {
-		sub := splitDirective(blk.NextSegment())
-		if sub.name.Text != "register" {
-			p.noBlock(sub)
-		}
-		str := func(dst *string) {
-			if p.once(seen, sub) && p.argCount(sub, sub.name.Text+" VALUE", 1, 1) {
-				*dst = sub.args[0].Text
-			}
-		}
-		switch sub.name.Text {
-		case "address":
-			str(&c.Client.Address)
-		case "scheme":
-			str(&c.Client.Scheme)
-			if c.Client.Scheme != "" && c.Client.Scheme != "http" && c.Client.Scheme != "https" {
-				p.errorf(sub.pos(), "scheme %q: want http or https", c.Client.Scheme)
-			}
-		case "token":
-			str(&c.Client.Token)
-		case "datacenter":
-			str(&c.Client.Datacenter)
-		case "tls_ca_file":
-			str(&c.Client.TLS.CAFile)
-		case "tls_cert_file":
-			str(&c.Client.TLS.CertFile)
-		case "tls_key_file":
-			str(&c.Client.TLS.KeyFile)
-		case "tls_server_name":
-			str(&c.Client.TLS.ServerName)
-		case "tls_insecure_skip_verify":
-			if p.once(seen, sub) && p.argCount(sub, "tls_insecure_skip_verify", 0, 0) {
-				c.Client.TLS.InsecureSkipVerify = true
-			}
-		case "register":
-			if p.once(seen, sub) && p.argCount(sub, "register NAME [TAG...] [{ ... }]", 1, -1) {
-				c.Register = sub.args[0].Text
-				c.RegisterPos = sub.pos()
-				for _, t := range sub.args[1:] {
-					c.RegisterTags = append(c.RegisterTags, t.Text)
-				}
-				p.registerBlock(c, sub)
-			}
-		default:
-			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in consul", strings.Split("address, datacenter, register, scheme, tls_ca_file, tls_cert_file, tls_insecure_skip_verify, tls_key_file, tls_server_name, token", ", ")))
-		}
-	}
+	options(p, d, "consul", consulOptions, c)
 	if (c.Client.TLS.CertFile == "") != (c.Client.TLS.KeyFile == "") {
 		p.errorf(c.Pos, "consul: tls_cert_file and tls_key_file go together")
 	}
 	p.cfg.Global.Consul = c
 }
 
-// registerBlock parses the options of `register NAME { ... }` and fills
-// their defaults.
-func (p *parser) registerBlock(c *Consul, d directive) {
-	c.CheckInterval, c.CheckTimeout, c.DeregisterAfter = defaultCheckInterval, defaultCheckTimeout, defaultDeregisterAfter
-	seen := map[string]Pos{}
-	blk := d.block
-	for nesting := blk.Nesting(); d.hasBlock && blk.NextBlock(nesting); {
-		sub := splitDirective(blk.NextSegment())
-		p.noBlock(sub)
-		if !p.once(seen, sub) {
-			continue
+// consulOptions are the global consul block's options.
+var consulOptions = map[string]option[*Consul]{
+	"address": stringOption("address HOST:PORT", func(c *Consul) *string { return &c.Client.Address }),
+	"scheme": {usage: "scheme http|https", min: 1, max: 1, parse: func(p *parser, c *Consul, d directive) {
+		c.Client.Scheme = d.args[0].Text
+		if c.Client.Scheme != "http" && c.Client.Scheme != "https" {
+			p.errorf(d.pos(), "scheme %q: want http or https", c.Client.Scheme)
 		}
-		switch sub.name.Text {
-		case "address":
-			if p.argCount(sub, "address HOST", 1, 1) {
-				c.RegisterAddress = sub.args[0].Text
-			}
-		case "check_url":
-			if p.argCount(sub, "check_url URL", 1, 1) {
-				u, err := url.Parse(sub.args[0].Text)
-				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-					p.errorf(sub.pos(), "check_url %q: want an http:// or https:// URL", sub.args[0].Text)
-					continue
-				}
-				c.CheckURL = sub.args[0].Text
-			}
-		case "check_interval":
-			if p.argCount(sub, "check_interval DURATION", 1, 1) {
-				p.duration(sub, &c.CheckInterval)
-			}
-		case "check_timeout":
-			if p.argCount(sub, "check_timeout DURATION", 1, 1) {
-				p.duration(sub, &c.CheckTimeout)
-			}
-		case "deregister_after":
-			if p.argCount(sub, "deregister_after DURATION", 1, 1) {
-				p.duration(sub, &c.DeregisterAfter)
-				if c.DeregisterAfter < minDeregisterAfter {
-					p.errorf(sub.pos(), "deregister_after %s: Consul's minimum is %s (it would use that)", sub.args[0].Text, minDeregisterAfter)
-				}
-			}
-		default:
-			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in register", strings.Split("address, check_interval, check_timeout, check_url, deregister_after", ", ")))
+	}},
+	"token":                    stringOption("token TOKEN", func(c *Consul) *string { return &c.Client.Token }),
+	"datacenter":               stringOption("datacenter DC", func(c *Consul) *string { return &c.Client.Datacenter }),
+	"tls_ca_file":              stringOption("tls_ca_file FILE", func(c *Consul) *string { return &c.Client.TLS.CAFile }),
+	"tls_cert_file":            stringOption("tls_cert_file FILE", func(c *Consul) *string { return &c.Client.TLS.CertFile }),
+	"tls_key_file":             stringOption("tls_key_file FILE", func(c *Consul) *string { return &c.Client.TLS.KeyFile }),
+	"tls_server_name":          stringOption("tls_server_name NAME", func(c *Consul) *string { return &c.Client.TLS.ServerName }),
+	"tls_insecure_skip_verify": flagOption("tls_insecure_skip_verify", func(c *Consul) *bool { return &c.Client.TLS.InsecureSkipVerify }),
+	"register": {usage: "register NAME [TAG...] [{ ... }]", min: 1, max: -1, block: true, parse: func(p *parser, c *Consul, d directive) {
+		c.Register = d.args[0].Text
+		c.RegisterPos = d.pos()
+		for _, t := range d.args[1:] {
+			c.RegisterTags = append(c.RegisterTags, t.Text)
 		}
-	}
+		c.CheckInterval, c.CheckTimeout, c.DeregisterAfter = defaultCheckInterval, defaultCheckTimeout, defaultDeregisterAfter
+		options(p, d, "register", registerOptions, c)
+	}},
+}
+
+// registerOptions are the options of `register NAME { ... }`.
+var registerOptions = map[string]option[*Consul]{
+	"address": stringOption("address HOST", func(c *Consul) *string { return &c.RegisterAddress }),
+	"check_url": {usage: "check_url URL", min: 1, max: 1, parse: func(p *parser, c *Consul, d directive) {
+		u, err := url.Parse(d.args[0].Text)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.errorf(d.pos(), "check_url %q: want an http:// or https:// URL", d.args[0].Text)
+			return
+		}
+		c.CheckURL = d.args[0].Text
+	}},
+	"check_interval": {usage: "check_interval DURATION", min: 1, max: 1, parse: func(p *parser, c *Consul, d directive) {
+		p.duration(d, &c.CheckInterval)
+	}},
+	"check_timeout": {usage: "check_timeout DURATION", min: 1, max: 1, parse: func(p *parser, c *Consul, d directive) {
+		p.duration(d, &c.CheckTimeout)
+	}},
+	"deregister_after": {usage: "deregister_after DURATION", min: 1, max: 1, parse: func(p *parser, c *Consul, d directive) {
+		p.duration(d, &c.DeregisterAfter)
+		if c.DeregisterAfter < minDeregisterAfter {
+			p.errorf(d.pos(), "deregister_after %s: Consul's minimum is %s (it would use that)", d.args[0].Text, minDeregisterAfter)
+		}
+	}},
 }
 
 // checkConsul checks what the consul block needs from the rest of the
@@ -180,60 +137,44 @@ func (p *parser) checkConsul() {
 // consulRoute parses a route's `consul SERVICE { ... }`.
 func (p *parser) consulRoute(r *Route, d directive) {
 	cs := &discovery.Query{Service: d.args[0].Text}
-	seen := map[string]Pos{}
-	blk := d.block
-	for nesting := blk.Nesting(); d.hasBlock && blk.NextBlock(nesting); {
-		sub := splitDirective(blk.NextSegment())
-		p.noBlock(sub)
-		switch sub.name.Text {
-		case "tags":
-			if p.argCount(sub, "tags TAG...", 1, -1) {
-				for _, t := range sub.args {
-					cs.Tags = append(cs.Tags, t.Text)
-				}
-			}
-		case "service_meta", "node_meta":
-			if !p.argCount(sub, sub.name.Text+" KEY=VALUE...", 1, -1) {
-				continue
-			}
-			dst := &cs.ServiceMeta
-			if sub.name.Text == "node_meta" {
-				dst = &cs.NodeMeta
-			}
-			if *dst == nil {
-				*dst = map[string]string{}
-			}
-			for _, t := range sub.args {
-				k, v, ok := strings.Cut(t.Text, "=")
-				if !ok || k == "" {
-					p.errorf(posOf(t), "%s %q: want KEY=VALUE", sub.name.Text, t.Text)
-					continue
-				}
-				(*dst)[k] = v
-			}
-		case "datacenter":
-			if p.once(seen, sub) && p.argCount(sub, "datacenter DC", 1, 1) {
-				cs.Datacenter = sub.args[0].Text
-			}
-		case "weight_meta":
-			if p.once(seen, sub) && p.argCount(sub, "weight_meta KEY", 1, 1) {
-				cs.WeightMetaKey = sub.args[0].Text
-			}
-		case "allow_warning":
-			if p.once(seen, sub) && p.argCount(sub, "allow_warning", 0, 0) {
-				cs.AllowWarning = true
-			}
-		case "keep_stale_on_empty":
-			if p.once(seen, sub) && p.argCount(sub, "keep_stale_on_empty", 0, 0) {
-				cs.KeepStaleOnEmpty = true
-			}
-		default:
-			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in consul", strings.Split("allow_warning, datacenter, keep_stale_on_empty, node_meta, service_meta, tags, weight_meta", ", ")))
-		}
-	}
+	options(p, d, "consul", consulQueryOptions, cs)
 	if err := cs.Validate(); err != nil { // discovery's rules, checked once, here
 		p.errorf(d.pos(), "consul: %v", strings.TrimPrefix(err.Error(), "discovery: "))
 		return
 	}
 	r.Consul, r.ConsulPos = cs, d.pos()
+}
+
+// consulQueryOptions are the options of a route's consul block.
+var consulQueryOptions = map[string]option[*discovery.Query]{
+	"tags": {usage: "tags TAG...", min: 1, max: -1, repeat: true, parse: func(_ *parser, q *discovery.Query, d directive) {
+		for _, t := range d.args {
+			q.Tags = append(q.Tags, t.Text)
+		}
+	}},
+	"service_meta":        metaOption("service_meta", func(q *discovery.Query) *map[string]string { return &q.ServiceMeta }),
+	"node_meta":           metaOption("node_meta", func(q *discovery.Query) *map[string]string { return &q.NodeMeta }),
+	"datacenter":          stringOption("datacenter DC", func(q *discovery.Query) *string { return &q.Datacenter }),
+	"weight_meta":         stringOption("weight_meta KEY", func(q *discovery.Query) *string { return &q.WeightMetaKey }),
+	"allow_warning":       flagOption("allow_warning", func(q *discovery.Query) *bool { return &q.AllowWarning }),
+	"keep_stale_on_empty": flagOption("keep_stale_on_empty", func(q *discovery.Query) *bool { return &q.KeepStaleOnEmpty }),
+}
+
+// metaOption parses `service_meta|node_meta KEY=VALUE...`, which may be
+// repeated.
+func metaOption(name string, field func(*discovery.Query) *map[string]string) option[*discovery.Query] {
+	return option[*discovery.Query]{usage: name + " KEY=VALUE...", min: 1, max: -1, repeat: true, parse: func(p *parser, q *discovery.Query, d directive) {
+		dst := field(q)
+		if *dst == nil {
+			*dst = map[string]string{}
+		}
+		for _, t := range d.args {
+			k, v, ok := strings.Cut(t.Text, "=")
+			if !ok || k == "" {
+				p.errorf(posOf(t), "%s %q: want KEY=VALUE", d.name.Text, t.Text)
+				continue
+			}
+			(*dst)[k] = v
+		}
+	}}
 }

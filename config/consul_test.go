@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +110,31 @@ func TestConsulErrors(t *testing.T) {
 			_, err := Parse(testFile, []byte(c.body))
 			checkErrors(t, testFile, err, c.want)
 		})
+	}
+}
+
+// TestConsulOptionErrors: the consul and register blocks' options come
+// from tables: arguments are counted against each option's usage, an
+// option given twice is refused, and the repeatable ones add up.
+func TestConsulOptionErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, conf string
+		want       []wantErr
+	}{
+		{"missing argument", "{\n consul {\n  token\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{3, "token: missing argument; usage: token TOKEN"}}},
+		{"twice", "{\n consul {\n  datacenter a\n  datacenter b\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{4, "datacenter"}}},
+		{"flag with argument", ":1 {\n route {\n  consul svc {\n   allow_warning yes\n  }\n }\n}", []wantErr{{4, "allow_warning: too many arguments"}}},
+		{"block on a plain option", "{\n consul {\n  scheme https {\n   x\n  }\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{3, "scheme does not take a block"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(testFile, []byte(tc.conf))
+			checkErrors(t, testFile, err, tc.want)
+		})
+	}
+	cfg := mustParse(t, testFile, ":1 {\n route {\n  consul svc {\n   tags a b\n   tags c\n   service_meta x=1\n   service_meta y=2\n  }\n }\n}")
+	q := cfg.Sites[0].Routes[0].Consul
+	if strings.Join(q.Tags, ",") != "a,b,c" || len(q.ServiceMeta) != 2 {
+		t.Fatalf("repeated options: tags %v, service_meta %v", q.Tags, q.ServiceMeta)
 	}
 }

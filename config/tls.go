@@ -283,65 +283,9 @@ func (p *parser) siteTLSBlock(st *SiteTLS, d directive) {
 		p.errorf(d.pos(), "tls %s takes no block; its options are for ACME certificates", st.Mode)
 		return
 	}
-	seen := map[string]Pos{}
-	var onDemand bool
-	var askPos, ratePos Pos
-	blk := d.block
-	for nesting := blk.Nesting(); blk.NextBlock(nesting); {
-		sub := splitDirective(blk.NextSegment())
-		p.noBlock(sub)
-		if !p.once(seen, sub) {
-			continue
-		}
-		switch sub.name.Text {
-		case "on_demand":
-			if p.argCount(sub, "on_demand", 0, 0) {
-				onDemand = true
-			}
-		case "ask":
-			askPos = sub.pos()
-			if p.argCount(sub, "ask URL", 1, 1) {
-				if err := checkURL(sub.args[0].Text); err != nil {
-					p.errorf(sub.pos(), "ask: %v", err)
-					continue
-				}
-				st.Ask = sub.args[0].Text
-			}
-		case "rate_limit":
-			ratePos = sub.pos()
-			if p.argCount(sub, "rate_limit N INTERVAL", 2, 2) {
-				n, err := strconv.Atoi(sub.args[0].Text)
-				if err != nil || n < 1 {
-					p.errorf(sub.pos(), "rate_limit %q: want a whole number of certificates of at least 1", sub.args[0].Text)
-					continue
-				}
-				iv, err := time.ParseDuration(sub.args[1].Text)
-				if err != nil || iv <= 0 {
-					p.errorf(sub.pos(), "rate_limit interval %q: want a positive duration such as 1m", sub.args[1].Text)
-					continue
-				}
-				st.RateLimit = wstls.RateLimit{Burst: n, Interval: iv}
-			}
-		case "ca":
-			if p.argCount(sub, "ca DIRECTORY_URL", 1, 1) {
-				if err := checkURL(sub.args[0].Text); err != nil {
-					p.errorf(sub.pos(), "ca: %v", err)
-					continue
-				}
-				st.CA = sub.args[0].Text
-			}
-		case "ca_root":
-			if p.argCount(sub, "ca_root PEM_FILE", 1, 1) {
-				if err := checkRootFile(sub.args[0].Text); err != nil {
-					p.errorf(sub.pos(), "ca_root: %v", err)
-					continue
-				}
-				st.CARoot = sub.args[0].Text
-			}
-		default:
-			p.errorf(sub.pos(), "%s", unknownName("tls option", sub.name.Text, "", strings.Split("ask, ca, ca_root, on_demand, rate_limit", ", ")))
-		}
-	}
+	ts := &siteTLSState{st: st}
+	options(p, d, "tls", siteTLSOptions, ts)
+	onDemand, askPos, ratePos := ts.onDemand, ts.askPos, ts.ratePos
 	switch {
 	case onDemand:
 		st.Mode = wstls.ModeOnDemand
@@ -353,6 +297,54 @@ func (p *parser) siteTLSBlock(st *SiteTLS, d directive) {
 	case ratePos != (Pos{}):
 		p.errorf(ratePos, "rate_limit applies to on_demand only; add on_demand")
 	}
+}
+
+// siteTLSState is what the options of a site's tls block fill in.
+type siteTLSState struct {
+	st              *SiteTLS
+	onDemand        bool
+	askPos, ratePos Pos
+}
+
+// siteTLSOptions are the options of `tls [EMAIL] { ... }`.
+var siteTLSOptions = map[string]option[*siteTLSState]{
+	"on_demand": flagOption("on_demand", func(ts *siteTLSState) *bool { return &ts.onDemand }),
+	"ask": {usage: "ask URL", min: 1, max: 1, parse: func(p *parser, ts *siteTLSState, d directive) {
+		ts.askPos = d.pos()
+		if err := checkURL(d.args[0].Text); err != nil {
+			p.errorf(d.pos(), "ask: %v", err)
+			return
+		}
+		ts.st.Ask = d.args[0].Text
+	}},
+	"rate_limit": {usage: "rate_limit N INTERVAL", min: 2, max: 2, parse: func(p *parser, ts *siteTLSState, d directive) {
+		ts.ratePos = d.pos()
+		n, err := strconv.Atoi(d.args[0].Text)
+		if err != nil || n < 1 {
+			p.errorf(d.pos(), "rate_limit %q: want a whole number of certificates of at least 1", d.args[0].Text)
+			return
+		}
+		iv, err := time.ParseDuration(d.args[1].Text)
+		if err != nil || iv <= 0 {
+			p.errorf(d.pos(), "rate_limit interval %q: want a positive duration such as 1m", d.args[1].Text)
+			return
+		}
+		ts.st.RateLimit = wstls.RateLimit{Burst: n, Interval: iv}
+	}},
+	"ca": {usage: "ca DIRECTORY_URL", min: 1, max: 1, parse: func(p *parser, ts *siteTLSState, d directive) {
+		if err := checkURL(d.args[0].Text); err != nil {
+			p.errorf(d.pos(), "ca: %v", err)
+			return
+		}
+		ts.st.CA = d.args[0].Text
+	}},
+	"ca_root": {usage: "ca_root PEM_FILE", min: 1, max: 1, parse: func(p *parser, ts *siteTLSState, d directive) {
+		if err := checkRootFile(d.args[0].Text); err != nil {
+			p.errorf(d.pos(), "ca_root: %v", err)
+			return
+		}
+		ts.st.CARoot = d.args[0].Text
+	}},
 }
 
 // finishSiteTLS gives a site with TLS addresses and no tls directive

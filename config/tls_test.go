@@ -196,7 +196,7 @@ func TestParseTLSErrors(t *testing.T) {
 		{"bad ask", tlsSite("a.com", "tls {", "\ton_demand", "\task ftp://x/", "}"), []wantErr{{4, `ask: "ftp://x/": want an http:// or https:// URL`}}},
 		{"bad rate", tlsSite("a.com", "tls {", "\ton_demand", "\task http://x/", "\trate_limit 0 1m", "}"), []wantErr{{5, `rate_limit "0": want a whole number`}}},
 		{"bad rate interval", tlsSite("a.com", "tls {", "\ton_demand", "\task http://x/", "\trate_limit 1 soon", "}"), []wantErr{{5, `rate_limit interval "soon"`}}},
-		{"unknown option", tlsSite("a.com", "tls {", "\tissuer zerossl", "}"), []wantErr{{3, `unknown tls option "issuer"; known: ask, ca, ca_root, on_demand, rate_limit`}}},
+		{"unknown option", tlsSite("a.com", "tls {", "\tissuer zerossl", "}"), []wantErr{{3, `unknown option "issuer" in tls; known: ask, ca, ca_root, on_demand, rate_limit`}}},
 		{"option twice", tlsSite("a.com", "tls {", "\ton_demand", "\ton_demand", "\task http://x/", "}"), []wantErr{{4, "on_demand already set at test.Caddyfile:3"}}},
 		{"missing ca_root", tlsSite("a.com", "tls {", "\tca_root {missing}", "}"), []wantErr{{3, "ca_root: open " + f.missing}}},
 		{"no TLS address", tlsSite("http://a.com", "tls internal"), []wantErr{{2, "tls: the site has no TLS address"}}},
