@@ -237,20 +237,27 @@ func (rt *runtime) buildConsul(prev *runtime, e *env) error {
 	if !need {
 		return nil
 	}
+	// Without a global consul block, a route's consul uses the client's
+	// defaults (CONSUL_HTTP_ADDR and the like, else 127.0.0.1:8500).
+	var cc discovery.ConsulConfig
+	where := "consul"
+	if g.Consul != nil {
+		cc, where = g.Consul.Client, g.Consul.Pos.String()+": consul"
+	}
 	if e.validating { // what NewConsul would refuse, without a client
-		if err := g.Consul.Client.Check(); err != nil {
-			return fmt.Errorf("%s: consul: %w", g.Consul.Pos, err)
+		if err := cc.Check(); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
 		}
 		return nil
 	}
-	rt.consulCfg = g.Consul.Client
+	rt.consulCfg = cc
 	if prev != nil && prev.consul != nil && reflect.DeepEqual(prev.consulCfg, rt.consulCfg) {
 		rt.consul = prev.consul
 		return nil
 	}
 	c, err := discovery.NewConsul(rt.consulCfg, e.log)
 	if err != nil {
-		return fmt.Errorf("%s: consul: %w", g.Consul.Pos, err)
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	rt.consul = c
 	return nil

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/internal/testnet"
 )
 
 // TestReloadAppliesServerSettings: handshake_timeout and max_header_bytes
@@ -237,4 +241,24 @@ func TestHTTPClientsOfDepartedInstancesDropped(t *testing.T) {
 	if bs[0].open.Load() != 1 {
 		t.Fatalf("%d connections to the instance that stayed, want its idle one kept", bs[0].open.Load())
 	}
+}
+
+// TestConsulRouteWithoutGlobalBlock: a route's consul without a global
+// consul block uses the client's defaults; building it used to dereference
+// the missing block (a panic at start, and in validate).
+func TestConsulRouteWithoutGlobalBlock(t *testing.T) {
+	t.Parallel()
+	conf := "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t)) + " {\n\troute /chat {\n\t\tconsul chat\n\t}\n}\n"
+	cfg, err := config.Parse("test.Caddyfile", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Validate(cfg); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	srv.Shutdown(t.Context())
 }
