@@ -14,9 +14,12 @@ import (
 // header readers, worker stacks, the backend handshake's buffers): garbage
 // that Go's background scavenger returns slowly, so a proxy that just took
 // a reconnect storm would report several MiB more per idle connection
-// than it holds. After a second with no handshake, following at least
-// releaseAfter of them, one forced collection returns it, at most every
-// releaseEvery.
+// than it holds. After a quarter second with no handshake, following at
+// least releaseAfter of them, one forced collection returns it, at most
+// every releaseEvery, and one more returns the stacks of the workers that
+// served the burst once they have exited. Both land within about three
+// seconds of a storm's end, before anyone samples the process's RSS for
+// its idle connections.
 type memReleaser struct {
 	wheel     *keepalive.Wheel
 	timer     keepalive.Timer
@@ -24,6 +27,7 @@ type memReleaser struct {
 	seen      uint64        // count at the last tick
 	released  uint64        // count at the last release
 	lastFreed time.Time
+	followUp  time.Time // when to release again, once idle workers are gone; zero if not
 }
 
 // A release is one forced collection (a few milliseconds with thousands
@@ -33,9 +37,13 @@ type memReleaser struct {
 // idle memory per connection would read low right after start and high
 // after a storm.
 const (
-	releaseTick  = time.Second
+	releaseTick  = 250 * time.Millisecond
 	releaseAfter = 64
 	releaseEvery = 2 * time.Second
+	// workersGone is when the HTTP servers' workers that served a burst
+	// have exited (MaxIdleWorkerDuration) and their stacks are garbage:
+	// a release then returns what the first one could not.
+	workersGone = 2*time.Second + releaseTick
 )
 
 func newMemReleaser(w *keepalive.Wheel) *memReleaser {
@@ -63,7 +71,15 @@ func (m *memReleaser) due(now time.Time) bool {
 	m.seen = n
 	if quiet && n-m.released >= releaseAfter && now.Sub(m.lastFreed) >= releaseEvery {
 		m.released, m.lastFreed = n, now
+		m.followUp = now.Add(workersGone)
 		return true
+	}
+	if !m.followUp.IsZero() && !now.Before(m.followUp) {
+		m.followUp = time.Time{}
+		if quiet && n == m.released { // else the next burst's release will do
+			m.lastFreed = now
+			return true
+		}
 	}
 	return false
 }
