@@ -108,12 +108,8 @@ var registerOptions = map[string]option[*Consul]{
 		}
 		c.CheckURL = d.args[0].Text
 	}},
-	"check_interval": {usage: "check_interval DURATION", min: 1, max: 1, parse: func(p *parser, c *Consul, d directive) {
-		p.duration(d, &c.CheckInterval)
-	}},
-	"check_timeout": {usage: "check_timeout DURATION", min: 1, max: 1, parse: func(p *parser, c *Consul, d directive) {
-		p.duration(d, &c.CheckTimeout)
-	}},
+	"check_interval": durationOption("check_interval DURATION", func(c *Consul) *time.Duration { return &c.CheckInterval }),
+	"check_timeout":  durationOption("check_timeout DURATION", func(c *Consul) *time.Duration { return &c.CheckTimeout }),
 	"deregister_after": {usage: "deregister_after DURATION", min: 1, max: 1, parse: func(p *parser, c *Consul, d directive) {
 		p.duration(d, &c.DeregisterAfter)
 		if c.DeregisterAfter < minDeregisterAfter {

@@ -1,28 +1,18 @@
 package config
 
 import (
-	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/wsproxy/wsproxy/balancer"
 )
 
-// globalDir is one option of the global block, as routeDir is one of a
-// route block. An option whose parser checks its own arguments (and
-// block) has min -1.
-type globalDir struct {
-	usage    string
-	min, max int
-	repeat   bool
-	block    bool // takes a block (or may): its parser handles it
-	parse    func(p *parser, g *Global, d directive)
-}
-
-// globalDirectives are the options of the global block, by name.
-var globalDirectives = map[string]globalDir{
+// globalDirectives are the options of the global block, by name. An
+// option whose parser checks its own arguments (and block) has min -1.
+var globalDirectives = map[string]option[*Global]{
 	"max_header_bytes": {usage: "max_header_bytes SIZE", min: 1, max: 1, parse: func(p *parser, g *Global, d directive) {
 		if n, err := parseSize(d.args[0].Text); err != nil {
 			p.errorf(d.pos(), "max_header_bytes: %v", err)
@@ -30,9 +20,7 @@ var globalDirectives = map[string]globalDir{
 			g.MaxHeaderBytes = n
 		}
 	}},
-	"handshake_timeout": {usage: "handshake_timeout DURATION", min: 1, max: 1, parse: func(p *parser, g *Global, d directive) {
-		p.duration(d, &g.HandshakeTimeout)
-	}},
+	"handshake_timeout": durationOption("handshake_timeout DURATION", func(g *Global) *time.Duration { return &g.HandshakeTimeout }),
 	"request_body_timeout": {usage: "request_body_timeout DURATION | off", min: 1, max: 1, parse: func(p *parser, g *Global, d directive) {
 		p.optDuration(d, &g.RequestBodyTimeout)
 	}},
@@ -90,12 +78,8 @@ var globalDirectives = map[string]globalDir{
 	"write_timeout": {usage: "write_timeout DURATION | off", min: 1, max: 1, parse: func(p *parser, g *Global, d directive) {
 		p.offDuration(d, &g.WriteTimeout)
 	}},
-	"grace_period": {usage: "grace_period DURATION", min: 1, max: 1, parse: func(p *parser, g *Global, d directive) {
-		p.duration(d, &g.GracePeriod)
-	}},
-	"reload_drain": {usage: "reload_drain DURATION", min: 1, max: 1, parse: func(p *parser, g *Global, d directive) {
-		p.duration(d, &g.ReloadDrain)
-	}},
+	"grace_period": durationOption("grace_period DURATION", func(g *Global) *time.Duration { return &g.GracePeriod }),
+	"reload_drain": durationOption("reload_drain DURATION", func(g *Global) *time.Duration { return &g.ReloadDrain }),
 	"consul": {usage: "consul [ADDR] { ... }", min: 0, max: 1, block: true, parse: func(p *parser, g *Global, d directive) {
 		p.consulGlobal(d)
 	}},
@@ -115,17 +99,7 @@ var globalDirectives = map[string]globalDir{
 
 // globalTLSDir is the entry of the automatic TLS options: globalTLS
 // checks their arguments and storage's block.
-var globalTLSDir = globalDir{min: -1, block: true, parse: func(p *parser, _ *Global, d directive) { p.globalTLS(d) }}
-
-// globalDirectiveNames lists globalDirectives' names, sorted.
-func globalDirectiveNames() []string {
-	names := make([]string, 0, len(globalDirectives))
-	for name := range globalDirectives {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
-}
+var globalTLSDir = option[*Global]{min: -1, block: true, parse: func(p *parser, _ *Global, d directive) { p.globalTLS(d) }}
 
 // global parses the global options block from the globalDirectives table.
 func (p *parser) global(b caddyfile.ServerBlock) {
@@ -136,7 +110,7 @@ func (p *parser) global(b caddyfile.ServerBlock) {
 		gd, ok := globalDirectives[d.name.Text]
 		switch {
 		case !ok:
-			p.errorf(d.pos(), "%s", unknownName("global option", d.name.Text, "", globalDirectiveNames()))
+			p.errorf(d.pos(), "%s", unknownName("global option", d.name.Text, "", sortedNames(globalDirectives)))
 			continue
 		case !gd.repeat && !p.once(seen, d):
 		case gd.min < 0 || p.argCount(d, gd.usage, gd.min, gd.max):

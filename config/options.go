@@ -1,9 +1,13 @@
 package config
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
-// option is one option of a block inside a directive (consul { ... },
-// register { ... }), as routeDir is one directive of a route: its usage,
+// option is one option of the global block or of a block inside a
+// directive (consul { ... }, register { ... }), as routeDir is one
+// directive of a route: its usage,
 // which errors show and which gives its argument count, and its parser,
 // which runs only when the count is right and (unless repeat) the option
 // is not given twice. The table is the list of names: unknown ones are
@@ -28,7 +32,7 @@ func options[T any](p *parser, d directive, where string, table map[string]optio
 			p.noBlock(sub)
 		}
 		if !ok {
-			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in "+where, optionNames(table)))
+			p.errorf(sub.pos(), "%s", unknownName("option", sub.name.Text, " in "+where, sortedNames(table)))
 			continue
 		}
 		if (o.repeat || p.once(seen, sub)) && p.argCount(sub, o.usage, o.min, o.max) {
@@ -37,7 +41,8 @@ func options[T any](p *parser, d directive, where string, table map[string]optio
 	}
 }
 
-func optionNames[T any](table map[string]option[T]) []string {
+// sortedNames lists a table's names, sorted, for did-you-mean.
+func sortedNames[V any](table map[string]V) []string {
 	names := make([]string, 0, len(table))
 	for name := range table {
 		names = append(names, name)
@@ -50,6 +55,13 @@ func optionNames[T any](table map[string]option[T]) []string {
 func stringOption[T any](usage string, field func(T) *string) option[T] {
 	return option[T]{usage: usage, min: 1, max: 1, parse: func(_ *parser, dst T, d directive) {
 		*field(dst) = d.args[0].Text
+	}}
+}
+
+// durationOption is an option of one duration.
+func durationOption[T any](usage string, field func(T) *time.Duration) option[T] {
+	return option[T]{usage: usage, min: 1, max: 1, parse: func(p *parser, dst T, d directive) {
+		p.duration(d, field(dst))
 	}}
 }
 

@@ -342,7 +342,7 @@ func (p *parser) route(d directive) (*Route, *routeState) {
 func (p *parser) routeDirective(r *Route, st *routeState, seen map[string]Pos, d directive) bool {
 	rd, ok := routeDirectives[d.name.Text]
 	if !ok {
-		p.errorf(d.pos(), "%s", unknownName("directive", d.name.Text, " in route", routeDirectiveNames()))
+		p.errorf(d.pos(), "%s", unknownName("directive", d.name.Text, " in route", sortedNames(routeDirectives)))
 		return false
 	}
 	if (rd.repeat || p.once(seen, d)) && p.argCount(d, rd.usage, rd.min, rd.max) {

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -207,16 +206,6 @@ var routeDirectives = map[string]routeDir{
 	"fail_window":         {usage: "fail_window DURATION", min: 1, max: 1, parse: passiveDuration},
 	"eject_duration":      {usage: "eject_duration DURATION", min: 1, max: 1, parse: passiveDuration},
 	"max_ejected_percent": {usage: "max_ejected_percent N", min: 1, max: 1, parse: passiveCount},
-}
-
-// routeDirectiveNames lists routeDirectives' names, sorted.
-func routeDirectiveNames() []string {
-	names := make([]string, 0, len(routeDirectives))
-	for name := range routeDirectives {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
 }
 
 // boolean parses a true|false argument.

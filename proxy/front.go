@@ -73,12 +73,10 @@ func (f *front) Request(head, rest []byte, remote netip.AddrPort) (relay.Upstrea
 	}()
 	ctx := &fc.ctx
 	ip := remote.Addr()
+	fc.ip = ip.As16()
+	fc.remote.IP = fc.ip[:]
 	if ip.Is4() {
-		a := ip.As4()
-		fc.remote.IP = append(fc.ip[:0], a[:]...)
-	} else {
-		a := ip.As16()
-		fc.remote.IP = append(fc.ip[:0], a[:]...)
+		fc.remote.IP = fc.ip[12:] // as net.TCPAddrFromAddrPort gives it
 	}
 	fc.remote.Port, fc.remote.Zone = int(remote.Port()), ip.Zone()
 	fc.conn.local, fc.conn.remote = f.local, &fc.remote

@@ -8,27 +8,31 @@ import (
 	"testing"
 )
 
+// responseSeeds are backend answers of every kind: 101s accepted and
+// refused, interim responses, errors with bodies, and garbage.
+var responseSeeds = []string{
+	switching(""),
+	switching("") + "\x81\x05hello",
+	switching("Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"),
+	switching("Sec-WebSocket-Extensions: x-test, permessage-deflate\r\nSet-Cookie: a=b\r\nConnection: X-A\r\nX-A: 1\r\n"),
+	switching("Sec-WebSocket-Protocol: other\r\n"),
+	switching("Sec-WebSocket-Extensions: permessage-deflate, permessage-deflate\r\n"),
+	strings.Replace(switching(""), sampleAccept, "bad", 1),
+	"HTTP/1.1 100 Continue\r\n\r\n" + switching(""),
+	"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied",
+	"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+	"HTTP/1.1 502 Bad Gateway\r\n\r\nuntil close",
+	"HTTP/1.0 101 Switching Protocols\r\n\r\n",
+	"garbage\r\n\r\n",
+	"",
+}
+
 // FuzzReadResponse feeds arbitrary backend responses to ReadResponse. It must
 // never panic, must return one of its two error types on failure, and on
 // success the negotiated values must be ones the client offered and the 101
 // built for the client must parse.
 func FuzzReadResponse(f *testing.F) {
-	for _, s := range []string{
-		switching(""),
-		switching("") + "\x81\x05hello",
-		switching("Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"),
-		switching("Sec-WebSocket-Extensions: x-test, permessage-deflate\r\nSet-Cookie: a=b\r\nConnection: X-A\r\nX-A: 1\r\n"),
-		switching("Sec-WebSocket-Protocol: other\r\n"),
-		switching("Sec-WebSocket-Extensions: permessage-deflate, permessage-deflate\r\n"),
-		strings.Replace(switching(""), sampleAccept, "bad", 1),
-		"HTTP/1.1 100 Continue\r\n\r\n" + switching(""),
-		"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied",
-		"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-		"HTTP/1.1 502 Bad Gateway\r\n\r\nuntil close",
-		"HTTP/1.0 101 Switching Protocols\r\n\r\n",
-		"garbage\r\n\r\n",
-		"",
-	} {
+	for _, s := range responseSeeds {
 		f.Add([]byte(s))
 	}
 	client := offerRequest(f)
