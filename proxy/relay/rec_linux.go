@@ -21,7 +21,25 @@ type recLeg struct {
 	rd, wr   recDir
 	in       *[]byte // a record received in part
 	updateAt uint64  // wr.Seq at which we update our key unasked
+	useless  int     // records in a row that carried no data
+	owed     bool    // the client asked for our KeyUpdate; sent before our next record
 	closed   bool    // close_notify or a fatal alert went out: nothing more
+}
+
+// maxUseless is how many records in a row may carry no data (KeyUpdates,
+// empty records, user_canceled) before the client is refused, as
+// crypto/tls refuses more than 16: each costs the client a few bytes and
+// us a key derivation or a pass through the loop.
+const maxUseless = 16
+
+// noData counts a record that carried no data and says whether the
+// client has sent too many of them in a row.
+func (r *recLeg) noData() error {
+	r.useless++
+	if r.useless > maxUseless {
+		return &tlsrec.Error{Alert: tlsrec.AlertUnexpectedMessage, Msg: "too many records in a row with no data"}
+	}
+	return nil
 }
 
 // recDir is one direction's traffic state and its slot in the loop's AEAD
@@ -142,7 +160,16 @@ func (lg *evLeg) readRec() {
 		p += k
 		switch typ {
 		case tlsrec.TypeApplicationData:
-			w += copy(rl.in[w:], pt)
+			if len(pt) > 0 {
+				r.useless = 0
+				w += copy(rl.in[w:], pt)
+				continue
+			}
+			if err := r.noData(); err != nil {
+				lg.forwardRec(w)
+				lg.recFail(err)
+				return
+			}
 			continue
 		case tlsrec.TypeHandshake:
 			requested, err := tlsrec.ParseKeyUpdate(pt)
@@ -150,16 +177,29 @@ func (lg *evLeg) readRec() {
 				err = r.rd.Update()
 				lp.dropAEAD(&r.rd)
 			}
+			if err == nil {
+				err = r.noData()
+			}
 			if err != nil {
 				lg.forwardRec(w)
 				lg.recFail(err)
 				return
 			}
-			if requested {
-				lg.updateWriteKey()
-			}
+			// Answered before our next record, not now: a client that
+			// asks again and again while it reads nothing gets one
+			// answer (RFC 8446 §4.6.3), and nothing piles up for it.
+			r.owed = r.owed || requested
 			continue
 		case tlsrec.TypeAlert:
+			if tlsrec.IsUserCanceled(pt) {
+				// A warning only; what follows it is read as usual.
+				if err := r.noData(); err != nil {
+					lg.forwardRec(w)
+					lg.recFail(err)
+					return
+				}
+				continue
+			}
 			lg.forwardRec(w)
 			lg.recAlert(pt)
 			return
@@ -194,9 +234,9 @@ func (lg *evLeg) releaseIn() {
 	}
 }
 
-// recAlert handles an alert from the client: close_notify ends its
-// direction as a FIN does; user_canceled announces one; any other is
-// fatal (RFC 8446 §6.2) and ends it too, with the alert as the reason.
+// recAlert handles an alert from the client other than user_canceled:
+// close_notify ends its direction as a FIN does; any other is fatal (RFC
+// 8446 §6.2) and ends it too, with the alert as the reason.
 func (lg *evLeg) recAlert(pt []byte) {
 	if len(pt) != 2 {
 		lg.recFail(&tlsrec.Error{Alert: tlsrec.AlertDecodeError, Msg: "malformed alert"})
@@ -204,8 +244,6 @@ func (lg *evLeg) recAlert(pt []byte) {
 	}
 	switch a := tlsrec.Alert(pt[1]); a {
 	case tlsrec.AlertCloseNotify:
-	case tlsrec.AlertUserCanceled:
-		return
 	default:
 		lg.s.pub.noteReason("client TLS alert " + strconv.Itoa(int(a)))
 		lg.closeRec() // it will read no more from us
@@ -255,7 +293,7 @@ func (lg *evLeg) writeRec(p []byte) {
 			lg.rawWrite(out)
 			out = out[:0]
 		}
-		if r.wr.Seq >= r.updateAt {
+		if r.owed || r.wr.Seq >= r.updateAt {
 			out = lg.sealUpdate(out, false)
 		}
 		out = tlsrec.Seal(out, lg.wrAEAD(), &r.wr.Dir, tlsrec.TypeApplicationData, p[:k])
@@ -272,15 +310,6 @@ func (lg *evLeg) sealOwn(typ uint8, msg []byte) {
 	lg.rawWrite(tlsrec.Seal(lg.s.lp.rec.out[:0], lg.wrAEAD(), &lg.rec.wr.Dir, typ, msg))
 }
 
-// updateWriteKey answers a KeyUpdate that asked for ours: sent at once,
-// between two records, which is all RFC 8446 §4.6.3 asks.
-func (lg *evLeg) updateWriteKey() {
-	if lg.rec.closed || lg.dead || lg.fd < 0 {
-		return
-	}
-	lg.rawWrite(lg.sealUpdate(lg.s.lp.rec.out[:0], false))
-}
-
 // sealUpdate appends our KeyUpdate under the current key, then moves to
 // the next.
 func (lg *evLeg) sealUpdate(out []byte, request bool) []byte {
@@ -290,6 +319,7 @@ func (lg *evLeg) sealUpdate(out []byte, request bool) []byte {
 		msg = tlsrec.KeyUpdateRequested
 	}
 	out = tlsrec.Seal(out, lg.wrAEAD(), &r.wr.Dir, tlsrec.TypeHandshake, msg)
+	r.owed = false
 	lg.s.lp.dropAEAD(&r.wr)
 	if err := r.wr.Update(); err != nil {
 		// Cannot happen for a key that derived once; never reuse it.

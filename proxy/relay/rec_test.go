@@ -216,7 +216,7 @@ func (c *recClient) readAlert(t testing.TB) int {
 }
 
 // TestRecKeyUpdateFromClient: a client's KeyUpdate moves the read key;
-// one that asks for ours gets it at once, and records flow both ways under
+// one that asks for ours gets it before our next record, and records flow both ways under
 // the new keys, several generations on, with no key and nonce used twice.
 func TestRecKeyUpdateFromClient(t *testing.T) {
 	h, rc := startRecHarness(t, Config{})
@@ -282,6 +282,87 @@ func TestRecKeyUpdateByProxy(t *testing.T) {
 			t.Fatalf("the proxy sealed under %d keys, want one more every 3 records", len(keys))
 		}
 	})
+}
+
+// TestRecKeyUpdateRequestsCoalesce: a client that asks for our KeyUpdate
+// again and again while we send nothing gets one, before our next record,
+// not one per request queued for a client that may not be reading.
+func TestRecKeyUpdateRequestsCoalesce(t *testing.T) {
+	h, rc := startRecHarness(t, Config{})
+	for i := 0; i < 10; i++ {
+		rc.keyUpdate(true)
+	}
+	up := frame(true, 0, OpText, []byte("up"), true, testMask)
+	rc.Write(up)
+	if got := readFull(t, h.backend, len(up)); !bytes.Equal(got, up) {
+		t.Fatal("frame altered after ten KeyUpdates")
+	}
+	down := frame(true, 0, OpText, []byte("down"), false, testMask)
+	h.backend.Write(down)
+	if got := readFull(t, rc, len(down)); !bytes.Equal(got, down) {
+		t.Fatal("frame altered")
+	}
+	if rc.updates != 1 {
+		t.Fatalf("the proxy sent %d KeyUpdates for ten requests, want 1", rc.updates)
+	}
+	rc.Conn.Close()
+	h.backend.Close()
+	h.wait(t)
+}
+
+// TestRecRecordsWithNoData: a client may send up to 16 records in a row
+// that carry no data (KeyUpdates, empty records, user_canceled); data in
+// between starts the count again, and the 17th in a row ends the leg with
+// unexpected_message, as crypto/tls does.
+func TestRecRecordsWithNoData(t *testing.T) {
+	empty := func(rc *recClient) { rc.Conn.Write(rc.seal(tlsrec.TypeApplicationData, nil)) }
+	update := func(rc *recClient) { rc.keyUpdate(false) }
+	canceled := func(rc *recClient) { rc.Conn.Write(rc.seal(tlsrec.TypeAlert, []byte{1, 90})) }
+	for _, c := range []struct {
+		name string
+		send func(rc *recClient)
+	}{{"empty records", empty}, {"KeyUpdates", update}, {"user_canceled", canceled}} {
+		t.Run(c.name, func(t *testing.T) {
+			h, rc := startRecHarness(t, Config{})
+			for round := 0; round < 3; round++ {
+				for i := 0; i < maxUseless; i++ {
+					c.send(rc)
+				}
+				ok := frame(true, 0, OpText, []byte("ok"), true, testMask)
+				rc.Write(ok)
+				if got := readFull(t, h.backend, len(ok)); !bytes.Equal(got, ok) {
+					t.Fatalf("round %d: frame altered", round)
+				}
+			}
+			for i := 0; i <= maxUseless; i++ {
+				c.send(rc)
+			}
+			expectClose(t, h.backend, CloseGoingAway)
+			if a := rc.readAlert(t); a != int(tlsrec.AlertUnexpectedMessage) {
+				t.Fatalf("alert %d, want unexpected_message", a)
+			}
+			h.backend.Close()
+			if s := h.wait(t); !strings.Contains(s.Reason, "no data") {
+				t.Errorf("reason %q", s.Reason)
+			}
+		})
+	}
+}
+
+// TestRecUserCanceledThenData: user_canceled is a warning; records after
+// it in the same read are still opened and forwarded.
+func TestRecUserCanceledThenData(t *testing.T) {
+	h, rc := startRecHarness(t, Config{})
+	ok := frame(true, 0, OpText, []byte("after"), true, testMask)
+	wire := append([]byte(nil), rc.seal(tlsrec.TypeAlert, []byte{1, 90})...)
+	wire = append(wire, rc.seal(tlsrec.TypeApplicationData, ok)...)
+	rc.Conn.Write(wire)
+	if got := readFull(t, h.backend, len(ok)); !bytes.Equal(got, ok) {
+		t.Fatal("the frame after user_canceled was lost or altered")
+	}
+	rc.Conn.Close()
+	h.backend.Close()
+	h.wait(t)
 }
 
 // TestRecFragmentedRecords: records that arrive a few bytes at a time,

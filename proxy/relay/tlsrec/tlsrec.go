@@ -271,6 +271,13 @@ func Seal(dst []byte, a cipher.AEAD, d *Dir, typ uint8, plaintext []byte) []byte
 	return dst[:off+HeaderLen+len(ct)]
 }
 
+// IsUserCanceled reports whether an alert record's content is
+// user_canceled, the one alert besides close_notify that is not fatal
+// (§6.1), whatever level it claims.
+func IsUserCanceled(msg []byte) bool {
+	return len(msg) == 2 && Alert(msg[1]) == AlertUserCanceled
+}
+
 // KeyUpdate messages (§4.6.3), each a whole handshake record's content.
 var (
 	KeyUpdateNotRequested = []byte{24, 0, 0, 1, 0}
