@@ -48,6 +48,9 @@ var (
 	rejectMethod     = &Rejection{fasthttp.StatusMethodNotAllowed, "a WebSocket handshake must use GET"}
 	rejectProtocol   = &Rejection{fasthttp.StatusBadRequest, "a WebSocket handshake needs HTTP/1.1 or later"}
 	rejectHost       = &Rejection{fasthttp.StatusBadRequest, "missing Host header"}
+	rejectHostSyntax = &Rejection{fasthttp.StatusBadRequest, "malformed Host header"}
+	rejectBody       = &Rejection{fasthttp.StatusBadRequest, "a WebSocket handshake carries no body"}
+	rejectConnList   = &Rejection{fasthttp.StatusBadRequest, "too many Connection options"}
 	rejectUpgrade    = &Rejection{fasthttp.StatusBadRequest, `the Upgrade header must include "websocket"`}
 	rejectConnection = &Rejection{fasthttp.StatusBadRequest, `the Connection header must include "Upgrade"`}
 	rejectVersion    = &Rejection{fasthttp.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version: this server speaks version 13"}
@@ -106,14 +109,20 @@ func IsAttempt(h *fasthttp.RequestHeader) bool {
 //
 //  1. the method is GET, else 405 (the Rejection adds "Allow: GET");
 //  2. the protocol is HTTP/1.1 or later, else 400;
-//  3. a Host header is present, else 400;
+//  3. a Host header is present and is a host with an optional port
+//     (RFC 3986 §3.2.2), else 400;
 //  4. an Upgrade field lists the token "websocket", else 400;
 //  5. a Connection field lists the token "upgrade" (as in
-//     "keep-alive, Upgrade"), else 400;
-//  6. there is exactly one Sec-WebSocket-Version and it is 13, else 426;
-//  7. there is exactly one Sec-WebSocket-Key and it is the base64 (standard
+//     "keep-alive, Upgrade"), else 400, and the Connection fields list at
+//     most MaxConnectionOptions names, else 400: each names a field to
+//     drop, and a proxy checks every field against them;
+//  6. no body is announced (Transfer-Encoding, or a Content-Length other
+//     than 0), else 400: the bytes after the head belong to the
+//     WebSocket, and a body there would be read as frames;
+//  7. there is exactly one Sec-WebSocket-Version and it is 13, else 426;
+//  8. there is exactly one Sec-WebSocket-Key and it is the base64 (standard
 //     alphabet, padded) of exactly 16 bytes, else 400;
-//  8. origins allows the Origin (a nil policy allows all), else 403. Two or
+//  9. origins allows the Origin (a nil policy allows all), else 403. Two or
 //     more Origin fields are refused unless the policy allows any origin.
 //
 // Header names and the tokens of rules 4 and 5 are matched ASCII
@@ -134,11 +143,16 @@ func Check(h *fasthttp.RequestHeader, origins *OriginPolicy) (Info, *Rejection) 
 	if len(h.Host()) == 0 {
 		return Info{}, rejectHost
 	}
+	if !validHost(h.Host()) {
+		return Info{}, rejectHostSyntax
+	}
 	var (
 		info                   Info
 		upgrade, connection    bool
+		body                   bool
 		version                []byte
 		versions, keys, origns int
+		options                int
 	)
 	s := fieldScanner{b: rawFields(h)}
 	for name, value, ok := s.next(); ok; name, value, ok = s.next() {
@@ -153,13 +167,20 @@ func Check(h *fasthttp.RequestHeader, origins *OriginPolicy) (Info, *Rejection) 
 				upgrade = hasToken(value, "websocket")
 			}
 		case len("Connection"):
-			if !connection && equalFold(name, "Connection") {
-				connection = hasToken(value, "upgrade")
+			if equalFold(name, "Connection") {
+				connection = connection || hasToken(value, "upgrade")
+				options += countElems(value)
 			}
-		case len("Sec-WebSocket-Key"):
+		case len("Content-Length"):
+			if equalFold(name, "Content-Length") && !(len(value) == 1 && value[0] == '0') {
+				body = true
+			}
+		case len("Sec-WebSocket-Key"): // and Transfer-Encoding
 			if equalFold(name, "Sec-WebSocket-Key") {
 				keys++
 				info.Key = value
+			} else if equalFold(name, "Transfer-Encoding") {
+				body = true
 			}
 		case len("Sec-WebSocket-Version"):
 			if equalFold(name, "Sec-WebSocket-Version") {
@@ -181,6 +202,10 @@ func Check(h *fasthttp.RequestHeader, origins *OriginPolicy) (Info, *Rejection) 
 		return Info{}, rejectUpgrade
 	case !connection:
 		return Info{}, rejectConnection
+	case options > MaxConnectionOptions:
+		return Info{}, rejectConnList
+	case body:
+		return Info{}, rejectBody
 	case versions != 1 || len(version) != 2 || version[0] != '1' || version[1] != '3':
 		return Info{}, rejectVersion
 	case keys != 1 || !validKey(info.Key):
@@ -191,6 +216,89 @@ func Check(h *fasthttp.RequestHeader, origins *OriginPolicy) (Info, *Rejection) 
 		return Info{}, rejectOrigin
 	}
 	return info, nil
+}
+
+// MaxConnectionOptions is how many names a handshake's Connection fields
+// may list in all. Browsers send one ("Upgrade") or two.
+const MaxConnectionOptions = 32
+
+// countElems counts the non-empty elements of a comma-separated list.
+func countElems(v []byte) int {
+	n := 0
+	for len(v) > 0 {
+		var e []byte
+		e, v = nextElem(v)
+		if len(e) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// validHost reports whether a Host value is uri-host [ ":" port ] (RFC
+// 9112 §3.2, RFC 3986 §3.2.2): a registered name of unreserved,
+// percent-encoded and sub-delimiter characters, or an IP literal in
+// brackets, then optionally a colon and digits. Anything else (spaces,
+// "@", "/", a second colon outside brackets) could make a backend or a
+// log see another host than routing did.
+func validHost(h []byte) bool {
+	i := 0
+	if len(h) > 0 && h[0] == '[' {
+		end := -1
+		for j := 1; j < len(h); j++ {
+			c := h[j]
+			if c == ']' {
+				end = j
+				break
+			}
+			if !(isHexDigit(c) || c == ':' || c == '.') {
+				return false
+			}
+		}
+		if end < 2 {
+			return false
+		}
+		i = end + 1
+	} else {
+		for ; i < len(h) && h[i] != ':'; i++ {
+			if !regNameByte(h[i]) {
+				return false
+			}
+		}
+		if i == 0 {
+			return false
+		}
+	}
+	if i == len(h) {
+		return true
+	}
+	if h[i] != ':' {
+		return false
+	}
+	for _, c := range h[i+1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(h)-i-1 <= 5
+}
+
+func isHexDigit(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+// regNameByte reports whether c may appear in a reg-name: unreserved,
+// "%" of a percent-encoding, or a sub-delimiter.
+func regNameByte(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	switch c {
+	case '-', '.', '_', '~', '%', '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=':
+		return true
+	}
+	return false
 }
 
 // validKey reports whether key is the padded standard base64 of 16 bytes.

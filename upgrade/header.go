@@ -239,17 +239,17 @@ func isHopByHop(name []byte) bool {
 	return false
 }
 
-// connectionLists collects the values of the Connection fields of a message,
-// which name further hop-by-hop fields. The first four values are kept
+// valueLists collects the values of one field that may be repeated (the
+// client's Sec-WebSocket-Protocol or -Extensions). The first four are kept
 // without allocating (the type holds no pointer to itself, so it stays on
 // the stack).
-type connectionLists struct {
+type valueLists struct {
 	store [4][]byte
 	n     int
 	extra [][]byte
 }
 
-func (c *connectionLists) add(v []byte) {
+func (c *valueLists) add(v []byte) {
 	if c.n < len(c.store) {
 		c.store[c.n] = v
 		c.n++
@@ -259,28 +259,59 @@ func (c *connectionLists) add(v []byte) {
 }
 
 // len returns the number of values collected.
-func (c *connectionLists) len() int { return c.n + len(c.extra) }
+func (c *valueLists) len() int { return c.n + len(c.extra) }
 
-// names reports whether name is listed in one of the collected values.
-func (c *connectionLists) names(name []byte) bool {
-	for i := 0; i < c.len(); i++ {
-		l := c.at(i)
-		for len(l) > 0 {
-			var e []byte
-			e, l = nextElem(l)
-			if len(e) == len(name) && bytes.EqualFold(e, name) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func (c *connectionLists) at(i int) []byte {
+func (c *valueLists) at(i int) []byte {
 	if i < c.n {
 		return c.store[i]
 	}
 	return c.extra[i-c.n]
+}
+
+// nameSet holds the names a message's Connection fields list (or any
+// other set of names), split once: checking each of the message's fields
+// against it then costs a comparison per listed name, where scanning every
+// Connection value again for each field would let a client make the check
+// quadratic in its header's size. The first eight stay on the stack.
+type nameSet struct {
+	store [8][]byte
+	n     int
+	extra [][]byte
+}
+
+// addList adds the non-empty elements of a comma-separated list.
+func (c *nameSet) addList(v []byte) {
+	for len(v) > 0 {
+		var e []byte
+		e, v = nextElem(v)
+		if len(e) > 0 {
+			c.add(e)
+		}
+	}
+}
+
+func (c *nameSet) add(name []byte) {
+	if c.n < len(c.store) {
+		c.store[c.n] = name
+		c.n++
+		return
+	}
+	c.extra = append(c.extra, name)
+}
+
+// has reports whether name is in the set, compared ASCII case-insensitively.
+func (c *nameSet) has(name []byte) bool {
+	for _, e := range c.store[:c.n] {
+		if len(e) == len(name) && bytes.EqualFold(e, name) {
+			return true
+		}
+	}
+	for _, e := range c.extra {
+		if len(e) == len(name) && bytes.EqualFold(e, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // isWebSocketField reports whether name starts with "Sec-WebSocket-".

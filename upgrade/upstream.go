@@ -97,12 +97,12 @@ func AppendRequest(dst []byte, r *UpstreamRequest) []byte {
 	h := r.Header
 	raw := rawFields(h)
 
-	var conns connectionLists
+	var conns nameSet
 	xff := false
 	s := fieldScanner{b: raw}
 	for name, value, ok := s.next(); ok; name, value, ok = s.next() {
 		if equalFold(name, "Connection") {
-			conns.add(value)
+			conns.addList(value)
 		} else if equalFold(name, "X-Forwarded-For") && len(value) > 0 {
 			xff = true
 		}
@@ -161,7 +161,7 @@ func AppendRequest(dst []byte, r *UpstreamRequest) []byte {
 }
 
 // forwardRequestField reports whether a client field goes to the backend.
-func forwardRequestField(name []byte, conns *connectionLists) bool {
+func forwardRequestField(name []byte, conns *nameSet) bool {
 	if !isToken(name) || isHopByHop(name) {
 		return false
 	}
@@ -187,7 +187,7 @@ func forwardRequestField(name []byte, conns *connectionLists) bool {
 			return false
 		}
 	}
-	return isWebSocketField(name) || !conns.names(name)
+	return isWebSocketField(name) || !conns.has(name)
 }
 
 // appendOriginForm appends the request-target uri in origin form: an
@@ -362,12 +362,12 @@ func readError(err error) *HandshakeError {
 func readHTTPResponse(br *bufio.Reader, resp *fasthttp.Response) error {
 	rh := &resp.Header
 	e := &HTTPResponseError{StatusCode: rh.StatusCode()}
-	var conns connectionLists
+	var conns nameSet
 	for _, v := range rh.PeekAll(fasthttp.HeaderConnection) {
-		conns.add(v)
+		conns.addList(v)
 	}
 	for name, value := range rh.All() {
-		if isHopByHop(name) || conns.names(name) ||
+		if isHopByHop(name) || conns.has(name) ||
 			equalFold(name, fasthttp.HeaderContentLength) {
 			continue
 		}
@@ -409,7 +409,7 @@ func checkSwitch(rh respHead, client *fasthttp.RequestHeader) error {
 
 	// What the client asked for, from its fields as sent.
 	var key []byte
-	var protocols, extensions connectionLists // reused as small value lists
+	var protocols, extensions valueLists
 	s := fieldScanner{b: rawFields(client)}
 	for name, value, ok := s.next(); ok; name, value, ok = s.next() {
 		switch {
@@ -445,7 +445,7 @@ func checkSwitch(rh respHead, client *fasthttp.RequestHeader) error {
 		}
 	}
 
-	var seen connectionLists // names accepted so far, to refuse repeats
+	var seen nameSet // names accepted so far, to refuse repeats
 	for _, v := range rh.PeekAll("Sec-WebSocket-Extensions") {
 		for len(v) > 0 {
 			var e []byte
@@ -464,7 +464,7 @@ func checkSwitch(rh respHead, client *fasthttp.RequestHeader) error {
 			if !isToken(name) || !offered {
 				return &HandshakeError{Reason: fmt.Sprintf("backend accepted extension %q, which the client did not offer", name)}
 			}
-			if seen.names(name) {
+			if seen.has(name) {
 				return &HandshakeError{Reason: fmt.Sprintf("backend accepted extension %q twice", name)}
 			}
 			seen.add(name)
@@ -510,12 +510,12 @@ func buildHandshake(rh respHead) Handshake {
 	}
 	hs.RSV = AllowedRSV(hs.Extensions)
 
-	var conns connectionLists
+	var conns nameSet
 	for _, v := range rh.PeekAll(fasthttp.HeaderConnection) {
-		conns.add(v)
+		conns.addList(v)
 	}
 	for name, value := range rh.All() {
-		if isHopByHop(name) || conns.names(name) || equalFold(name, fasthttp.HeaderContentLength) ||
+		if isHopByHop(name) || conns.has(name) || equalFold(name, fasthttp.HeaderContentLength) ||
 			equalFold(name, "Sec-WebSocket-Accept") || equalFold(name, "Sec-WebSocket-Protocol") ||
 			equalFold(name, "Sec-WebSocket-Extensions") {
 			continue
