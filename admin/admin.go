@@ -85,6 +85,10 @@ func Start(addr string, o Options) (*Server, error) {
 	return Serve(ln, o), nil
 }
 
+// adminWriteTimeout bounds writing one response, the longest a profile
+// may run included.
+const adminWriteTimeout = 90 * time.Second
+
 // Serve serves the API on ln, which it owns from then on, behind the
 // checks of guard.
 func Serve(ln net.Listener, o Options) *Server {
@@ -93,7 +97,16 @@ func Serve(ln net.Listener, o Options) *Server {
 		log = slog.Default()
 	}
 	s := &Server{ln: ln, done: make(chan struct{})}
-	s.srv = &http.Server{Handler: guard(o, ln.Addr(), Handler(o)), ReadHeaderTimeout: 10 * time.Second}
+	// Every read and write is bounded, so a client that connects and
+	// stalls holds a goroutine and a descriptor for a while, not for ever.
+	// The write bound leaves room for a 60 s CPU profile.
+	s.srv = &http.Server{
+		Handler:           guard(o, ln.Addr(), Handler(o)),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       60 * time.Second,
+	}
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -186,3 +186,20 @@ func TestReloadAnswerIsSnakeCase(t *testing.T) {
 		t.Errorf("reload answer has %d fields, want 9: %v", len(got), got)
 	}
 }
+
+// TestAdminServerBoundsEveryConnection: the API's server bounds reading a
+// request, writing an answer and an idle keep-alive connection, so a
+// client that stalls cannot hold a goroutine and a descriptor for ever;
+// and the write bound leaves room for pprof's default 30 s profile.
+func TestAdminServerBoundsEveryConnection(t *testing.T) {
+	t.Parallel()
+	a := Serve(mustListen(t), Options{Version: "test", Logger: slog.New(slog.DiscardHandler)})
+	defer a.Close()
+	s := a.srv
+	if s.ReadHeaderTimeout <= 0 || s.ReadTimeout <= 0 || s.IdleTimeout <= 0 {
+		t.Errorf("read bounds %v, %v, idle %v: want all set", s.ReadHeaderTimeout, s.ReadTimeout, s.IdleTimeout)
+	}
+	if s.WriteTimeout < 60*time.Second {
+		t.Errorf("WriteTimeout %v: a profile of pprof's default length would be refused", s.WriteTimeout)
+	}
+}
