@@ -98,7 +98,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 func (l *Listener) Addr() net.Addr { return l.addr }
 
 // Close stops accepting: every loop lets go of the socket before it is
-// closed. Connections already accepted are not affected.
+// closed. Connections already accepted are not affected; those handed to
+// Go and not yet accepted are closed.
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		l.closed.Store(true)
@@ -116,6 +117,18 @@ func (l *Listener) Close() error {
 		l.reserve.Release()
 		l.mu.Unlock()
 		close(l.done)
+		// Connections handed over and not accepted would otherwise stay
+		// open with nobody to serve them. No loop hands over any more:
+		// each checks closed first, and one that was handing over when
+		// Close began finished before it took the unlisten above.
+		for {
+			select {
+			case c := <-l.conns:
+				c.Close()
+			default:
+				return
+			}
+		}
 	})
 	return nil
 }
