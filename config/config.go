@@ -107,8 +107,10 @@ type Global struct {
 	// at random times so clients do not all reconnect at once. Directive:
 	// reload_drain DURATION. Default 10s.
 	ReloadDrain time.Duration
-	// WriteTimeout is the default of every route's write_timeout.
-	// Directive: write_timeout DURATION | off. Default 30s.
+	// WriteTimeout is the default of every route's write_timeout, and
+	// how long one write of a plain HTTP answer may wait for a client
+	// that does not read. Directive: write_timeout DURATION | off.
+	// Default 30s.
 	WriteTimeout time.Duration
 
 	// Consul is the global consul block; nil if the file has none (routes

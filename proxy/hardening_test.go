@@ -313,3 +313,42 @@ func TestResponseTimeout(t *testing.T) {
 		t.Fatalf("504 came after %v", d)
 	}
 }
+
+// TestStalledReaderOfStreamIsCut: a client that asks for a streamed
+// answer and stops reading is cut after write_timeout, and the backend's
+// request ends with it; fasthttp's own writes have no deadline.
+func TestStalledReaderOfStreamIsCut(t *testing.T) {
+	t.Parallel()
+	ended := make(chan struct{})
+	rec := recordingHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		defer close(ended)
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			default:
+			}
+		}
+	})
+	tp := startProxy(t, "{\n\twrite_timeout 500ms\n}\n:{port} {\n\troute /* {\n\t\tto "+rec.addr+"\n\t}\n}", 0)
+	c, br := dialProxy(t, tp.addr)
+	io.WriteString(c, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+	// Read the head and a little, then nothing more.
+	if _, err := br.Peek(1024); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stream to a client that stopped reading was still running after 20 s")
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("the client's connection was not closed: %v", err)
+	}
+}

@@ -30,6 +30,9 @@ type hijackableListener struct {
 	// tlsConfig, if set, returns the TLS config to serve each new
 	// connection with, or nil to serve it plain (see tls.go).
 	tlsConfig func() *cryptotls.Config
+	// writeIdle bounds each write of what fasthttp answers (write_timeout;
+	// not positive: off).
+	writeIdle time.Duration
 }
 
 func (l hijackableListener) Accept() (net.Conn, error) {
@@ -50,10 +53,10 @@ func (l hijackableListener) Accept() (net.Conn, error) {
 				keys, _ := conf.KeyLogWriter.(*relay.KeyLog)
 				raw = relay.NewSocket(tc, keys)
 			}
-			return &hijackableTLSConn{hijackableConn{Conn: cryptotls.Server(raw, conf)}}, nil
+			return &hijackableTLSConn{hijackableConn{Conn: cryptotls.Server(raw, conf), writeIdle: l.writeIdle}}, nil
 		}
 	}
-	return &hijackableConn{Conn: c}, nil
+	return &hijackableConn{Conn: c, writeIdle: l.writeIdle}, nil
 }
 
 type hijackableConn struct {
@@ -68,6 +71,19 @@ type hijackableConn struct {
 	// serving the connection.
 	bodyIdle time.Duration
 	bodyErr  error
+
+	// writeIdle, if positive, is how long one write may wait for a client
+	// that does not read: fasthttp writes answers (a streamed backend
+	// body, an error page) with no deadline of its own, and a whole-answer
+	// WriteTimeout would cut a long stream that is still moving.
+	writeIdle time.Duration
+}
+
+func (c *hijackableConn) Write(p []byte) (int, error) {
+	if c.writeIdle > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle))
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *hijackableConn) Read(p []byte) (int, error) {
@@ -85,6 +101,9 @@ func (c *hijackableConn) Read(p []byte) (int, error) {
 // Close of the wrapper no longer reaches it.
 func (c *hijackableConn) take() net.Conn {
 	c.taken.Store(true)
+	if c.writeIdle > 0 {
+		c.Conn.SetWriteDeadline(time.Time{}) // the new owner sets its own
+	}
 	return c.Conn
 }
 

@@ -70,10 +70,11 @@ type listener struct {
 type serverSettings struct {
 	handshakeTimeout time.Duration
 	maxHeaderBytes   int
+	writeTimeout     time.Duration // the global write_timeout; negative: off
 }
 
 func settingsOf(cfg *config.Config) serverSettings {
-	return serverSettings{handshakeTimeout: cfg.Global.HandshakeTimeout, maxHeaderBytes: cfg.Global.MaxHeaderBytes}
+	return serverSettings{handshakeTimeout: cfg.Global.HandshakeTimeout, maxHeaderBytes: cfg.Global.MaxHeaderBytes, writeTimeout: cfg.Global.WriteTimeout}
 }
 
 // open listens on rt's ports that are not open yet. Nothing serves them
@@ -163,7 +164,7 @@ func (l *listener) apply(p *ports, st serverSettings) {
 	}
 	ps := &portServer{l: l, settings: st, handoff: make(chan accepted, 1), done: make(chan struct{})}
 	ps.srv = p.newHTTPServer(l.port, st)
-	hijack := hijackableListener{Listener: l.accept, tlsConfig: p.tlsFor(l.port)}
+	hijack := hijackableListener{Listener: l.accept, tlsConfig: p.tlsFor(l.port), writeIdle: st.writeTimeout}
 	ps.accept = hijack.Accept
 	if old := l.cur; old != nil {
 		old.next = ps
