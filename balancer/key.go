@@ -237,6 +237,10 @@ func (k *KeySpec) clientIP(h *fasthttp.RequestHeader, peer netip.Addr) netip.Add
 	return addr
 }
 
+// Trusted reports whether a peer is one of k.TrustedProxies, whose
+// forwarding fields may be believed and passed on.
+func (k *KeySpec) Trusted(peer netip.Addr) bool { return k.trusted(peer.Unmap()) }
+
 func (k *KeySpec) trusted(a netip.Addr) bool {
 	for _, p := range k.TrustedProxies {
 		if p.Contains(a) {

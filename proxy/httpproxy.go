@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/wsproxy/wsproxy/upgrade"
 )
 
 // hopHeaders are meaningful for one connection only (RFC 9110 §7.6.1) and
@@ -26,7 +29,14 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx, t *runtime, r *route) {
 	if body != nil {
 		defer body.unwatch()
 	}
-	prepareRequest(ctx)
+	if !prepareRequest(ctx, t.clientIP.Trusted(remoteAddr(ctx))) {
+		ctx.Response.Reset()
+		ctx.SetStatusCode(fasthttp.StatusBadRequest)
+		ctx.SetBodyString("too many Connection options\n")
+		ctx.SetConnectionClose()
+		closeIfBodyUnread(ctx)
+		return
+	}
 	var keyBuf [maxKeyLen]byte
 	key, ok := r.requireKey(ctx, keyBuf[:0])
 	if !ok {
@@ -151,20 +161,34 @@ func (s *Server) logHTTP(ctx *fasthttp.RequestCtx, r *route, backend string) {
 }
 
 // prepareRequest strips hop-by-hop headers, including those the Connection
-// header names, and sets X-Forwarded-For/-Proto/-Host.
-func prepareRequest(ctx *fasthttp.RequestCtx) {
+// header names, and sets X-Forwarded-For/-Proto/-Host. A client that is not
+// a trusted proxy loses its own X-Forwarded-For, Forwarded and X-Real-IP,
+// as on the WebSocket path (upgrade.UpstreamRequest.TrustForwarded). It
+// reports false, having changed nothing, for a request whose Connection
+// fields name more than upgrade.MaxConnectionOptions fields: each name
+// costs a pass over the header.
+func prepareRequest(ctx *fasthttp.RequestCtx, trusted bool) bool {
 	// The backend leg is plain HTTP whatever the client's was; the client's
 	// scheme travels in X-Forwarded-Proto. (fasthttp's client refuses a
 	// request URI of another scheme.)
 	ctx.Request.URI().SetScheme("http")
 	h := &ctx.Request.Header
-	for _, name := range bytes.Split(h.Peek("Connection"), []byte{','}) {
+	conn := h.Peek("Connection")
+	if bytes.Count(conn, []byte{','}) >= upgrade.MaxConnectionOptions {
+		return false
+	}
+	for _, name := range bytes.Split(conn, []byte{','}) {
 		if name = bytes.TrimSpace(name); len(name) > 0 {
 			h.DelBytes(name)
 		}
 	}
 	for _, name := range hopHeaders {
 		h.Del(name)
+	}
+	if !trusted {
+		h.Del("X-Forwarded-For")
+		h.Del("Forwarded")
+		h.Del("X-Real-IP")
 	}
 	ip := ctx.RemoteIP().String()
 	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
@@ -178,6 +202,13 @@ func prepareRequest(ctx *fasthttp.RequestCtx) {
 	}
 	h.Set("X-Forwarded-Proto", proto)
 	h.SetBytesV("X-Forwarded-Host", ctx.Host())
+	return true
+}
+
+// remoteAddr is the client's address, IPv4 unmapped.
+func remoteAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return a.Unmap()
 }
 
 // idleConn renews a deadline before each read and write to a backend.

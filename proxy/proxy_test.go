@@ -454,6 +454,56 @@ http://*.wild.test:{port} {
 	}
 }
 
+// TestForwardingFieldsFollowTrust: a trusted proxy's X-Forwarded-For is
+// appended to and its Forwarded and X-Real-IP pass; anyone else's are
+// dropped, on the plain HTTP path and on the WebSocket handshake alike.
+func TestForwardingFieldsFollowTrust(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, global string
+		xff, real    string
+	}{
+		{"untrusted", "", "127.0.0.1", ""},
+		{"trusted", "{\n\ttrusted_proxies 127.0.0.1\n}\n", "10.9.8.7, 127.0.0.1", "10.9.8.7"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tp := startProxy(t, c.global+simpleConf, 1)
+			var req fasthttp.Request
+			var resp fasthttp.Response
+			req.SetRequestURI("http://" + tp.addr + "/api")
+			req.Header.Set("X-Forwarded-For", "10.9.8.7")
+			req.Header.Set("X-Real-IP", "10.9.8.7")
+			if err := fasthttp.DoTimeout(&req, &resp, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if got := string(resp.Header.Peek("X-Echo-X-Forwarded-For")); got != c.xff {
+				t.Errorf("plain HTTP: X-Forwarded-For %q, want %q", got, c.xff)
+			}
+			if got := string(resp.Header.Peek("X-Echo-X-Real-IP")); got != c.real {
+				t.Errorf("plain HTTP: X-Real-IP %q, want %q", got, c.real)
+			}
+			hdr := http.Header{"X-Forwarded-For": {"10.9.8.7"}, "X-Real-Ip": {"10.9.8.7"}}
+			ws, _, err := (&websocket.Dialer{}).Dial("ws://"+tp.addr+"/ws", hdr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.Close()
+			ws.WriteMessage(websocket.TextMessage, []byte("__headers"))
+			_, p, err := ws.ReadMessage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := strings.ReplaceAll(string(p), " ", "")
+			if !strings.Contains(seen, `"X-Forwarded-For":"`+strings.ReplaceAll(c.xff, " ", "")+`"`) {
+				t.Errorf("WebSocket: the backend saw %s, want X-Forwarded-For %q", p, c.xff)
+			}
+			if strings.Contains(seen, "X-Real-Ip") != (c.real != "") {
+				t.Errorf("WebSocket: the backend saw %s, want X-Real-IP only from a trusted proxy", p)
+			}
+		})
+	}
+}
+
 func TestPlainHTTPProxying(t *testing.T) {
 	t.Parallel()
 	tp := startProxy(t, simpleConf, 1)
@@ -469,7 +519,8 @@ func TestPlainHTTPProxying(t *testing.T) {
 	if resp.StatusCode() != 200 || !strings.HasPrefix(string(resp.Body()), "b0 GET /api/items?x=1") {
 		t.Fatalf("%d %q", resp.StatusCode(), resp.Body())
 	}
-	if got := string(resp.Header.Peek("X-Echo-X-Forwarded-For")); got != "10.9.8.7, 127.0.0.1" {
+	// Not a trusted proxy: what it says of its client is dropped.
+	if got := string(resp.Header.Peek("X-Echo-X-Forwarded-For")); got != "127.0.0.1" {
 		t.Errorf("X-Forwarded-For %q", got)
 	}
 	if got := string(resp.Header.Peek("X-Echo-X-Forwarded-Proto")); got != "http" {

@@ -66,6 +66,12 @@ type UpstreamRequest struct {
 	// Host, if not empty, replaces the Host the client sent. Default: the
 	// client's Host is kept (X-Forwarded-Host always carries it).
 	Host string
+	// TrustForwarded reports whether the client is a proxy we trust
+	// (trusted_proxies): its X-Forwarded-For is kept, with ClientIP
+	// appended, and its Forwarded and X-Real-IP pass. Default false: those
+	// three are dropped and X-Forwarded-For carries ClientIP alone, or a
+	// client could tell the backend any address it liked.
+	TrustForwarded bool
 }
 
 // AppendRequest appends the backend handshake request for r to dst and
@@ -76,7 +82,8 @@ type UpstreamRequest struct {
 //	<every client field except the ones below, as sent>
 //	Upgrade: websocket
 //	Connection: Upgrade
-//	X-Forwarded-For: <the client's X-Forwarded-For, ", ", r.ClientIP>
+//	X-Forwarded-For: <if r.TrustForwarded, the client's X-Forwarded-For and ", ">
+//	                 <r.ClientIP>
 //	X-Forwarded-Proto: <https if r.TLS, else http>
 //	X-Forwarded-Host: <the client's Host>
 //
@@ -84,8 +91,9 @@ type UpstreamRequest struct {
 // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
 // Transfer-Encoding, Upgrade), every field the client's Connection header
 // names (except Sec-WebSocket-* fields, which the handshake needs), the
-// client's Host and X-Forwarded-* (replaced as above) and Content-Length
-// (no body is forwarded). Everything else is kept: Sec-WebSocket-Key,
+// client's Host and X-Forwarded-* (replaced as above), its Forwarded and
+// X-Real-IP unless r.TrustForwarded, and Content-Length (no body is
+// forwarded). Everything else is kept: Sec-WebSocket-Key,
 // -Version, -Protocol and -Extensions, Origin, Cookie, Authorization and
 // custom fields. A request-target in absolute form is sent in origin form.
 // Folded values are unfolded.
@@ -103,7 +111,7 @@ func AppendRequest(dst []byte, r *UpstreamRequest) []byte {
 	for name, value, ok := s.next(); ok; name, value, ok = s.next() {
 		if equalFold(name, "Connection") {
 			conns.addList(value)
-		} else if equalFold(name, "X-Forwarded-For") && len(value) > 0 {
+		} else if r.TrustForwarded && equalFold(name, "X-Forwarded-For") && len(value) > 0 {
 			xff = true
 		}
 	}
@@ -119,7 +127,7 @@ func AppendRequest(dst []byte, r *UpstreamRequest) []byte {
 
 	s = fieldScanner{b: raw}
 	for name, value, ok := s.next(); ok; name, value, ok = s.next() {
-		if !forwardRequestField(name, &conns) {
+		if !forwardRequestField(name, &conns, r.TrustForwarded) {
 			continue
 		}
 		dst = appendField(dst, name, value)
@@ -130,7 +138,7 @@ func AppendRequest(dst []byte, r *UpstreamRequest) []byte {
 		dst = append(dst, "X-Forwarded-For: "...)
 		first := true
 		s = fieldScanner{b: raw}
-		for name, value, ok := s.next(); ok; name, value, ok = s.next() {
+		for name, value, ok := s.next(); ok && xff; name, value, ok = s.next() {
 			if len(value) == 0 || !equalFold(name, "X-Forwarded-For") {
 				continue
 			}
@@ -160,12 +168,17 @@ func AppendRequest(dst []byte, r *UpstreamRequest) []byte {
 	return append(dst, '\r', '\n')
 }
 
-// forwardRequestField reports whether a client field goes to the backend.
-func forwardRequestField(name []byte, conns *nameSet) bool {
+// forwardRequestField reports whether a client field goes to the backend;
+// trust is UpstreamRequest.TrustForwarded.
+func forwardRequestField(name []byte, conns *nameSet, trust bool) bool {
 	if !isToken(name) || isHopByHop(name) {
 		return false
 	}
 	switch len(name) {
+	case len("Forwarded"): // and X-Real-IP
+		if !trust && (equalFold(name, "Forwarded") || equalFold(name, "X-Real-IP")) {
+			return false
+		}
 	case len("Host"):
 		if equalFold(name, "Host") {
 			return false

@@ -61,7 +61,7 @@ func TestAppendRequest(t *testing.T) {
 	// fields must still be what is forwarded.
 	_ = client.Cookie("a")
 
-	req := &UpstreamRequest{Header: client, ClientIP: netip.MustParseAddr("192.0.2.1"), TLS: true}
+	req := &UpstreamRequest{Header: client, ClientIP: netip.MustParseAddr("192.0.2.1"), TLS: true, TrustForwarded: true}
 	out := string(AppendRequest(nil, req))
 	want := "GET /chat?room=1 HTTP/1.1\r\n" +
 		"Host: Example.com:8080\r\n" +
@@ -89,6 +89,20 @@ func TestAppendRequest(t *testing.T) {
 		t.Fatal("the upstream request is not a handshake")
 	} else if _, rej := Check(h, nil); rej != nil {
 		t.Fatalf("the upstream request fails Check: %v", rej)
+	}
+
+	// From a client that is not a trusted proxy, its own X-Forwarded-For,
+	// Forwarded and X-Real-IP go nowhere: the backend hears its address.
+	client = parseRequest(t, handshakeRequest("X-Forwarded-For: 203.0.113.7\r\nForwarded: for=203.0.113.7\r\nX-Real-IP: 203.0.113.7\r\nX-Real-IPs: kept\r\n"))
+	out = string(AppendRequest(nil, &UpstreamRequest{Header: client, ClientIP: netip.MustParseAddr("192.0.2.1")}))
+	if strings.Contains(out, "203.0.113.7") || !strings.Contains(out, "X-Forwarded-For: 192.0.2.1\r\n") || !strings.Contains(out, "X-Real-IPs: kept\r\n") {
+		t.Errorf("untrusted client's forwarding fields:\n%s", out)
+	}
+	out = string(AppendRequest(nil, &UpstreamRequest{Header: client, ClientIP: netip.MustParseAddr("192.0.2.1"), TrustForwarded: true}))
+	for _, line := range []string{"X-Forwarded-For: 203.0.113.7, 192.0.2.1\r\n", "Forwarded: for=203.0.113.7\r\n", "X-Real-IP: 203.0.113.7\r\n"} {
+		if !strings.Contains(out, line) {
+			t.Errorf("trusted proxy: missing %q in\n%s", line, out)
+		}
 	}
 
 	// Host override, plain HTTP, no client IP, no X-Forwarded-For.

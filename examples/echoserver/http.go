@@ -10,8 +10,8 @@ import (
 
 // forwardedHeaders are the request headers echoed back on plain HTTP
 // responses as X-Echo-<Name>.
-func forwardedHeaders() [3]string {
-	return [...]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}
+func forwardedHeaders() [5]string {
+	return [...]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Real-IP"}
 }
 
 // handle is the fasthttp handler: WebSocket upgrades on any path, plain
@@ -32,8 +32,8 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 //	otherwise   200 "ID METHOD REQUEST-URI" as text/plain
 //
 // Every response carries X-Backend-Id and, for each of X-Forwarded-For,
-// X-Forwarded-Proto and X-Forwarded-Host the request had, X-Echo-<Name>
-// with its values joined by ", ".
+// X-Forwarded-Proto, X-Forwarded-Host, Forwarded and X-Real-IP the request
+// had, X-Echo-<Name> with its values joined by ", ".
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Response.Header
 	h.Set("X-Backend-Id", s.id)
