@@ -4,9 +4,11 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -46,9 +48,19 @@ type dialState struct {
 	timer     keepalive.Timer
 	timerAt   int64 // what timer is set for; 0 if not armed
 
-	// Set by a lookup goroutine before it posts opResolved.
-	resolved   netip.AddrPort
-	resolveErr error
+	// lookup is the current attempt's host name lookup, nil if none is
+	// under way: an attempt that timed out during its lookup leaves that
+	// goroutine behind, and its late answer must not be taken for a later
+	// attempt's.
+	lookup *lookup
+}
+
+// lookup is one host name lookup's answer, written by its goroutine
+// before done is set and opResolved posted.
+type lookup struct {
+	ap   netip.AddrPort
+	err  error
+	done atomic.Bool
 }
 
 // Dial starts a session whose backend the loop connects and upgrades
@@ -85,7 +97,7 @@ func (e *evSession) dialNext(prev error) {
 			e.dialFailed(prev)
 			return
 		}
-		d.a, d.sent, d.connected = a, 0, false
+		d.a, d.sent, d.connected, d.lookup = a, 0, false, nil
 		if d.resp != nil {
 			*d.resp = (*d.resp)[:0]
 		}
@@ -108,21 +120,27 @@ func (e *evSession) resolve(a Attempt) {
 	d := e.dial
 	d.deadline = e.lp.now + int64(dialTimeout(a))
 	e.dialNeedTimer(d.deadline)
+	r := &lookup{}
+	d.lookup = r
+	resolve := e.lp.owner.lookup
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout(a))
 		defer cancel()
 		host, port, err := net.SplitHostPort(a.Addr)
-		var ap netip.AddrPort
 		if err == nil {
 			var p uint16
 			if p, err = parsePort(port); err == nil {
 				var ips []netip.Addr
-				if ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err == nil {
-					ap = netip.AddrPortFrom(ips[0].Unmap(), p)
+				if ips, err = resolve(ctx, host); err == nil && len(ips) == 0 {
+					err = errors.New("no address")
+				}
+				if err == nil {
+					r.ap = netip.AddrPortFrom(ips[0].Unmap(), p)
 				}
 			}
 		}
-		d.resolved, d.resolveErr = ap, err
+		r.err = err
+		r.done.Store(true)
 		e.lp.post(task{s: e, op: opResolved})
 	}()
 }
@@ -135,11 +153,11 @@ func parsePort(s string) (uint16, error) {
 // resolved runs on the loop with a lookup's answer.
 func (e *evSession) resolved() {
 	d := e.dial
-	if d == nil || e.done {
-		return
+	if d == nil || e.done || d.lookup == nil || !d.lookup.done.Load() {
+		return // an abandoned lookup's answer, or a duplicate
 	}
-	ap, err := d.resolved, d.resolveErr
-	d.resolved, d.resolveErr = netip.AddrPort{}, nil
+	ap, err := d.lookup.ap, d.lookup.err
+	d.lookup = nil
 	if err == nil {
 		err = e.connect(ap)
 	} else {

@@ -3,8 +3,10 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -33,6 +35,13 @@ type Loops struct {
 	wheel *keepalive.Wheel // the sessions' timers, fired into their loops
 	// recLegs counts TLS legs moved to the record layer (RecordLegs).
 	recLegs atomic.Uint64
+	// lookup resolves a backend's host name (net.DefaultResolver's;
+	// tests make it slow on purpose).
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+func defaultLookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 }
 
 // RecordLegs is how many TLS client legs have moved from crypto/tls to
@@ -49,7 +58,7 @@ func NewLoops(n, bufSize int) (*Loops, error) {
 	if bufSize <= 0 {
 		bufSize = DefaultBufferSize
 	}
-	ls := &Loops{wheel: keepalive.NewWheel(0, 0)}
+	ls := &Loops{wheel: keepalive.NewWheel(0, 0), lookup: defaultLookup}
 	for i := 0; i < n; i++ {
 		l, err := newLoop(bufSize, ls.wheel)
 		if err != nil {
