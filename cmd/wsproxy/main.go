@@ -228,12 +228,26 @@ func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile stri
 		}
 		defer a.Close()
 	}
+	// A reload runs beside the signal loop, which must stay free for
+	// SIGTERM: a reload can wait minutes for a certificate, and shutting
+	// down is what ends that wait. A SIGHUP during a reload queues one
+	// more (it reads the file then); further ones add nothing.
+	hups := make(chan struct{}, 1)
+	defer close(hups)
+	go func() {
+		for range hups {
+			doReload()
+		}
+	}()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			doReload()
+			select {
+			case hups <- struct{}{}:
+			default:
+			}
 			continue
 		}
 		grace := srv.Config().Global.GracePeriod

@@ -335,3 +335,51 @@ func TestRouteCommand(t *testing.T) {
 		t.Fatalf("unknown route: %d %s", code, errs)
 	}
 }
+
+// TestSIGTERMDuringSlowReload: a reload waiting for a certificate from a CA
+// that never answers does not hold SIGTERM up; shutting down ends the
+// wait, the reload fails, and the process exits within its grace period.
+func TestSIGTERMDuringSlowReload(t *testing.T) {
+	t.Parallel()
+	ca, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ca.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ca.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	port := freePort(t)
+	plain := fmt.Sprintf("{\n\tgrace_period 1s\n\tlog_level info\n}\n127.0.0.1:%d {\n\troute /ws {\n\t\tto 127.0.0.1:1\n\t}\n}\n", port)
+	path := writeFile(t, "Caddyfile", plain)
+	p := startProc(t, "run", "-config", path)
+	p.waitLog(t, `msg=listening`)
+
+	withACME := fmt.Sprintf("{\n\tgrace_period 1s\n\tlog_level info\n\thttp_port %d\n\tacme_ca https://%s/dir\n\temail ops@example.test\n\tstorage %s\n}\n"+
+		"127.0.0.1:%d {\n\troute /ws {\n\t\tto 127.0.0.1:1\n\t}\n}\nhttps://slow.example.test:%d {\n\troute /ws {\n\t\tto 127.0.0.1:1\n\t}\n}\n",
+		freePort(t), ca.Addr(), t.TempDir(), port, freePort(t))
+	os.WriteFile(path, []byte(withACME), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, `obtaining certificate`)
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("exited %v after SIGTERM with grace_period 1s", d)
+	}
+	p.waitLog(t, `reload failed`)
+}
