@@ -263,6 +263,15 @@ func (t *Tracker) check(h *Header) Violation {
 	if h.Length>>63 != 0 {
 		return Violation{CloseProtocolError, "frame length has its top bit set"}
 	}
+	// RFC 6455 §5.2: the length in the fewest bytes that hold it.
+	// Browsers refuse anything else, so a peer that does it is broken.
+	lenBytes := h.Len - 2
+	if h.Masked {
+		lenBytes -= 4
+	}
+	if lenBytes == 2 && h.Length < 126 || lenBytes == 8 && h.Length <= 0xFFFF {
+		return Violation{CloseProtocolError, "frame length not in its shortest form"}
+	}
 	if h.IsControl() {
 		if !h.Fin {
 			return Violation{CloseProtocolError, "fragmented control frame"}
