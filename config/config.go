@@ -327,8 +327,8 @@ type Route struct {
 	// MaxConnections caps this route's live WebSockets (503 past it).
 	// Directive: max_connections N. Default 0, no cap.
 	MaxConnections int
-	// MessageRate limits the data messages of one connection from the
-	// client [0] and from the backend [1]; MessageRatePerKey limits those
+	// MessageRate limits the data messages (and pings) of one connection
+	// from the client [0] and from the backend [1]; MessageRatePerKey limits those
 	// of all connections with the same hash key on this proxy together
 	// (lb_policy hash only). A side over either limit gets a 1008 close
 	// (the default) or, with MessageRatePause, is not read until tokens

@@ -146,8 +146,9 @@ const (
 	// may be forwarded.
 	EvViolation
 	// EvLimit: Limited is set, Budget is 0, and the bytes right after the
-	// prefix start a new data message. Nothing of it has been accepted: the
-	// driver may present those bytes again once it has raised Budget.
+	// prefix start a new data message or a ping. Nothing of it has been
+	// accepted: the driver may present those bytes again once it has
+	// raised Budget.
 	EvLimit
 )
 
@@ -166,8 +167,8 @@ type Tracker struct {
 	violated  bool
 
 	// Limited makes every new data message take one from Budget as its
-	// first frame is accepted, and Advance stop with EvLimit before a new
-	// message when Budget is 0. The driver sets Budget from its token
+	// first frame is accepted (and every ping, whole), and Advance stop
+	// with EvLimit before a new message or ping when Budget is 0. The driver sets Budget from its token
 	// buckets before each Advance, so a rate limit costs a decrement per
 	// message, not a stop per message.
 	Limited bool
@@ -210,6 +211,15 @@ func (t *Tracker) Advance(b []byte) (fwd int, ev Event) {
 			end := h.Len + int(h.Length)
 			if len(b)-fwd < end {
 				return fwd, EvNone // hand control frames over whole
+			}
+			if t.Limited && h.Opcode == OpPing {
+				// A ping makes the peer answer, so it is a message to
+				// the limit; a pong answers one (the proxy's own pings
+				// included) and is free.
+				if t.Budget == 0 {
+					return fwd, EvLimit
+				}
+				t.Budget--
 			}
 			t.Frames++
 			t.Control = h

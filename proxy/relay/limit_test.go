@@ -10,28 +10,40 @@ import (
 	"time"
 )
 
-// TestTrackerBudget: with Limited set, a new data message takes one from
-// Budget, continuation frames and control frames take none, and Advance
-// stops before a message when the budget is spent, accepting nothing of
-// it.
+// TestTrackerBudget: with Limited set, a new data message and a ping each
+// take one from Budget, continuation frames and pongs take none, and
+// Advance stops before a message or ping when the budget is spent,
+// accepting nothing of it.
 func TestTrackerBudget(t *testing.T) {
 	t.Parallel()
 	m := [4]byte{1, 2, 3, 4}
 	var s []byte
 	s = append(s, frame(false, 0, OpText, []byte("a"), true, m)...)
 	s = append(s, frame(false, 0, OpContinuation, []byte("b"), true, m)...)
+	s = append(s, frame(true, 0, OpPong, nil, true, m)...)
+	pingAt := len(s)
 	s = append(s, frame(true, 0, OpPing, nil, true, m)...)
 	s = append(s, frame(true, 0, OpContinuation, []byte("c"), true, m)...)
 	second := len(s)
 	s = append(s, frame(true, 0, OpBinary, []byte("d"), true, m)...)
 	tr := Tracker{Rules: clientRules(), Limited: true, Budget: 1}
 	fwd, ev := tr.Advance(s)
-	if ev != EvControl {
-		t.Fatalf("event %d, want the ping first", ev)
+	if ev != EvControl || tr.Budget != 0 || tr.Control.Opcode != OpPong {
+		t.Fatalf("event %d, budget %d; want the pong first, for free", ev, tr.Budget)
 	}
 	n, ev := tr.Advance(s[fwd:])
-	if ev != EvLimit || fwd+n != second || tr.Budget != 0 || tr.Messages != 1 {
-		t.Fatalf("stopped at %d with event %d, budget %d, %d messages; want EvLimit at %d, 0, 1", fwd+n, ev, tr.Budget, tr.Messages, second)
+	if ev != EvLimit || fwd+n != pingAt {
+		t.Fatalf("stopped at %d with event %d; want EvLimit before the ping at %d", fwd+n, ev, pingAt)
+	}
+	tr.Budget = 1
+	n, ev = tr.Advance(s[pingAt:])
+	if ev != EvControl || tr.Budget != 0 {
+		t.Fatalf("event %d, budget %d; want the ping, for one", ev, tr.Budget)
+	}
+	at := pingAt + n
+	n, ev = tr.Advance(s[at:])
+	if ev != EvLimit || at+n != second || tr.Messages != 1 {
+		t.Fatalf("stopped at %d with event %d, %d messages; want EvLimit at %d, 1", at+n, ev, tr.Messages, second)
 	}
 	if n2, ev := tr.Advance(s[second:]); n2 != 0 || ev != EvLimit {
 		t.Fatalf("without budget: %d bytes, event %d", n2, ev)
