@@ -186,13 +186,15 @@ func (l *gleg) sendClose(s *goSession, code uint16, reason string) bool {
 }
 
 // close is Session.Close on this driver; it may wait for a write in
-// progress (at most WriteTimeout), so Session.Close runs it on its own
-// goroutine.
+// progress (at most WriteTimeout, without end when that is off), so
+// Session.Close runs it on its own goroutine. The close timer is armed
+// first: it ends the session on time even if the close frames wait
+// behind a write to a peer that reads nothing.
 func (s *goSession) close(toClient, toBackend uint16, reason string) {
 	s.pub.noteClose(toClient, SideProxy)
+	s.startClosing()
 	s.client.sendClose(s, toClient, reason)
 	s.backend.sendClose(s, toBackend, reason)
-	s.startClosing()
 }
 
 // startClosing arms the timer that ends the session if the peers do not.

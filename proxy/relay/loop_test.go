@@ -111,7 +111,9 @@ func TestLoopStalledReaderIsBoundedAndCut(t *testing.T) {
 
 // TestLoopStalledSessionsCloseOnTime: a proxy close (drain, shutdown), the
 // idle timeout and the lifetime all end a session whose client does not
-// read, within CloseTimeout of when they fire, even with write_timeout off.
+// read, within CloseTimeout of when they fire, even with write_timeout off:
+// on the loops, with a TLS client, and with a goroutine per direction,
+// whose blocked write must not keep the close from being armed.
 func TestLoopStalledSessionsCloseOnTime(t *testing.T) {
 	cases := []struct {
 		name string
@@ -124,30 +126,31 @@ func TestLoopStalledSessionsCloseOnTime(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			started := make(chan *Session, 1)
-			cfg := tc.cfg
-			cfg.CloseTimeout = 500 * time.Millisecond
-			cfg.Wheel = testWheel(t)
-			cfg.OnStart = func(s *Session) { started <- s }
-			h := startHarness(t, cfg, nil, nil)
-			s := <-started
-			var blocked atomic.Bool
-			stop := make(chan struct{})
-			defer close(stop)
-			start := time.Now()
-			go flood(h.backend, false, &blocked, stop)
-			for !blocked.Load() && time.Since(start) < 3*time.Second {
-				time.Sleep(10 * time.Millisecond)
-			}
-			if tc.name == "close" {
-				s.Close(CloseGoingAway, CloseGoingAway, "shutdown")
-			}
-			select {
-			case <-h.done:
-			case <-time.After(tc.by):
-				t.Fatalf("a session with a stalled reader was still open %v after it should have closed", tc.by)
-			}
+			forModes(t, func(t *testing.T) {
+				started := make(chan *Session, 1)
+				cfg := tc.cfg
+				cfg.CloseTimeout = 500 * time.Millisecond
+				cfg.Wheel = testWheel(t)
+				cfg.OnStart = func(s *Session) { started <- s }
+				h := startHarness(t, cfg, nil, nil)
+				s := <-started
+				var blocked atomic.Bool
+				stop := make(chan struct{})
+				defer close(stop)
+				start := time.Now()
+				go flood(h.backend, false, &blocked, stop)
+				for !blocked.Load() && time.Since(start) < 3*time.Second {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if tc.name == "close" {
+					s.Close(CloseGoingAway, CloseGoingAway, "shutdown")
+				}
+				select {
+				case <-h.done:
+				case <-time.After(tc.by):
+					t.Fatalf("a session with a stalled reader was still open %v after it should have closed", tc.by)
+				}
+			})
 		})
 	}
 }
