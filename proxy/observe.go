@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/wsproxy/wsproxy/internal/logsink"
 	"github.com/wsproxy/wsproxy/proxy/relay"
 )
 
@@ -175,7 +175,7 @@ func newAccessLog(output string, sample float64) (*accessLog, error) {
 		}
 		w, file = f, f
 	}
-	sink := &logSink{w: w, file: file}
+	sink := logsink.New(w, file, time.Second, "access log")
 	return &accessLog{log: slog.New(slog.NewJSONHandler(sink, nil)), sample: sample, closer: sink}, nil
 }
 
@@ -194,90 +194,6 @@ func checkAccessLog(output string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("access_log: %w", err)
-	}
-	return nil
-}
-
-// logSink buffers access log lines and writes them in batches, by size
-// and at least once a second, on a timer's goroutine: an ended connection
-// (whose accounting runs on an event loop) never waits for a disk or a
-// pipe. Past maxBuffered unwritten bytes, lines are dropped and counted.
-type logSink struct {
-	w    io.Writer
-	file io.Closer // nil for stdout and stderr
-
-	mu      sync.Mutex
-	buf     []byte
-	spare   []byte
-	timer   *time.Timer
-	armed   bool
-	dropped uint64
-	flushMu sync.Mutex // one batch written at a time, in order
-}
-
-const (
-	sinkFlushBytes = 64 << 10
-	sinkFlushEvery = time.Second
-	maxBuffered    = 4 << 20
-)
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.buf)+len(p) > maxBuffered {
-		s.dropped++
-		return len(p), nil
-	}
-	s.buf = append(s.buf, p...)
-	switch {
-	case !s.armed:
-		s.armed = true
-		d := sinkFlushEvery
-		if len(s.buf) >= sinkFlushBytes {
-			d = 0
-		}
-		if s.timer == nil {
-			s.timer = time.AfterFunc(d, s.flush)
-		} else {
-			s.timer.Reset(d)
-		}
-	case len(s.buf) >= sinkFlushBytes && len(s.buf)-len(p) < sinkFlushBytes:
-		s.timer.Reset(0)
-	}
-	return len(p), nil
-}
-
-// flush writes what is buffered.
-func (s *logSink) flush() {
-	s.flushMu.Lock()
-	defer s.flushMu.Unlock()
-	s.mu.Lock()
-	data, dropped := s.buf, s.dropped
-	s.buf, s.spare, s.armed, s.dropped = s.spare[:0], nil, false, 0
-	s.mu.Unlock()
-	if dropped > 0 {
-		fmt.Fprintf(s.w, "{\"msg\":\"access log lines dropped: output too slow\",\"dropped\":%d}\n", dropped)
-	}
-	if len(data) > 0 {
-		s.w.Write(data)
-	}
-	s.mu.Lock()
-	if s.spare == nil && cap(data) <= 2*maxBuffered {
-		s.spare = data[:0]
-	}
-	s.mu.Unlock()
-}
-
-// Close writes what is left and closes a file output.
-func (s *logSink) Close() error {
-	s.mu.Lock()
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	s.mu.Unlock()
-	s.flush()
-	if s.file != nil {
-		return s.file.Close()
 	}
 	return nil
 }

@@ -1,12 +1,8 @@
 package proxy
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,39 +35,4 @@ func BenchmarkConnectionMetrics(b *testing.B) {
 		s.metrics.wsTotal.WithLabelValues(r.name, c.backend.Addr).Inc()
 		s.metrics.recordEnd(c, ss)
 	}
-}
-
-// TestAccessLogSinkBatches: lines are written in batches, not one write
-// per line, and nothing is lost by Close.
-func TestAccessLogSinkBatches(t *testing.T) {
-	var w countingWriter
-	s := &logSink{w: &w}
-	for i := 0; i < 1000; i++ {
-		fmt.Fprintf(s, "line %d\n", i)
-	}
-	if n := w.writes.Load(); n > 2 {
-		t.Fatalf("%d writes for 1000 lines before a second passed", n)
-	}
-	s.Close()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if got := strings.Count(w.b.String(), "\n"); got != 1000 {
-		t.Fatalf("%d lines written, want 1000", got)
-	}
-	if !strings.HasPrefix(w.b.String(), "line 0\nline 1\n") || !strings.HasSuffix(w.b.String(), "line 999\n") {
-		t.Fatal("lines out of order")
-	}
-}
-
-type countingWriter struct {
-	mu     sync.Mutex
-	b      strings.Builder
-	writes atomic.Int64
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	w.writes.Add(1)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }

@@ -59,7 +59,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	srv, log, code := newServer(cfg, cf, stderr, new(slog.LevelVar))
+	srv, log, code, done := newServer(cfg, cf, stderr, new(slog.LevelVar))
+	defer done()
 	if srv == nil {
 		return code
 	}

@@ -22,9 +22,11 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/wsproxy/wsproxy/admin"
 	"github.com/wsproxy/wsproxy/config"
+	"github.com/wsproxy/wsproxy/internal/logsink"
 	"github.com/wsproxy/wsproxy/proxy"
 )
 
@@ -150,7 +152,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	var level slog.LevelVar
-	srv, log, code := newServer(cfg, cf, stderr, &level)
+	srv, log, code, done := newServer(cfg, cf, stderr, &level)
+	defer done()
 	if srv == nil {
 		return code
 	}
@@ -169,12 +172,26 @@ func cmdRun(args []string, stderr io.Writer) int {
 }
 
 // newServer builds the logger and the proxy for cfg; on failure it says why
-// on stderr and returns the exit code.
-func newServer(cfg *config.Config, cf commonFlags, stderr io.Writer, level *slog.LevelVar) (*proxy.Server, *slog.Logger, int) {
-	log, err := newLogger(stderr, cf.logFormat, cfg.Global.LogLevel, level)
+// on stderr and returns the exit code. The logger writes through a sink
+// that never waits for stderr (logging happens on the event loops and
+// under locks, and a log pipe can back up); done flushes it and must run
+// before the process exits.
+func newServer(cfg *config.Config, cf commonFlags, stderr io.Writer, level *slog.LevelVar) (srv *proxy.Server, log *slog.Logger, code int, done func()) {
+	sink := logsink.New(stderr, nil, 0, "log")
+	done = func() {
+		// At exit, what is left gets a moment, not for ever: stderr may be
+		// the very pipe that stopped taking data.
+		flushed := make(chan struct{})
+		go func() { sink.Close(); close(flushed) }()
+		select {
+		case <-flushed:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	log, err := newLogger(sink, cf.logFormat, cfg.Global.LogLevel, level)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return nil, nil, 2
+		fmt.Fprintln(sink, err)
+		return nil, nil, 2, done
 	}
 	// One event loop per CPU the runtime may use (GOMAXPROCS follows the
 	// container's CPU limit), and one P more than that: a loop waiting in
@@ -184,12 +201,12 @@ func newServer(cfg *config.Config, cf commonFlags, stderr io.Writer, level *slog
 	// its events arrive.
 	loops := runtime.GOMAXPROCS(0)
 	runtime.GOMAXPROCS(loops + 1)
-	srv, err := proxy.New(cfg, proxy.Options{Logger: log, Loops: loops})
+	srv, err = proxy.New(cfg, proxy.Options{Logger: log, Loops: loops})
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return nil, nil, 1
+		fmt.Fprintln(sink, err)
+		return nil, nil, 1, done
 	}
-	return srv, log, 0
+	return srv, log, 0, done
 }
 
 // serve starts srv and handles signals until it has shut down.
