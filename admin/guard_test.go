@@ -193,8 +193,10 @@ func TestReloadAnswerIsSnakeCase(t *testing.T) {
 // and the write bound leaves room for pprof's default 30 s profile.
 func TestAdminServerBoundsEveryConnection(t *testing.T) {
 	t.Parallel()
-	a := Serve(mustListen(t), Options{Version: "test", Logger: slog.New(slog.DiscardHandler)})
-	defer a.Close()
+	srv, _, a := startProxyAndAPI(t, "bounds", func(port int) string {
+		return fmt.Sprintf(":%d {\n\troute /chat {\n\t\tto 127.0.0.1:1\n\t}\n}\n", port)
+	})
+	defer srv.Shutdown(t.Context())
 	s := a.srv
 	if s.ReadHeaderTimeout <= 0 || s.ReadTimeout <= 0 || s.IdleTimeout <= 0 {
 		t.Errorf("read bounds %v, %v, idle %v: want all set", s.ReadHeaderTimeout, s.ReadTimeout, s.IdleTimeout)

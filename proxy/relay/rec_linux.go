@@ -185,10 +185,16 @@ func (lg *evLeg) readRec() {
 				lg.recFail(err)
 				return
 			}
-			// Answered before our next record, not now: a client that
-			// asks again and again while it reads nothing gets one
-			// answer (RFC 8446 §4.6.3), and nothing piles up for it.
-			r.owed = r.owed || requested
+			// Answered at once when nothing waits for the client;
+			// otherwise before our next record, so a client that asks
+			// again and again while it reads nothing gets one answer
+			// (RFC 8446 §4.6.3) and nothing piles up for it.
+			if requested {
+				r.owed = true
+				if lg.out == nil {
+					lg.updateWriteKey()
+				}
+			}
 			continue
 		case tlsrec.TypeAlert:
 			if tlsrec.IsUserCanceled(pt) {
@@ -308,6 +314,14 @@ func (lg *evLeg) sealOwn(typ uint8, msg []byte) {
 		return
 	}
 	lg.rawWrite(tlsrec.Seal(lg.s.lp.rec.out[:0], lg.wrAEAD(), &lg.rec.wr.Dir, typ, msg))
+}
+
+// updateWriteKey sends the KeyUpdate the client asked for.
+func (lg *evLeg) updateWriteKey() {
+	if lg.rec.closed || lg.dead || lg.fd < 0 {
+		return
+	}
+	lg.rawWrite(lg.sealUpdate(lg.s.lp.rec.out[:0], false))
 }
 
 // sealUpdate appends our KeyUpdate under the current key, then moves to

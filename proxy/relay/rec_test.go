@@ -285,10 +285,15 @@ func TestRecKeyUpdateByProxy(t *testing.T) {
 }
 
 // TestRecKeyUpdateRequestsCoalesce: a client that asks for our KeyUpdate
-// again and again while we send nothing gets one, before our next record,
-// not one per request queued for a client that may not be reading.
+// again and again while it reads nothing (and we hold what its socket
+// would not take) gets one, before our next record, not one per request
+// queued behind the data it does not read.
 func TestRecKeyUpdateRequestsCoalesce(t *testing.T) {
 	h, rc := startRecHarness(t, Config{})
+	// More than loopback's socket buffers hold, so the proxy keeps some.
+	big := frame(true, 0, OpBinary, bytes.Repeat([]byte{5}, 32<<20), false, testMask)
+	go h.backend.Write(big)
+	time.Sleep(300 * time.Millisecond)
 	for i := 0; i < 10; i++ {
 		rc.keyUpdate(true)
 	}
@@ -297,13 +302,16 @@ func TestRecKeyUpdateRequestsCoalesce(t *testing.T) {
 	if got := readFull(t, h.backend, len(up)); !bytes.Equal(got, up) {
 		t.Fatal("frame altered after ten KeyUpdates")
 	}
+	if got := readFull(t, rc, len(big)); !bytes.Equal(got, big) {
+		t.Fatal("the large frame was altered")
+	}
 	down := frame(true, 0, OpText, []byte("down"), false, testMask)
 	h.backend.Write(down)
 	if got := readFull(t, rc, len(down)); !bytes.Equal(got, down) {
 		t.Fatal("frame altered")
 	}
 	if rc.updates != 1 {
-		t.Fatalf("the proxy sent %d KeyUpdates for ten requests, want 1", rc.updates)
+		t.Fatalf("the proxy sent %d KeyUpdates for ten requests while the client read nothing, want 1", rc.updates)
 	}
 	rc.Conn.Close()
 	h.backend.Close()
