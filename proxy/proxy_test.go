@@ -244,21 +244,28 @@ func TestBackendSendsRightAfter101(t *testing.T) {
 	}
 }
 
-func TestForwardedHeadersToBackend(t *testing.T) {
-	t.Parallel()
-	tp := startProxy(t, simpleConf, 1)
-	hdr := http.Header{"X-Custom": {"yes"}, "Cookie": {"sid=42"}, "Origin": {"http://example.com"}}
-	c, _, err := (&websocket.Dialer{}).Dial("ws://"+tp.addr+"/ws?room=7", hdr)
+// backendHeaders opens a WebSocket to url with hdr and returns the
+// connection and the handshake fields the echo backend says it got.
+func backendHeaders(t *testing.T, url string, hdr http.Header) (*websocket.Conn, string) {
+	t.Helper()
+	c, _, err := (&websocket.Dialer{}).Dial(url, hdr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.WriteMessage(websocket.TextMessage, []byte("__headers"))
 	_, p, err := c.ReadMessage()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(p)
+	return c, string(p)
+}
+
+func TestForwardedHeadersToBackend(t *testing.T) {
+	t.Parallel()
+	tp := startProxy(t, simpleConf, 1)
+	hdr := http.Header{"X-Custom": {"yes"}, "Cookie": {"sid=42"}, "Origin": {"http://example.com"}}
+	c, s := backendHeaders(t, "ws://"+tp.addr+"/ws?room=7", hdr)
 	for _, want := range []string{`"X-Custom":"yes"`, `"Cookie":"sid=42"`, `"X-Forwarded-For":"127.0.0.1"`, `"X-Forwarded-Proto":"http"`, `"Origin":"http://example.com"`} {
 		if !strings.Contains(strings.ReplaceAll(s, " ", ""), want) {
 			t.Errorf("backend headers lack %s: %s", want, s)
@@ -483,17 +490,8 @@ func TestForwardingFieldsFollowTrust(t *testing.T) {
 				t.Errorf("plain HTTP: X-Real-IP %q, want %q", got, c.real)
 			}
 			hdr := http.Header{"X-Forwarded-For": {"10.9.8.7"}, "X-Real-Ip": {"10.9.8.7"}}
-			ws, _, err := (&websocket.Dialer{}).Dial("ws://"+tp.addr+"/ws", hdr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ws.Close()
-			ws.WriteMessage(websocket.TextMessage, []byte("__headers"))
-			_, p, err := ws.ReadMessage()
-			if err != nil {
-				t.Fatal(err)
-			}
-			seen := strings.ReplaceAll(string(p), " ", "")
+			_, p := backendHeaders(t, "ws://"+tp.addr+"/ws", hdr)
+			seen := strings.ReplaceAll(p, " ", "")
 			if !strings.Contains(seen, `"X-Forwarded-For":"`+strings.ReplaceAll(c.xff, " ", "")+`"`) {
 				t.Errorf("WebSocket: the backend saw %s, want X-Forwarded-For %q", p, c.xff)
 			}

@@ -53,8 +53,7 @@ func (s *Server) newBackendHandshake(ctx *fasthttp.RequestCtx, r *route, wsKey, 
 	h := handshakePool.Get().(*backendHandshake)
 	h.s, h.r, h.tk = s, r, tk
 	ctx.Request.Header.CopyTo(&h.hdr)
-	clientIP, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	clientIP = clientIP.Unmap()
+	clientIP := remoteAddr(ctx)
 	h.up = upgrade.UpstreamRequest{Header: &h.hdr, ClientIP: clientIP, TLS: ctx.IsTLS(), TrustForwarded: s.rt.Load().clientIP.Trusted(clientIP)}
 	h.req = upgrade.AppendRequest(h.req[:0], &h.up)
 	h.wsKey = append(h.wsKey[:0], wsKey...)

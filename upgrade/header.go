@@ -239,17 +239,18 @@ func isHopByHop(name []byte) bool {
 	return false
 }
 
-// valueLists collects the values of one field that may be repeated (the
-// client's Sec-WebSocket-Protocol or -Extensions). The first four are kept
-// without allocating (the type holds no pointer to itself, so it stays on
-// the stack).
-type valueLists struct {
-	store [4][]byte
+// byteLists collects byte strings: the values of a field that may be
+// repeated (the client's Sec-WebSocket-Protocol or -Extensions), or, as a
+// set of names, what a message's Connection fields list. The first eight
+// are kept without allocating (the type holds no pointer to itself, so it
+// stays on the stack).
+type byteLists struct {
+	store [8][]byte
 	n     int
 	extra [][]byte
 }
 
-func (c *valueLists) add(v []byte) {
+func (c *byteLists) add(v []byte) {
 	if c.n < len(c.store) {
 		c.store[c.n] = v
 		c.n++
@@ -259,28 +260,21 @@ func (c *valueLists) add(v []byte) {
 }
 
 // len returns the number of values collected.
-func (c *valueLists) len() int { return c.n + len(c.extra) }
+func (c *byteLists) len() int { return c.n + len(c.extra) }
 
-func (c *valueLists) at(i int) []byte {
+func (c *byteLists) at(i int) []byte {
 	if i < c.n {
 		return c.store[i]
 	}
 	return c.extra[i-c.n]
 }
 
-// nameSet holds the names a message's Connection fields list (or any
-// other set of names), split once: checking each of the message's fields
-// against it then costs a comparison per listed name, where scanning every
-// Connection value again for each field would let a client make the check
-// quadratic in its header's size. The first eight stay on the stack.
-type nameSet struct {
-	store [8][]byte
-	n     int
-	extra [][]byte
-}
-
-// addList adds the non-empty elements of a comma-separated list.
-func (c *nameSet) addList(v []byte) {
+// addList adds the non-empty elements of a comma-separated list. The
+// Connection names are split once this way: checking each of a message's
+// fields against them then costs a comparison per listed name, where
+// scanning every Connection value again for each field would let a client
+// make the check quadratic in its header's size.
+func (c *byteLists) addList(v []byte) {
 	for len(v) > 0 {
 		var e []byte
 		e, v = nextElem(v)
@@ -290,24 +284,10 @@ func (c *nameSet) addList(v []byte) {
 	}
 }
 
-func (c *nameSet) add(name []byte) {
-	if c.n < len(c.store) {
-		c.store[c.n] = name
-		c.n++
-		return
-	}
-	c.extra = append(c.extra, name)
-}
-
-// has reports whether name is in the set, compared ASCII case-insensitively.
-func (c *nameSet) has(name []byte) bool {
-	for _, e := range c.store[:c.n] {
-		if len(e) == len(name) && bytes.EqualFold(e, name) {
-			return true
-		}
-	}
-	for _, e := range c.extra {
-		if len(e) == len(name) && bytes.EqualFold(e, name) {
+// has reports whether name was collected, compared ASCII case-insensitively.
+func (c *byteLists) has(name []byte) bool {
+	for i := 0; i < c.len(); i++ {
+		if e := c.at(i); len(e) == len(name) && bytes.EqualFold(e, name) {
 			return true
 		}
 	}

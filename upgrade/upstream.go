@@ -105,7 +105,7 @@ func AppendRequest(dst []byte, r *UpstreamRequest) []byte {
 	h := r.Header
 	raw := rawFields(h)
 
-	var conns nameSet
+	var conns byteLists
 	xff := false
 	s := fieldScanner{b: raw}
 	for name, value, ok := s.next(); ok; name, value, ok = s.next() {
@@ -170,7 +170,7 @@ func AppendRequest(dst []byte, r *UpstreamRequest) []byte {
 
 // forwardRequestField reports whether a client field goes to the backend;
 // trust is UpstreamRequest.TrustForwarded.
-func forwardRequestField(name []byte, conns *nameSet, trust bool) bool {
+func forwardRequestField(name []byte, conns *byteLists, trust bool) bool {
 	if !isToken(name) || isHopByHop(name) {
 		return false
 	}
@@ -375,7 +375,7 @@ func readError(err error) *HandshakeError {
 func readHTTPResponse(br *bufio.Reader, resp *fasthttp.Response) error {
 	rh := &resp.Header
 	e := &HTTPResponseError{StatusCode: rh.StatusCode()}
-	var conns nameSet
+	var conns byteLists
 	for _, v := range rh.PeekAll(fasthttp.HeaderConnection) {
 		conns.addList(v)
 	}
@@ -422,7 +422,7 @@ func checkSwitch(rh respHead, client *fasthttp.RequestHeader) error {
 
 	// What the client asked for, from its fields as sent.
 	var key []byte
-	var protocols, extensions valueLists
+	var protocols, extensions byteLists
 	s := fieldScanner{b: rawFields(client)}
 	for name, value, ok := s.next(); ok; name, value, ok = s.next() {
 		switch {
@@ -458,7 +458,7 @@ func checkSwitch(rh respHead, client *fasthttp.RequestHeader) error {
 		}
 	}
 
-	var seen nameSet // names accepted so far, to refuse repeats
+	var seen byteLists // names accepted so far, to refuse repeats
 	for _, v := range rh.PeekAll("Sec-WebSocket-Extensions") {
 		for len(v) > 0 {
 			var e []byte
@@ -523,7 +523,7 @@ func buildHandshake(rh respHead) Handshake {
 	}
 	hs.RSV = AllowedRSV(hs.Extensions)
 
-	var conns nameSet
+	var conns byteLists
 	for _, v := range rh.PeekAll(fasthttp.HeaderConnection) {
 		conns.addList(v)
 	}

@@ -168,9 +168,9 @@ type Tracker struct {
 
 	// Limited makes every new data message take one from Budget as its
 	// first frame is accepted (and every ping, whole), and Advance stop
-	// with EvLimit before a new message or ping when Budget is 0. The driver sets Budget from its token
-	// buckets before each Advance, so a rate limit costs a decrement per
-	// message, not a stop per message.
+	// with EvLimit before a new message or ping when Budget is 0. The
+	// driver sets Budget from its token buckets before each Advance, so a
+	// rate limit costs a decrement per message, not a stop per message.
 	Limited bool
 	Budget  uint64
 }

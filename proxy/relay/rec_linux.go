@@ -158,61 +158,49 @@ func (lg *evLeg) readRec() {
 			break
 		}
 		p += k
-		switch typ {
-		case tlsrec.TypeApplicationData:
-			if len(pt) > 0 {
-				r.useless = 0
-				w += copy(rl.in[w:], pt)
-				continue
-			}
-			if err := r.noData(); err != nil {
-				lg.forwardRec(w)
-				lg.recFail(err)
-				return
-			}
+		if typ == tlsrec.TypeApplicationData && len(pt) > 0 {
+			r.useless = 0
+			w += copy(rl.in[w:], pt)
 			continue
+		}
+		switch typ { // err is nil here
+		case tlsrec.TypeApplicationData: // empty
+			err = r.noData()
 		case tlsrec.TypeHandshake:
-			requested, err := tlsrec.ParseKeyUpdate(pt)
-			if err == nil {
+			var requested bool
+			if requested, err = tlsrec.ParseKeyUpdate(pt); err == nil {
 				err = r.rd.Update()
 				lp.dropAEAD(&r.rd)
 			}
 			if err == nil {
 				err = r.noData()
 			}
-			if err != nil {
-				lg.forwardRec(w)
-				lg.recFail(err)
-				return
-			}
 			// Answered at once when nothing waits for the client;
 			// otherwise before our next record, so a client that asks
 			// again and again while it reads nothing gets one answer
 			// (RFC 8446 §4.6.3) and nothing piles up for it.
-			if requested {
+			if err == nil && requested {
 				r.owed = true
 				if lg.out == nil {
 					lg.updateWriteKey()
 				}
 			}
-			continue
 		case tlsrec.TypeAlert:
-			if tlsrec.IsUserCanceled(pt) {
-				// A warning only; what follows it is read as usual.
-				if err := r.noData(); err != nil {
-					lg.forwardRec(w)
-					lg.recFail(err)
-					return
-				}
-				continue
+			if !tlsrec.IsUserCanceled(pt) {
+				lg.forwardRec(w)
+				lg.recAlert(pt)
+				return
 			}
+			// A warning only; what follows it is read as usual.
+			err = r.noData()
+		default:
+			err = &tlsrec.Error{Alert: tlsrec.AlertUnexpectedMessage, Msg: "unexpected record content type " + strconv.Itoa(int(typ))}
+		}
+		if err != nil {
 			lg.forwardRec(w)
-			lg.recAlert(pt)
+			lg.recFail(err)
 			return
 		}
-		lg.forwardRec(w)
-		lg.recFail(&tlsrec.Error{Alert: tlsrec.AlertUnexpectedMessage, Msg: "unexpected record content type " + strconv.Itoa(int(typ))})
-		return
 	}
 	lg.forwardRec(w)
 }
