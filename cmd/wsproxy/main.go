@@ -250,10 +250,26 @@ func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile stri
 	// down is what ends that wait. A SIGHUP during a reload queues one
 	// more (it reads the file then); further ones add nothing.
 	hups := make(chan struct{}, 1)
-	defer close(hups)
+	reloaderDone := make(chan struct{})
 	go func() {
+		defer close(reloaderDone)
 		for range hups {
 			doReload()
+		}
+	}()
+	// On the way out, a queued SIGHUP is dropped and a reload in flight
+	// (shutting down has cancelled its wait) gets a moment to log how it
+	// ended, so the operator's log does not stop in the middle of it.
+	defer func() {
+		select {
+		case <-hups:
+		default:
+		}
+		close(hups)
+		select {
+		case <-reloaderDone:
+		case <-time.After(2 * time.Second):
+			log.Warn("exiting with a reload still in flight")
 		}
 	}()
 	sigs := make(chan os.Signal, 2)
