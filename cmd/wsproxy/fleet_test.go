@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"regexp"
 	"strconv"
@@ -114,78 +115,32 @@ func handshake(addr, name string, roots *x509.CertPool) ([]*x509.Certificate, er
 // ARI), and all three serve the renewed certificate.
 func TestFleetACME(t *testing.T) {
 	t.Parallel()
-	agent := consultest.Start(t)
-	echo, err := echoserver.Listen("127.0.0.1:0", echoserver.Options{ID: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	type ports struct{ http, https int }
-	var ps [fleetSize]ports
-	free, release := holdPorts(t, 2*fleetSize)
-	for i := range ps {
-		ps[i] = ports{free[2*i], free[2*i+1]}
-	}
-	// Pebble validates challenges on proxy 0's ports: when another proxy
-	// orders, proxy 0 answers from the challenge data in Consul.
 	const validity = 45 * time.Second
-	pebble := pebbletest.StartWith(t, pebbletest.Options{HTTPPort: ps[0].http, TLSPort: ps[0].https, Validity: validity})
-	release()
-
-	const tmpl = `{
-	consul {
-		address {agent}
-	}
-	storage consul fleet-acme
-	acme_ca {dir}
-	acme_ca_root {minica}
-	email ops@wsproxy.test
-	http_port {http}
-	https_port {https}
-	renew_interval 1s
-}
-fleet.wsproxy.test {
-	route /ws {
-		to {echo}
-	}
-}
-`
-	var procs [fleetSize]*proc
-	started := time.Now()
-	for i := range procs {
-		conf := writeFile(t, fmt.Sprintf("fleet-%d.Caddyfile", i), subst(tmpl, map[string]string{
-			"agent": agent.Addr(), "dir": pebble.Directory, "minica": pebble.MiniCA, "echo": echo.Addr(),
-			"http": strconv.Itoa(ps[i].http), "https": strconv.Itoa(ps[i].https),
-		}))
-		procs[i] = startProc(t, "run", "-config", conf)
-	}
-	for _, p := range procs {
-		p.waitLogFor(t, `msg="certificates ready"`, 2*time.Minute)
-	}
-	t.Logf("3 proxies have their certificate %v after they started", time.Since(started).Round(time.Millisecond))
-	// One order for the three; a renewal may follow at once (Pebble's ARI
-	// window for a 45s certificate is its whole life, and certmagic renews
-	// at a random time in it), as one order replacing the first.
-	checkOrders(t, pebble)
-	serve := func() []string {
-		serials := make([]string, fleetSize)
-		for i := range ps {
-			chain, err := handshake("127.0.0.1:"+strconv.Itoa(ps[i].https), "fleet.wsproxy.test", pebble.Roots)
-			if err != nil {
-				serials[i] = "error: " + err.Error()
-				continue
-			}
-			serials[i] = chain[0].SerialNumber.Text(16)
+	var (
+		f     *acmeFleet
+		first []string
+	)
+	for try := 1; ; try++ {
+		f = startACMEFleet(t, validity)
+		if !waitFor(10*time.Second, func() bool {
+			first = f.serials()
+			return first[0] == first[1] && first[1] == first[2] && !strings.HasPrefix(first[0], "error")
+		}) {
+			t.Fatalf("the proxies serve %q, want one certificate", first)
 		}
-		return serials
+		// Pebble (2.10) indexes a certificate by its serial's minimal bytes,
+		// while an ARI certificate ID carries the DER integer, which has a
+		// leading zero byte when the top bit is set. Such a certificate
+		// (about 1 in 256 of Pebble's serials) cannot be replaced by ARI
+		// there: every renewal order gets a 500 until certmagic's third
+		// attempt, minutes later, leaves ARI out. Start over with another.
+		if serial, _ := new(big.Int).SetString(first[0], 16); serial == nil || serial.Bytes()[0] < 0x80 || try == 3 {
+			break
+		}
+		t.Logf("Pebble cannot match an ARI replacement of serial %s; starting the fleet again", first[0])
+		f.stop()
 	}
-	var first []string
-	if !waitFor(10*time.Second, func() bool {
-		first = serve()
-		return first[0] == first[1] && first[1] == first[2] && !strings.HasPrefix(first[0], "error")
-	}) {
-		t.Fatalf("the proxies serve %q, want one certificate", first)
-	}
+	pebble, procs := f.pebble, f.procs
 
 	// Renewal.
 	issued := pebble.Issued()
@@ -195,7 +150,7 @@ fleet.wsproxy.test {
 	renewedAt := time.Now()
 	var now []string
 	if !waitFor(20*time.Second, func() bool {
-		now = serve()
+		now = f.serials()
 		return now[0] != first[0] && now[0] == now[1] && now[1] == now[2]
 	}) {
 		t.Fatalf("20s after the renewal the proxies serve %q (before it: %s)", now, first[0])
@@ -237,6 +192,94 @@ func checkOrders(t *testing.T, pebble *pebbletest.Server) {
 	t.Logf("Pebble: %d orders, %d of them renewals (ARI replacements), %d certificates issued", orders, replacements, issued)
 	if orders-replacements != 1 || issued != orders {
 		t.Fatalf("%d orders (%d renewals) and %d certificates: want one first order for the fleet, each renewal one order\n%s", orders, replacements, issued, log)
+	}
+}
+
+// acmeFleet is TestFleetACME's fleet: a Consul agent, Pebble, and three
+// proxies for one site with their certificates ready.
+type acmeFleet struct {
+	pebble *pebbletest.Server
+	procs  [fleetSize]*proc
+	https  [fleetSize]int
+}
+
+func startACMEFleet(t *testing.T, validity time.Duration) *acmeFleet {
+	t.Helper()
+	agent := consultest.Start(t)
+	echo, err := echoserver.Listen("127.0.0.1:0", echoserver.Options{ID: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echo.Close() })
+	type ports struct{ http, https int }
+	var ps [fleetSize]ports
+	free, release := holdPorts(t, 2*fleetSize)
+	for i := range ps {
+		ps[i] = ports{free[2*i], free[2*i+1]}
+	}
+	// Pebble validates challenges on proxy 0's ports: when another proxy
+	// orders, proxy 0 answers from the challenge data in Consul.
+	pebble := pebbletest.StartWith(t, pebbletest.Options{HTTPPort: ps[0].http, TLSPort: ps[0].https, Validity: validity})
+	release()
+
+	const tmpl = `{
+	consul {
+		address {agent}
+	}
+	storage consul fleet-acme
+	acme_ca {dir}
+	acme_ca_root {minica}
+	email ops@wsproxy.test
+	http_port {http}
+	https_port {https}
+	renew_interval 1s
+}
+fleet.wsproxy.test {
+	route /ws {
+		to {echo}
+	}
+}
+`
+	f := &acmeFleet{pebble: pebble}
+	started := time.Now()
+	for i := range f.procs {
+		conf := writeFile(t, fmt.Sprintf("fleet-%d.Caddyfile", i), subst(tmpl, map[string]string{
+			"agent": agent.Addr(), "dir": pebble.Directory, "minica": pebble.MiniCA, "echo": echo.Addr(),
+			"http": strconv.Itoa(ps[i].http), "https": strconv.Itoa(ps[i].https),
+		}))
+		f.procs[i] = startProc(t, "run", "-config", conf)
+		f.https[i] = ps[i].https
+	}
+	for _, p := range f.procs {
+		p.waitLogFor(t, `msg="certificates ready"`, 2*time.Minute)
+	}
+	t.Logf("3 proxies have their certificate %v after they started", time.Since(started).Round(time.Millisecond))
+	// One order for the three; a renewal may follow at once (Pebble's ARI
+	// window for a 45s certificate is its whole life, and certmagic renews
+	// at a random time in it), as one order replacing the first.
+	checkOrders(t, pebble)
+	return f
+}
+
+// serials returns the serial of the certificate each proxy serves, or the
+// error its handshake got.
+func (f *acmeFleet) serials() []string {
+	serials := make([]string, fleetSize)
+	for i, port := range f.https {
+		chain, err := handshake("127.0.0.1:"+strconv.Itoa(port), "fleet.wsproxy.test", f.pebble.Roots)
+		if err != nil {
+			serials[i] = "error: " + err.Error()
+			continue
+		}
+		serials[i] = chain[0].SerialNumber.Text(16)
+	}
+	return serials
+}
+
+// stop kills the proxies; the rest stops with the test.
+func (f *acmeFleet) stop() {
+	for _, p := range f.procs {
+		p.cmd.Process.Kill()
 	}
 }
 

@@ -149,6 +149,13 @@ func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
+		if t.Failed() {
+			logs := p.log()
+			if len(logs) > 16<<10 {
+				logs = "...\n" + logs[len(logs)-16<<10:]
+			}
+			t.Logf("%s (pid %d) logged:\n%s", p.cmd.Path, p.cmd.Process.Pid, logs)
+		}
 	})
 	return p
 }
