@@ -27,6 +27,7 @@ import (
 	"github.com/wsproxy/wsproxy/admin"
 	"github.com/wsproxy/wsproxy/config"
 	"github.com/wsproxy/wsproxy/internal/logsink"
+	"github.com/wsproxy/wsproxy/internal/threads"
 	"github.com/wsproxy/wsproxy/proxy"
 )
 
@@ -222,6 +223,15 @@ func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile stri
 		}
 		defer os.Remove(pidFile)
 	}
+	// A burst of handshakes leaves threads the runtime never ends, each
+	// holding its stacks; end them once it is over (internal/threads).
+	// Here and not in proxy.New: a process that starts children with a
+	// parent-death signal (tests do) must not lose the thread that did.
+	trim, stopTrim := context.WithCancel(context.Background())
+	defer stopTrim()
+	go threads.Trim(trim, 2*runtime.GOMAXPROCS(0)+4, time.Second, func(n int) {
+		log.Debug("ended idle threads", "threads", n)
+	})
 	// SIGHUP and the admin API's POST /reload go through here, one at a time.
 	var reloads sync.Mutex
 	doReload := func() (proxy.ReloadReport, error) {
