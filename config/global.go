@@ -68,7 +68,7 @@ var globalDirectives = map[string]option[*Global]{
 		}
 		if len(d.args) == 2 {
 			v, err := strconv.ParseFloat(d.args[1].Text, 64)
-			if err != nil || v < 0 || v > 1 {
+			if err != nil || !(v >= 0 && v <= 1) { // NaN too
 				p.errorf(d.pos(), "access_log sample %q: want a share from 0 to 1, e.g. 0.1", d.args[1].Text)
 			} else {
 				g.AccessLogSample = v

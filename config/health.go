@@ -89,8 +89,10 @@ func passiveCount(p *parser, r *Route, _ *routeState, d directive) {
 		return
 	}
 	n, err := strconv.Atoi(d.args[0].Text)
-	if err != nil || n < 0 || n > 100 {
-		p.errorf(d.pos(), "max_ejected_percent %q: want 0 to 100", d.args[0].Text)
+	if err != nil || n < 1 || n > 100 {
+		// 0 would mean never eject: that is max_fails 0, and health
+		// (whose zero value means its default) could not tell it apart.
+		p.errorf(d.pos(), "max_ejected_percent %q: want 1 to 100 (to never eject, turn passive health off with max_fails 0)", d.args[0].Text)
 		return
 	}
 	r.Passive.MaxEjectedPercent = n

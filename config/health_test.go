@@ -57,7 +57,8 @@ func TestHealthErrors(t *testing.T) {
 		{"relative path", route("  health_uri healthz\n"), []wantErr{{4, "does not start with '/'"}}},
 		{"status", route("  health_uri /h\n  health_status ok\n"), []wantErr{{5, "HTTP status code"}}},
 		{"passes", route("  health_uri /h\n  health_passes 0\n"), []wantErr{{5, "at least 1"}}},
-		{"percent", route("  max_ejected_percent 150\n"), []wantErr{{4, "0 to 100"}}},
+		{"percent", route("  max_ejected_percent 150\n"), []wantErr{{4, "1 to 100"}}},
+		{"percent 0", route("  max_ejected_percent 0\n"), []wantErr{{4, "max_fails 0"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

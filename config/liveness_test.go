@@ -77,6 +77,9 @@ func TestLivenessAndLimitErrors(t *testing.T) {
 		{"idle", route("idle_timeout 0s"), []wantErr{{4, "idle_timeout"}}},
 		{"rate", "{\n handshake_rate_per_ip fast\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "handshakes per second"}}},
 		{"burst", "{\n handshake_rate_per_ip 5 0\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "at least 1"}}},
+		{"rate NaN", "{\n handshake_rate_per_ip NaN\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "handshakes per second"}}},
+		{"rate Inf", "{\n handshake_rate_per_ip +Inf\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "handshakes per second"}}},
+		{"access log sample NaN", "{\n access_log stdout NaN\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "share from 0 to 1"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

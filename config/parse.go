@@ -713,7 +713,7 @@ func (p *parser) tcpKeepalive(r *Route, d directive) {
 // handshakeRate parses `handshake_rate_per_ip PER_SECOND [BURST]`.
 func (p *parser) handshakeRate(g *Global, d directive) {
 	rate, err := strconv.ParseFloat(d.args[0].Text, 64)
-	if err != nil || rate < 0 {
+	if err != nil || !(rate >= 0) || math.IsInf(rate, 1) { // NaN too
 		p.errorf(d.pos(), "handshake_rate_per_ip %q: want handshakes per second, e.g. 10 or 0.5; 0 for no limit", d.args[0].Text)
 		return
 	}
