@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os/signal"
 	"strings"
 
 	"github.com/wsproxy/wsproxy/config"
@@ -31,6 +32,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
+	sigs := holdHUP()
+	defer signal.Stop(sigs)
 	var backends []*echoserver.Server
 	defer func() {
 		for _, b := range backends {
@@ -65,5 +68,5 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	log.Info("demo: open http://" + *listen + "/ in a browser, or connect a WebSocket client to ws://" + *listen + "/ws?room=demo")
-	return serve(srv, cfg, log, cf.pidFile, nil)
+	return serve(srv, cfg, log, cf.pidFile, nil, sigs)
 }

@@ -147,6 +147,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
+	sigs := holdHUP()
+	defer signal.Stop(sigs)
 	cfg, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -169,7 +171,18 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 		return rep, err
 	}
-	return serve(srv, cfg, log, cf.pidFile, reload)
+	return serve(srv, cfg, log, cf.pidFile, reload, sigs)
+}
+
+// holdHUP catches SIGHUP from now on, on the channel serve then reads all
+// its signals from. Starting can take minutes (certificates, a Consul
+// agent that does not answer), and a SIGHUP's default action ends the
+// process: one sent by a config tool or `systemctl reload` meanwhile is
+// kept instead, and reloads once the proxy is up.
+func holdHUP() chan os.Signal {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGHUP)
+	return sigs
 }
 
 // newServer builds the logger and the proxy for cfg; on failure it says why
@@ -211,7 +224,8 @@ func newServer(cfg *config.Config, cf commonFlags, stderr io.Writer, level *slog
 }
 
 // serve starts srv and handles signals until it has shut down.
-func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile string, reload func() (proxy.ReloadReport, error)) int {
+func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile string, reload func() (proxy.ReloadReport, error), sigs chan os.Signal) int {
+	log.Debug("starting")
 	if err := srv.Start(); err != nil {
 		log.Error("start failed", "err", err)
 		return 1
@@ -282,9 +296,9 @@ func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile stri
 			log.Warn("exiting with a reload still in flight")
 		}
 	}()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	// SIGINT and SIGTERM keep their default action until now: during
+	// start-up they end the process at once.
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			select {

@@ -343,6 +343,47 @@ func TestRouteCommand(t *testing.T) {
 	}
 }
 
+// TestSIGHUPDuringStartup: a SIGHUP while the proxy starts (here, waiting
+// for a Consul agent that accepts and never answers) does not end it; it
+// reloads once the proxy is up.
+func TestSIGHUPDuringStartup(t *testing.T) {
+	t.Parallel()
+	agent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := agent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	conf := fmt.Sprintf("{\n\tlog_level debug\n\tgrace_period 1s\n\tconsul {\n\t\taddress %s\n\t}\n}\n127.0.0.1:%d {\n\troute /ws {\n\t\tconsul chat\n\t}\n}\n",
+		agent.Addr(), freePort(t))
+	p := startProc(t, "run", "-config", writeFile(t, "Caddyfile", conf))
+	p.waitLog(t, `msg=starting`)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, `msg=listening`)
+	p.waitLog(t, `reload`)
+	if p.exited() {
+		t.Fatalf("exited after a SIGHUP during start-up:\n%s", p.log())
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
 // TestSIGTERMDuringSlowReload: a reload waiting for a certificate from a CA
 // that never answers does not hold SIGTERM up; shutting down ends the
 // wait, the reload fails, and the process exits within its grace period.
