@@ -54,6 +54,10 @@ type gleg struct {
 	// Liveness: bytes read from the peer.
 	seen atomic.Uint64
 	live liveness
+	// The proxy's last ping here: its token (for the reader that meets
+	// the pong) and when it went out (0: not yet).
+	pingToken  atomic.Uint64
+	pingSentAt atomic.Int64
 }
 
 // gdir forwards the frames read from src to dst.
@@ -316,7 +320,7 @@ func (d *gdir) forward(b []byte) {
 func (d *gdir) control(run []byte) {
 	h := &d.t.Control
 	frame := run[len(run)-h.Len-int(h.Length):]
-	if h.Opcode == OpPong && isOwnPong(frame, h) {
+	if h.Opcode == OpPong && isOwnPong(frame, h, d.src.pingToken.Load()) {
 		d.send(run[:len(run)-len(frame)], false) // the pong answers the proxy: drop it
 		return
 	}

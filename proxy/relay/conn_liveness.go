@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"time"
@@ -9,12 +10,28 @@ import (
 	"github.com/wsproxy/wsproxy/keepalive"
 )
 
-// pingPayload marks the proxy's own pings, so that the pongs answering them
-// are swallowed while the endpoints' own pings and pongs pass.
-var pingPayload = []byte("wsproxy")
+// The proxy's own pings carry pingPrefix and a token drawn for each ping,
+// so that the pong answering one is swallowed while every other ping and
+// pong passes: the endpoints' own, and those of another wsproxy in front
+// of or behind this one (whose payloads start the same way).
+const (
+	pingPrefix = "wsproxy"
+	pingLen    = len(pingPrefix) + 8
+)
 
-// pingFrameMax is a ping frame with pingPayload, masked.
-const pingFrameMax = 2 + 4 + 7
+// pingFrameMax is the proxy's ping frame, masked.
+const pingFrameMax = 2 + 4 + pingLen
+
+// pingPayload is the payload of the ping with token.
+func pingPayload(token uint64) [pingLen]byte {
+	var p [pingLen]byte
+	copy(p[:], pingPrefix)
+	binary.BigEndian.PutUint64(p[len(pingPrefix):], token)
+	return p
+}
+
+// newPingToken draws a ping's token; never 0, which means no ping.
+func newPingToken() uint64 { return rand.Uint64() | 1 }
 
 // liveness is one goroutine-driven leg's ping state. It belongs to the
 // session's timer, whose Fire calls never overlap.
@@ -23,7 +40,7 @@ type liveness struct {
 	lastSeen   uint64 // bytes read from the peer at the last check
 	lastActive int64  // when they last changed (unix ns)
 	seenAtPing uint64
-	pingSentAt int64 // unix ns; 0 when no ping is unanswered
+	pingDueAt  int64 // unix ns; 0 when no ping is unanswered
 }
 
 // startTimers arms the session's timer if it has any deadline to keep.
@@ -80,22 +97,32 @@ func (s *goSession) Fire(t time.Time) {
 		}
 		timeout := int64(lv.ping.timeout())
 		seen := l.seen.Load()
-		if lv.pingSentAt != 0 {
+		if lv.pingDueAt != 0 {
 			if seen == lv.seenAtPing {
-				if now >= lv.pingSentAt+timeout {
+				// The deadline runs from when the ping went out: one held
+				// back while the leg is inside a frame (a large message
+				// still being relayed) proves nothing either way yet.
+				sent := l.pingSentAt.Load()
+				if sent == 0 {
+					go l.sendPing(s)
+					next = min(next, now+timeout)
+					continue
+				}
+				if now >= sent+timeout {
 					s.peerDead(l)
 					return
 				}
-				next = min(next, lv.pingSentAt+timeout)
+				next = min(next, sent+timeout)
 				continue
 			}
-			lv.pingSentAt = 0 // the peer spoke: alive
+			lv.pingDueAt = 0 // the peer spoke: alive
 		}
 		if seen != lv.lastSeen {
 			lv.lastSeen, lv.lastActive = seen, now
 		}
 		if now-lv.lastActive >= int64(lv.ping.Interval) {
-			lv.seenAtPing, lv.pingSentAt = seen, now
+			lv.seenAtPing, lv.pingDueAt = seen, now
+			l.pingSentAt.Store(0)
 			go l.sendPing(s)
 			lv.lastActive = now
 			next = min(next, now+timeout)
@@ -138,40 +165,46 @@ func (s *goSession) peerDead(l *gleg) {
 	l.conn.Close()
 }
 
-// sendPing writes the proxy's ping if the leg is between frames; a leg in
-// the middle of a frame is busy, which proves nothing about the peer, and
-// the pong deadline still applies.
+// sendPing writes the proxy's ping if the leg is between frames and no
+// ping of ours is out; a leg in the middle of a frame is busy, and Fire
+// tries again later.
 func (l *gleg) sendPing(s *goSession) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closeSent || l.dead.Load() || l.midFrame || l.pending != nil {
+	if l.closeSent || l.dead.Load() || l.midFrame || l.pending != nil || l.pingSentAt.Load() != 0 {
 		return
 	}
+	token := newPingToken()
+	l.pingToken.Store(token)
+	l.pingSentAt.Store(time.Now().UnixNano())
 	var buf [pingFrameMax]byte
-	s.writeConn(l, appendPing(buf[:0], l.masked))
+	s.writeConn(l, appendPing(buf[:0], l.masked, token))
 }
 
-// appendPing appends the proxy's ping frame, masked with a fresh key when
-// it goes to a backend.
-func appendPing(dst []byte, masked bool) []byte {
+// appendPing appends the proxy's ping frame with token, masked with a
+// fresh key when it goes to a backend.
+func appendPing(dst []byte, masked bool, token uint64) []byte {
 	var mask [4]byte
 	if masked {
 		v := rand.Uint32()
 		mask = [4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}
 	}
-	return AppendFrame(dst, OpPing, pingPayload, mask, masked)
+	p := pingPayload(token)
+	return AppendFrame(dst, OpPing, p[:], mask, masked)
 }
 
-// isOwnPong reports whether a whole pong frame answers the proxy's ping.
-func isOwnPong(frame []byte, h *Header) bool {
-	if h.Length != uint64(len(pingPayload)) {
+// isOwnPong reports whether a whole pong frame answers the proxy's ping
+// with token (0: none sent).
+func isOwnPong(frame []byte, h *Header, token uint64) bool {
+	if token == 0 || h.Length != uint64(pingLen) {
 		return false
 	}
+	want := pingPayload(token)
 	p := frame[h.Len:]
 	if !h.Masked {
-		return bytes.Equal(p[:len(pingPayload)], pingPayload)
+		return bytes.Equal(p[:pingLen], want[:])
 	}
-	for i, c := range pingPayload {
+	for i, c := range want {
 		if p[i]^h.Mask[i&3] != c {
 			return false
 		}

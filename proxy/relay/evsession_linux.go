@@ -85,7 +85,8 @@ type evLeg struct {
 	closeWhy  string
 
 	ping       Ping
-	pingSentAt int64  // 0 when no ping is unanswered
+	pingSentAt int64  // when the proxy's ping went out; 0 when none is unanswered
+	pingToken  uint64 // the last one's (conn_liveness.go)
 	preBytes   []byte // read before the relay started, forwarded first
 
 	// A TLS leg: crypto/tls reads and writes through sock (see Socket),
@@ -351,7 +352,7 @@ func (lg *evLeg) control(run []byte) {
 	h := &lg.t.Control
 	frame := run[len(run)-h.Len-int(h.Length):]
 	e := lg.s
-	if h.Opcode == OpPong && isOwnPong(frame, h) {
+	if h.Opcode == OpPong && isOwnPong(frame, h, lg.pingToken) {
 		lg.send(run[:len(run)-len(frame)], false) // it answers the proxy: drop it
 		if sent := lg.pingSentAt; sent != 0 {
 			lg.pingSentAt = 0
@@ -551,7 +552,9 @@ func (lg *evLeg) emitOwn() {
 		lg.closeSent = true
 	case lg.wantPing:
 		lg.wantPing = false
-		lg.write(AppendFrame(lp.scratch[:0], OpPing, pingPayload, mask, lg.masked))
+		lg.pingToken, lg.pingSentAt = newPingToken(), lp.now
+		p := pingPayload(lg.pingToken)
+		lg.write(AppendFrame(lp.scratch[:0], OpPing, p[:], mask, lg.masked))
 	}
 }
 
@@ -771,6 +774,14 @@ func (e *evSession) liveness(now int64) int64 {
 			continue
 		}
 		timeout := int64(lg.ping.timeout())
+		if lg.peer.out != nil && !lg.peer.dead || lg.paused() {
+			// The proxy is not reading this peer (its other side is
+			// slow, or a rate limit holds it back): an answer may be
+			// waiting unread. The stalled side has write_timeout.
+			lg.pingSentAt = 0
+			next = min(next, now+iv)
+			continue
+		}
 		if sent := lg.pingSentAt; sent != 0 {
 			if lg.lastRead < sent {
 				if now >= sent+timeout {
@@ -784,7 +795,9 @@ func (e *evSession) liveness(now int64) int64 {
 			lg.pingSentAt = 0 // the peer spoke: alive
 		}
 		if now-lg.lastRead >= iv {
-			lg.pingSentAt = now
+			// The deadline runs from when the ping goes out (emitOwn):
+			// while the leg is inside a frame (a large message still
+			// being relayed) it waits for the frame's end.
 			if !lg.closeSent && !lg.dead && !lg.wantClose {
 				lg.wantPing = true
 				if lg.peer.t.AtBoundary() {

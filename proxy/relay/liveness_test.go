@@ -2,6 +2,8 @@ package relay
 
 import (
 	"bytes"
+	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,18 +16,25 @@ func testWheel(t *testing.T) *keepalive.Wheel {
 	return w
 }
 
-// expectPing reads the proxy's ping and returns its frame.
-func expectPing(t *testing.T, h *harness, fromBackendSide bool) Header {
+// expectPing reads the proxy's ping and returns its payload, which the
+// pong answering it carries.
+func expectPing(t *testing.T, h *harness, fromBackendSide bool) []byte {
 	t.Helper()
 	c := h.client
 	if fromBackendSide {
 		c = h.backend
 	}
 	hd, f := readFrame(t, c)
-	if hd.Opcode != OpPing || !isOwnPong(f, &hd) || hd.Masked != fromBackendSide {
-		t.Fatalf("got opcode %d masked %v payload %q, want the proxy's ping", hd.Opcode, hd.Masked, f[hd.Len:])
+	p := append([]byte(nil), f[hd.Len:]...)
+	if hd.Masked {
+		for i := range p {
+			p[i] ^= hd.Mask[i&3]
+		}
 	}
-	return hd
+	if hd.Opcode != OpPing || len(p) != pingLen || string(p[:len(pingPrefix)]) != pingPrefix || hd.Masked != fromBackendSide {
+		t.Fatalf("got opcode %d masked %v payload %q, want the proxy's ping", hd.Opcode, hd.Masked, p)
+	}
+	return p
 }
 
 func TestLivenessSilentClientIsClosed(t *testing.T) {
@@ -54,10 +63,10 @@ func TestLivenessPongsAreSwallowedAndKeepAlive(t *testing.T) {
 		ping := Ping{Interval: 50 * time.Millisecond, Timeout: 5 * time.Second}
 		h := startHarness(t, Config{Wheel: testWheel(t), ClientPing: ping, BackendPing: ping}, nil, nil)
 		for i := 0; i < 4; i++ {
-			expectPing(t, h, false)
-			h.client.Write(frame(true, 0, OpPong, pingPayload, true, testMask))
-			expectPing(t, h, true)
-			h.backend.Write(frame(true, 0, OpPong, pingPayload, false, testMask))
+			p := expectPing(t, h, false)
+			h.client.Write(frame(true, 0, OpPong, p, true, testMask))
+			p = expectPing(t, h, true)
+			h.backend.Write(frame(true, 0, OpPong, p, false, testMask))
 		}
 		// Neither side ever saw the other's pongs; an endpoint's own pong
 		// passes through.
@@ -66,7 +75,11 @@ func TestLivenessPongsAreSwallowedAndKeepAlive(t *testing.T) {
 		for {
 			hd, f := readFrame(t, h.backend)
 			if hd.Opcode == OpPing {
-				h.backend.Write(frame(true, 0, OpPong, pingPayload, false, testMask))
+				p := f[hd.Len:] // unmasked: the proxy's ping to a backend is masked
+				for i := range p {
+					p[i] ^= hd.Mask[i&3]
+				}
+				h.backend.Write(frame(true, 0, OpPong, p, false, testMask))
 				continue
 			}
 			if !bytes.Equal(f, own) {
@@ -147,6 +160,108 @@ func TestLivenessIdleTimeoutAndLifetime(t *testing.T) {
 		h.backend.Close()
 		if s := h.wait(t); s.Reason != "connection lifetime reached" {
 			t.Fatalf("reason %q", s.Reason)
+		}
+	})
+}
+
+// A silent client receiving one large message is pinged after the
+// message ends, and the pong deadline runs from then: a ping held back
+// by a frame still being relayed is not a missed pong.
+func TestLivenessPingWaitsForFrameEnd(t *testing.T) {
+	forModes(t, func(t *testing.T) {
+		ping := Ping{Interval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond}
+		h := startHarness(t, Config{Wheel: testWheel(t), ClientPing: ping}, nil, nil)
+		big := frame(true, 0, OpBinary, make([]byte, 64<<10), false, testMask)
+		go func() {
+			// 64 KiB over about a second: longer than interval+timeout.
+			for b := big; len(b) > 0; {
+				n := min(len(b), 1<<10)
+				if _, err := h.backend.Write(b[:n]); err != nil {
+					return
+				}
+				b = b[n:]
+				time.Sleep(15 * time.Millisecond)
+			}
+		}()
+		readFull(t, h.client, len(big))
+		p := expectPing(t, h, false)
+		h.client.Write(frame(true, 0, OpPong, p, true, testMask))
+		msg := frame(true, 0, OpText, []byte("still here"), true, testMask)
+		h.client.Write(msg)
+		if got := readFull(t, h.backend, len(msg)); !bytes.Equal(got, msg) {
+			t.Fatalf("backend got %q", got)
+		}
+		h.client.Close()
+		h.backend.Close()
+		if s := h.wait(t); s.Reason == "client ping timeout" {
+			t.Fatal("the client was dropped as dead while a frame to it was relayed")
+		}
+	})
+}
+
+// Pings and pongs with a payload like the proxy's (another wsproxy's, in
+// front of or behind this one) pass through: only the pong answering this
+// proxy's own ping is swallowed.
+func TestLivenessForeignProxyPongsPass(t *testing.T) {
+	forModes(t, func(t *testing.T) {
+		ping := Ping{Interval: time.Hour, Timeout: time.Hour}
+		h := startHarness(t, Config{Wheel: testWheel(t), ClientPing: ping, BackendPing: ping}, nil, nil)
+		for _, p := range [][]byte{[]byte(pingPrefix), append([]byte(pingPrefix), 1, 2, 3, 4, 5, 6, 7, 9)} {
+			in := frame(true, 0, OpPing, p, false, testMask)
+			h.backend.Write(in)
+			if got := readFull(t, h.client, len(in)); !bytes.Equal(got, in) {
+				t.Fatalf("client got %q, want the backend's ping", got)
+			}
+			pong := frame(true, 0, OpPong, p, true, testMask)
+			h.client.Write(pong)
+			if got := readFull(t, h.backend, len(pong)); !bytes.Equal(got, pong) {
+				t.Fatalf("backend got %q, want the client's pong", got)
+			}
+		}
+		h.client.Close()
+		h.backend.Close()
+		h.wait(t)
+	})
+}
+
+// While the proxy does not read the client (its backend has stopped
+// reading, and write_timeout is off), the client's pongs wait unread: it is
+// not dropped as dead.
+func TestLivenessUnreadPeerIsNotJudged(t *testing.T) {
+	t.Parallel()
+	t.Run("loop", func(t *testing.T) {
+		ping := Ping{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}
+		h := startHarness(t, Config{Wheel: testWheel(t), ClientPing: ping}, nil, nil)
+		msg := frame(true, 0, OpBinary, make([]byte, 64<<10), true, testMask)
+		stop := time.Now().Add(time.Second)
+		var pings atomic.Int64
+		go func() {
+			// Answer every ping; the client's writes block once the
+			// backend's buffers and the proxy's are full.
+			for {
+				var hd [2]byte
+				if _, err := io.ReadFull(h.client, hd[:]); err != nil || hd[0]&0x0f != OpPing || hd[1] > 125 {
+					return
+				}
+				p := make([]byte, hd[1])
+				if _, err := io.ReadFull(h.client, p); err != nil {
+					return
+				}
+				pings.Add(1)
+				h.client.Write(frame(true, 0, OpPong, p, true, testMask))
+			}
+		}()
+		for time.Now().Before(stop) {
+			h.client.SetWriteDeadline(stop)
+			if _, err := h.client.Write(msg); err != nil {
+				break
+			}
+		}
+		time.Sleep(500 * time.Millisecond) // five ping intervals, not reading the client
+		h.client.Close()
+		h.backend.Close()
+		if s := h.wait(t); s.Reason == "client ping timeout" {
+			t.Fatalf("the client was dropped while the proxy did not read it (%d pings answered)", pings.Load())
 		}
 	})
 }
