@@ -336,27 +336,34 @@ func shutdownServers(ls []*listener) {
 	}
 }
 
-// bindAddr chooses the interface for a port: loopback when every site on
-// it names a loopback host, all interfaces otherwise. A loopback host is a
-// loopback IP, localhost or a name under .localhost, which resolvers and
-// browsers answer with loopback (RFC 6761), so no one elsewhere can reach
-// it by name. TLS sites count on the HTTP port too (ACME challenges,
-// redirects).
+// bindAddr chooses the interface for a port: the loopback address when
+// every site on it names the same one, all interfaces otherwise. A name
+// that is localhost or under .localhost counts as 127.0.0.1: resolvers and
+// browsers answer it with loopback (RFC 6761), so no one elsewhere can
+// reach it by name. Sites on two loopback addresses (127.0.0.1 and ::1,
+// say) would need two sockets, and a port has one: all interfaces then.
+// TLS sites count on the HTTP port too (ACME challenges, redirects).
 func bindAddr(cfg *config.Config, port int) string {
-	loop := true
+	host := ""
 	for _, st := range cfg.Sites {
 		for _, a := range st.Addresses {
 			if a.Port != port && !(a.Scheme == "https" && port == cfg.Global.TLS.HTTPPort) {
 				continue
 			}
-			ip, err := netip.ParseAddr(a.Host)
-			if !(a.Host == "localhost" || strings.HasSuffix(a.Host, ".localhost") || err == nil && ip.IsLoopback()) {
-				loop = false
+			h := ""
+			if a.Host == "localhost" || strings.HasSuffix(a.Host, ".localhost") {
+				h = "127.0.0.1"
+			} else if ip, err := netip.ParseAddr(a.Host); err == nil && ip.IsLoopback() {
+				h = ip.Unmap().String()
 			}
+			if h == "" || host != "" && h != host {
+				return ":" + strconv.Itoa(port)
+			}
+			host = h
 		}
 	}
-	if loop {
-		return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if host == "" {
+		host = "127.0.0.1" // no site names the port
 	}
-	return ":" + strconv.Itoa(port)
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }

@@ -56,6 +56,10 @@ func TestBindAddrLoopbackNames(t *testing.T) {
 		"example.com:8443":                      ":8443",
 		"chat.localhost:8443, example.com:8443": ":8443",
 		"notlocalhost:8443":                     ":8443",
+		"[::1]:8443":                            "[::1]:8443",
+		"127.0.0.2:8443":                        "127.0.0.2:8443",
+		"127.0.0.1:8443, [::1]:8443":            ":8443",
+		"127.0.0.2:8443, localhost:8443":        ":8443",
 	} {
 		cfg, err := config.Parse("test.Caddyfile", []byte(addrs+" {\n\ttls internal\n\troute /* {\n\t\tto 127.0.0.1:9\n\t}\n}\n"))
 		if err != nil {
