@@ -57,6 +57,7 @@ type ports struct {
 // server is never changed).
 type listener struct {
 	port   int
+	bind   string       // the address it listens on; "" if it was given
 	ln     net.Listener // the socket, or the event loops' Listener once they took it over
 	ep     *acceptEpisode
 	accept *resilientListener // what fasthttp accepts from: the loops' Listener or ln, kept accepting through fd exhaustion
@@ -87,8 +88,16 @@ func (p *ports) open(rt *runtime) ([]*listener, error) {
 	}
 	nums := make([]int, 0, len(rt.ports))
 	for port := range rt.ports {
-		if p.m[port] == nil {
+		l := p.m[port]
+		if l == nil {
 			nums = append(nums, port)
+			continue
+		}
+		// A listening socket cannot move to another interface while it
+		// serves, and closing it first would refuse clients meanwhile:
+		// say so rather than keep serving where the config no longer says.
+		if want := bindAddr(rt.cfg, port); l.bind != "" && want != l.bind {
+			return nil, fmt.Errorf("port %d listens on %s, and its sites now need %s: a reload cannot move a listening socket; restart to apply it", port, l.bind, want)
 		}
 	}
 	sort.Ints(nums)
@@ -96,12 +105,14 @@ func (p *ports) open(rt *runtime) ([]*listener, error) {
 	for _, port := range nums {
 		ln := p.opts.Listeners[port]
 		given := ln != nil
+		bind := ""
 		if !given {
 			var err error
 			// Accepted sockets get the route's TCP settings once the
 			// route is known, not Go's defaults first.
 			lc := net.ListenConfig{KeepAlive: -1}
-			ln, err = lc.Listen(context.Background(), "tcp", bindAddr(rt.cfg, port))
+			bind = bindAddr(rt.cfg, port)
+			ln, err = lc.Listen(context.Background(), "tcp", bind)
 			if err != nil {
 				p.abort(opened)
 				return nil, fmt.Errorf("listen on port %d: %w", port, err)
@@ -110,7 +121,7 @@ func (p *ports) open(rt *runtime) ([]*listener, error) {
 		if !given || p.opts.ListenersWithoutKeepAlive {
 			p.inheritTCP(rt, port, ln)
 		}
-		opened = append(opened, &listener{port: port, ln: ln})
+		opened = append(opened, &listener{port: port, bind: bind, ln: ln})
 	}
 	return opened, nil
 }

@@ -384,6 +384,27 @@ func TestSIGHUPDuringStartup(t *testing.T) {
 	}
 }
 
+// TestReloadCannotMoveAPort: a reload whose sites need a port on another
+// interface (loopback to all, or back) is refused with the reason, and the
+// port keeps serving; it used to be accepted and the socket stayed where
+// it was, exposed or unreachable.
+func TestReloadCannotMoveAPort(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	site := "{\n\tgrace_period 1s\n}\n%s:%d {\n\troute /ws {\n\t\tto 127.0.0.1:1\n\t}\n}\n"
+	path := writeFile(t, "Caddyfile", fmt.Sprintf(site, "localhost", port))
+	p := startProc(t, "run", "-config", path)
+	p.waitLog(t, `msg=listening addr=127.0.0.1:`)
+	os.WriteFile(path, []byte(fmt.Sprintf(site, "", port)), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, `reload failed.*cannot move a listening socket`)
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("the port stopped serving: %v", err)
+	}
+	c.Close()
+}
+
 // TestSIGTERMDuringSlowReload: a reload waiting for a certificate from a CA
 // that never answers does not hold SIGTERM up; shutting down ends the
 // wait, the reload fails, and the process exits within its grace period.
