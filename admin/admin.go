@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,9 +71,28 @@ type Options struct {
 
 // Server is a running admin API.
 type Server struct {
-	ln   net.Listener
-	srv  *http.Server
-	done chan struct{}
+	ln     net.Listener
+	srv    *http.Server
+	done   chan struct{}
+	access *atomic.Pointer[access]
+}
+
+// access is what guard checks a request against; a reload replaces it.
+type access struct {
+	token       string
+	want        [sha256.Size]byte // of "Bearer " + token
+	allowRemote bool
+}
+
+func newAccess(token string, allowRemote bool) *access {
+	return &access{token: token, want: sha256.Sum256([]byte("Bearer " + token)), allowRemote: allowRemote}
+}
+
+// SetAccess replaces the token and AllowRemote for the requests that
+// follow, as a reload of the config does: a token rotated because it
+// leaked stops working at once.
+func (s *Server) SetAccess(token string, allowRemote bool) {
+	s.access.Store(newAccess(token, allowRemote))
 }
 
 // Start listens on addr and serves the API.
@@ -96,12 +116,13 @@ func Serve(ln net.Listener, o Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{ln: ln, done: make(chan struct{})}
+	s := &Server{ln: ln, done: make(chan struct{}), access: new(atomic.Pointer[access])}
+	s.SetAccess(o.Token, o.AllowRemote)
 	// Every read and write is bounded, so a client that connects and
 	// stalls holds a goroutine and a descriptor for a while, not for ever.
 	// The write bound leaves room for a 60 s CPU profile.
 	s.srv = &http.Server{
-		Handler:           guard(o, ln.Addr(), Handler(o)),
+		Handler:           guard(o, ln.Addr(), s.access, Handler(o)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      adminWriteTimeout,
@@ -143,7 +164,7 @@ func (s *Server) Close() error {
 //
 // Clients that are not browsers (curl, wsproxy reload, Prometheus) send
 // the address they dialled as Host and no Origin.
-func guard(o Options, bound net.Addr, next http.Handler) http.Handler {
+func guard(o Options, bound net.Addr, acc *atomic.Pointer[access], next http.Handler) http.Handler {
 	_, port, _ := net.SplitHostPort(bound.String())
 	hosts := map[string]bool{
 		strings.ToLower(bound.String()): true,
@@ -154,7 +175,7 @@ func guard(o Options, bound net.Addr, next http.Handler) http.Handler {
 	if o.ListenAddr != "" {
 		hosts[strings.ToLower(o.ListenAddr)] = true
 	}
-	ours := func(host string) bool {
+	ours := func(host string, allowRemote bool) bool {
 		host = strings.ToLower(host)
 		if port == "80" && !strings.Contains(host, ":") {
 			host += ":80"
@@ -163,14 +184,14 @@ func guard(o Options, bound net.Addr, next http.Handler) http.Handler {
 			return true
 		}
 		h, p, err := net.SplitHostPort(host)
-		if err != nil || p != port || !o.AllowRemote {
+		if err != nil || p != port || !allowRemote {
 			return false
 		}
 		_, err = netip.ParseAddr(h)
 		return err == nil
 	}
-	want := sha256.Sum256([]byte("Bearer " + o.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := acc.Load()
 		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/health/") {
 			// Health probes (Consul's check, a load balancer's) change
 			// nothing and say little, and their senders cannot be given a
@@ -178,19 +199,19 @@ func guard(o Options, bound net.Addr, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if !ours(r.Host) {
+		if !ours(r.Host, a.allowRemote) {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "Host " + strconv.Quote(r.Host) + " is not this admin API's address"})
 			return
 		}
-		if origin, ok := r.Header["Origin"]; ok && (len(origin) != 1 || !strings.HasPrefix(origin[0], "http://") || !ours(origin[0][len("http://"):])) {
+		if origin, ok := r.Header["Origin"]; ok && (len(origin) != 1 || !strings.HasPrefix(origin[0], "http://") || !ours(origin[0][len("http://"):], a.allowRemote)) {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "cross-origin requests are refused"})
 			return
 		}
-		if o.Token != "" {
+		if a.token != "" {
 			// Hashed first, so that the comparison takes the same time
 			// whatever the length of what was sent.
 			got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
-			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			if subtle.ConstantTimeCompare(got[:], a.want[:]) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="wsproxy admin"`)
 				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "a valid Authorization: Bearer token is required"})
 				return

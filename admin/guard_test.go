@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,7 +133,9 @@ func TestAdminToken(t *testing.T) {
 // TestAdminHealthNeedsNoToken: health probes pass the guard, whatever
 // their Host, and need no token.
 func TestAdminHealthNeedsNoToken(t *testing.T) {
-	h := guard(Options{Token: "s3cret", AllowRemote: true}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2019}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	acc := new(atomic.Pointer[access])
+	acc.Store(newAccess("s3cret", true))
+	h := guard(Options{Token: "s3cret", AllowRemote: true}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2019}, acc, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
 	for _, tc := range []struct {
 		method, path, host string
 		want               int

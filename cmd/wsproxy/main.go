@@ -21,6 +21,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -165,6 +166,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 		if err != nil {
 			return proxy.ReloadReport{}, err
 		}
+		if c.Global.Admin != cfg.Global.Admin {
+			// Its self-registration in Consul would check the new address,
+			// where nothing listens, and Consul would drop a healthy proxy.
+			return proxy.ReloadReport{}, fmt.Errorf("%s: admin %q: the admin API has listened on %q since start, and a reload cannot move it; restart to apply it", *path, c.Global.Admin, cfg.Global.Admin)
+		}
 		rep, err := srv.Reload(c)
 		if err == nil {
 			setLevel(&level, c.Global.LogLevel) // checked by config.Load
@@ -248,6 +254,7 @@ func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile stri
 	})
 	// SIGHUP and the admin API's POST /reload go through here, one at a time.
 	var reloads sync.Mutex
+	var adminAPI atomic.Pointer[admin.Server]
 	doReload := func() (proxy.ReloadReport, error) {
 		if reload == nil {
 			return proxy.ReloadReport{}, errors.New("this config cannot be reloaded")
@@ -257,6 +264,12 @@ func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile stri
 		rep, err := reload()
 		if err != nil {
 			log.Error("reload failed; the running config stays", "err", err)
+			return rep, err
+		}
+		if a := adminAPI.Load(); a != nil {
+			// A rotated token (one that leaked) must stop working now.
+			g := srv.Config().Global
+			a.SetAccess(g.AdminToken, g.AdminAllowRemote)
 		}
 		return rep, err
 	}
@@ -268,6 +281,7 @@ func serve(srv *proxy.Server, cfg *config.Config, log *slog.Logger, pidFile stri
 			return 1
 		}
 		defer a.Close()
+		adminAPI.Store(a)
 	}
 	// A reload runs beside the signal loop, which must stay free for
 	// SIGTERM: a reload can wait minutes for a certificate, and shutting

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -403,6 +404,45 @@ func TestReloadCannotMoveAPort(t *testing.T) {
 		t.Fatalf("the port stopped serving: %v", err)
 	}
 	c.Close()
+}
+
+// TestReloadAdminAccess: a reload that changes the admin token applies it
+// at once (a leaked token is rotated by a reload); one that would move the
+// admin API is refused, since the API stays where it started.
+func TestReloadAdminAccess(t *testing.T) {
+	t.Parallel()
+	adminPort, port := freePort(t), freePort(t)
+	conf := func(adminPort int, token string) string {
+		return fmt.Sprintf("{\n\tgrace_period 1s\n\tadmin 127.0.0.1:%d {\n\t\ttoken %s\n\t}\n}\n127.0.0.1:%d {\n\troute /ws {\n\t\tto 127.0.0.1:1\n\t}\n}\n", adminPort, token, port)
+	}
+	path := writeFile(t, "Caddyfile", conf(adminPort, "old-token"))
+	p := startProc(t, "run", "-config", path)
+	p.waitLog(t, `admin API listening`)
+	status := func(token string) int {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/status", adminPort), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status("old-token"); got != 200 {
+		t.Fatalf("old token before the reload: %d", got)
+	}
+	os.WriteFile(path, []byte(conf(adminPort, "new-token")), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, `config reloaded`)
+	if old, cur := status("old-token"), status("new-token"); old != 401 || cur != 200 {
+		t.Fatalf("after rotating the token: old %d, new %d; want 401, 200", old, cur)
+	}
+	os.WriteFile(path, []byte(conf(freePort(t), "new-token")), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, `reload failed.*a reload cannot move it`)
+	if got := status("new-token"); got != 200 {
+		t.Fatalf("the admin API after a refused move: %d", got)
+	}
 }
 
 // TestSIGTERMDuringSlowReload: a reload waiting for a certificate from a CA
