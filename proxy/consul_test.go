@@ -199,6 +199,29 @@ func TestConsulDownKeepsLastKnownSet(t *testing.T) {
 	eventually(t, tp.addr, "b1")
 }
 
+// TestConsulBlockChangeWhileDown: a reload that changes the consul block
+// (a new client, new watches) while the agent is down keeps routing to the
+// instances known before it, rather than emptying the route (503) until
+// the agent answers again.
+func TestConsulBlockChangeWhileDown(t *testing.T) {
+	t.Parallel()
+	agent := consultest.Start(t)
+	svc := uniqueService(t)
+	tp := startProxy(t, consulConf(agent, svc, ""), 1)
+	register(t, agent.Client(t), svc, tp.backends[0], api.HealthPassing)
+	eventually(t, tp.addr, "b0")
+	if err := agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The same agent by another name: a changed block, a new client.
+	_, port, _ := net.SplitHostPort(agent.Addr())
+	tp.reload(t, fmt.Sprintf("{\n\tconsul {\n\t\taddress localhost:%s\n\t}\n}\n:{port} {\n\troute /* {\n\t\tconsul %s\n\t}\n}", port, svc))
+	for i := 0; i < 3; i++ {
+		eventually(t, tp.addr, "b0")
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func TestConsulDrainOnRemoval(t *testing.T) {
 	t.Parallel()
 	agent := consulAgent(t)
