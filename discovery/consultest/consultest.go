@@ -207,20 +207,31 @@ func (a *Agent) startLocked() error {
 	return nil
 }
 
-// waitLeader waits until the agent's HTTP API names a raft leader.
+// waitLeader waits until the agent's HTTP API names a raft leader and
+// the catalog holds the agent's own node: a session (a lock) made before
+// that fails with "Missing node registration".
 func (a *Agent) waitLeader(exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
 	defer client.CloseIdleConnections()
-	url := "http://" + a.Addr() + "/v1/status/leader"
+	leader := "http://" + a.Addr() + "/v1/status/leader"
+	node := "http://" + a.Addr() + "/v1/catalog/node/" + a.node
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, leader, nil)
 		if resp, err := client.Do(req); err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && len(bytes.Trim(bytes.TrimSpace(b), `"`)) > 0 {
-				return nil
+				req, _ = http.NewRequestWithContext(ctx, http.MethodGet, node, nil)
+				if resp, err := client.Do(req); err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					// Not yet registered: 200 with "null".
+					if resp.StatusCode == http.StatusOK && bytes.Contains(b, []byte(`"Node"`)) {
+						return nil
+					}
+				}
 			}
 		}
 		select {
