@@ -58,6 +58,10 @@ type gleg struct {
 	// the pong) and when it went out (0: not yet).
 	pingToken  atomic.Uint64
 	pingSentAt atomic.Int64
+	// forwarding is set while this leg's reader forwards what it read
+	// (writing to a slow peer, or paused by a rate limit): it reads
+	// nothing meanwhile, so an answer to a ping may be waiting unread.
+	forwarding atomic.Bool
 }
 
 // gdir forwards the frames read from src to dst.
@@ -249,8 +253,10 @@ func (d *gdir) run(pre []byte) {
 		n, err := d.src.conn.Read((*d.buf)[d.carryN:])
 		if n > 0 {
 			d.src.seen.Add(uint64(n))
+			d.src.forwarding.Store(true)
 			d.forward((*d.buf)[:d.carryN+n])
 			d.afterForward()
+			d.src.forwarding.Store(false)
 		}
 		if err != nil {
 			break

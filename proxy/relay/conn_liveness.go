@@ -97,6 +97,14 @@ func (s *goSession) Fire(t time.Time) {
 		}
 		timeout := int64(lv.ping.timeout())
 		seen := l.seen.Load()
+		if l.forwarding.Load() {
+			// Not being read just now (its other side is slow, or a rate
+			// limit holds it): it cannot be judged. The stalled side has
+			// write_timeout.
+			lv.pingDueAt = 0
+			next = min(next, now+int64(lv.ping.Interval))
+			continue
+		}
 		if lv.pingDueAt != 0 {
 			if seen == lv.seenAtPing {
 				// The deadline runs from when the ping went out: one held

@@ -228,8 +228,7 @@ func TestLivenessForeignProxyPongsPass(t *testing.T) {
 // reading, and write_timeout is off), the client's pongs wait unread: it is
 // not dropped as dead.
 func TestLivenessUnreadPeerIsNotJudged(t *testing.T) {
-	t.Parallel()
-	t.Run("loop", func(t *testing.T) {
+	forModes(t, func(t *testing.T) {
 		ping := Ping{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}
 		h := startHarness(t, Config{Wheel: testWheel(t), ClientPing: ping}, nil, nil)
 		msg := frame(true, 0, OpBinary, make([]byte, 64<<10), true, testMask)
