@@ -78,6 +78,8 @@ func TestBalancingErrors(t *testing.T) {
 		{"client ip header", "{\n client_ip_header X-Real-IP\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "want X-Forwarded-For or Forwarded"}}},
 		{"admin remote", "{\n admin 0.0.0.0:2019\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "not a loopback address"}}},
 		{"admin bad", "{\n admin nowhere\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "want HOST:PORT"}}},
+		{"admin on a site's port", "{\n admin 127.0.0.1:8080\n}\n:8080 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "port 8080 is site"}}},
+		{"admin on the http_port", "{\n admin 127.0.0.1:8081\n http_port 8081\n}\nhttps://a.example:8443 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "is the http_port"}}},
 		{"admin remote without token", "{\n admin 0.0.0.0:2019 allow_remote\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "allow_remote requires a token"}}},
 		{"admin empty token", "{\n admin 0.0.0.0:2019 allow_remote {\n  token {$WSPROXY_TEST_UNSET_TOKEN}\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{2, "requires a token"}, {3, "token is missing or empty"}}},
 		{"admin unknown option", "{\n admin 127.0.0.1:2019 {\n  user bob\n }\n}\n:1 {\n route {\n  to a:1\n }\n}", []wantErr{{3, "known: token"}}},

@@ -94,6 +94,7 @@ func Parse(filename string, body []byte) (*Config, error) {
 	p.checkBraces(body)
 	p.blocks(blocks)
 	p.checkTLSPorts()
+	p.checkAdminPort()
 	p.inheritGlobal()
 	p.checkConsul()
 	if len(p.errs) > 0 {
@@ -110,6 +111,9 @@ type parser struct {
 	errs  ErrorList
 	addrs map[Address]Pos // site addresses claimed so far
 	names map[string]Pos  // route names used so far
+
+	adminPort int // of the admin directive at adminPos; 0 if none
+	adminPos  Pos
 }
 
 func (p *parser) errorf(pos Pos, format string, args ...any) {
@@ -635,10 +639,12 @@ func (p *parser) admin(g *Global, d directive) {
 		p.errorf(d.pos(), "admin %q: want HOST:PORT, e.g. 127.0.0.1:2019", addr)
 		return
 	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
 		p.errorf(d.pos(), "admin %q: bad port", addr)
 		return
 	}
+	p.adminPort, p.adminPos = int(n), d.pos()
 	ip, err := netip.ParseAddr(host)
 	loopback := host == "localhost" || err == nil && ip.IsLoopback()
 	if !loopback && !g.AdminAllowRemote {
@@ -725,4 +731,25 @@ func (p *parser) handshakeRate(g *Global, d directive) {
 		}
 	}
 	g.HandshakeRatePerIP, g.HandshakeBurstPerIP = rate, max(burst, 1)
+}
+
+// checkAdminPort refuses an admin API on a port the sites listen on (the
+// http_port too, with TLS sites): the proxy would open its listeners and
+// then fail to start the API, where validate saw nothing wrong.
+func (p *parser) checkAdminPort() {
+	if p.adminPort == 0 {
+		return
+	}
+	for _, s := range p.cfg.Sites {
+		for _, a := range s.Addresses {
+			if a.Port == p.adminPort {
+				p.errorf(p.adminPos, "admin: port %d is site %s's (at %s); give the admin API a port of its own", a.Port, a, p.addrs[a])
+				return
+			}
+			if a.Scheme == "https" && p.cfg.Global.TLS.HTTPPort == p.adminPort {
+				p.errorf(p.adminPos, "admin: port %d is the http_port, which TLS site %s uses (ACME challenges, redirects); give the admin API a port of its own", p.adminPort, a)
+				return
+			}
+		}
+	}
 }
