@@ -62,12 +62,12 @@ func (s *Server) onUpdate(r *route, first chan struct{}) func(discovery.Update) 
 	var prev []discovery.Instance // calls for one subscriber never overlap
 	started := false
 	return func(u discovery.Update) {
-		if u.Err != nil && !u.Stale && !started && len(r.set.Load().Backends()) > 0 {
+		if known := len(r.set.Load().Backends()); u.Err != nil && !u.Stale && !started && known > 0 {
 			// A new watch (a reload that changed the consul block) that
 			// cannot reach Consul knows no instances, but the route,
 			// carried over from the running config, does: keep routing
 			// to them until Consul answers.
-			s.log.Warn("Consul unreachable: routing to the instances known before the reload", "route", r.name, "service", r.query.Service, "instances", len(r.set.Load().Backends()), "err", u.Err)
+			s.log.Warn("Consul unreachable: routing to the instances known before the reload", "route", r.name, "service", r.query.Service, "instances", known, "err", u.Err)
 			started = true
 			close(first)
 			return

@@ -344,17 +344,17 @@ func TestRouteCommand(t *testing.T) {
 	}
 }
 
-// TestSIGHUPDuringStartup: a SIGHUP while the proxy starts (here, waiting
-// for a Consul agent that accepts and never answers) does not end it; it
-// reloads once the proxy is up.
-func TestSIGHUPDuringStartup(t *testing.T) {
-	t.Parallel()
-	agent, err := net.Listen("tcp", "127.0.0.1:0")
+// silentListener accepts connections and never answers them (a Consul
+// agent or an ACME CA that hangs); it and they close with the test.
+func silentListener(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer agent.Close()
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		var held []net.Conn
 		defer func() {
 			for _, c := range held {
@@ -362,13 +362,26 @@ func TestSIGHUPDuringStartup(t *testing.T) {
 			}
 		}()
 		for {
-			c, err := agent.Accept()
+			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			held = append(held, c)
 		}
 	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	return ln
+}
+
+// TestSIGHUPDuringStartup: a SIGHUP while the proxy starts (here, waiting
+// for a Consul agent that accepts and never answers) does not end it; it
+// reloads once the proxy is up.
+func TestSIGHUPDuringStartup(t *testing.T) {
+	t.Parallel()
+	agent := silentListener(t)
 	conf := fmt.Sprintf("{\n\tlog_level debug\n\tgrace_period 1s\n\tconsul {\n\t\taddress %s\n\t}\n}\n127.0.0.1:%d {\n\troute /ws {\n\t\tconsul chat\n\t}\n}\n",
 		agent.Addr(), freePort(t))
 	p := startProc(t, "run", "-config", writeFile(t, "Caddyfile", conf))
@@ -450,26 +463,7 @@ func TestReloadAdminAccess(t *testing.T) {
 // wait, the reload fails, and the process exits within its grace period.
 func TestSIGTERMDuringSlowReload(t *testing.T) {
 	t.Parallel()
-	ca, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ca.Close()
-	go func() {
-		var held []net.Conn
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ca.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
+	ca := silentListener(t)
 	port := freePort(t)
 	plain := fmt.Sprintf("{\n\tgrace_period 1s\n\tlog_level info\n}\n127.0.0.1:%d {\n\troute /ws {\n\t\tto 127.0.0.1:1\n\t}\n}\n", port)
 	path := writeFile(t, "Caddyfile", plain)

@@ -215,24 +215,23 @@ func (a *Agent) waitLeader(exited <-chan struct{}) error {
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
 	defer client.CloseIdleConnections()
-	leader := "http://" + a.Addr() + "/v1/status/leader"
-	node := "http://" + a.Addr() + "/v1/catalog/node/" + a.node
+	get := func(path string) []byte {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.Addr()+path, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return nil
+		}
+		return b
+	}
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, leader, nil)
-		if resp, err := client.Do(req); err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && len(bytes.Trim(bytes.TrimSpace(b), `"`)) > 0 {
-				req, _ = http.NewRequestWithContext(ctx, http.MethodGet, node, nil)
-				if resp, err := client.Do(req); err == nil {
-					b, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					// Not yet registered: 200 with "null".
-					if resp.StatusCode == http.StatusOK && bytes.Contains(b, []byte(`"Node"`)) {
-						return nil
-					}
-				}
-			}
+		if len(bytes.Trim(bytes.TrimSpace(get("/v1/status/leader")), `"`)) > 0 &&
+			bytes.Contains(get("/v1/catalog/node/"+a.node), []byte(`"Node"`)) { // "null" until registered
+			return nil
 		}
 		select {
 		case <-exited:

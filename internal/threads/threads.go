@@ -52,13 +52,13 @@ func Count() int {
 // calls, say). Trim then waits for the count to change before it tries
 // again, rather than trade threads with the runtime every interval.
 func Trim(ctx context.Context, keep int, interval time.Duration, ended func(n int)) {
-	if Count() < 0 {
+	n := Count()
+	if n < 0 {
 		return
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var p policy
-	p.last, p.busy = Count(), -1
+	p := policy{last: n, busy: -1}
 	for {
 		select {
 		case <-ctx.Done():
