@@ -188,28 +188,19 @@ func (e *evSession) connect(ap netip.AddrPort) error {
 	fail := func(why string, err error) error {
 		return &UpstreamError{Addr: d.a.Addr, Dial: true, Reason: why, Err: err}
 	}
-	var sa unix.Sockaddr
 	domain := unix.AF_INET
-	if ip := ap.Addr().Unmap(); ip.Is4() {
-		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ip.As4()}
-	} else {
+	if !ap.Addr().Unmap().Is4() {
 		domain = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()}
 	}
 	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fail("opening a socket", err)
 	}
 	// As Go does for every TCP connection: frames go out when written.
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	for {
-		err = unix.Connect(fd, sa)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	setNoDelay(fd)
+	err = connectRaw(fd, ap)
 	if err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
+		closeFD(fd)
 		return fail("connecting", err)
 	}
 	e.b.fd = fd
@@ -219,11 +210,25 @@ func (e *evSession) connect(ap netip.AddrPort) error {
 	if err == nil {
 		return e.connected()
 	}
-	e.lp.setInterest(&e.b, unix.EPOLLOUT)
-	return nil
+	// When the answer comes within the call (a backend on this host: the
+	// kernel runs the whole TCP handshake inside connect), the connection
+	// is up although connect said EINPROGRESS, and the request can go at
+	// once: no wait for writability, no epoll_ctl to arm and then disarm
+	// it, no wake-up. A socket still connecting refuses the write with
+	// EAGAIN, and one whose connection failed returns why.
+	n, err := rawIO(unix.SYS_WRITE, fd, d.a.Request)
+	switch err {
+	case nil:
+		d.sent = n
+		return e.connected()
+	case unix.EAGAIN, unix.EINTR:
+		e.lp.setInterest(&e.b, unix.EPOLLOUT)
+		return nil
+	}
+	e.dropBackend()
+	return fail("connecting", err)
 }
 
-// connected starts the exchange on a connected socket.
 func (e *evSession) connected() error {
 	d := e.dial
 	d.connected = true
@@ -236,12 +241,14 @@ func (e *evSession) connected() error {
 // the answer.
 func (e *evSession) sendRequest() error {
 	d := e.dial
-	n, err := writeFD(e.b.fd, d.a.Request[d.sent:])
-	if err != nil {
-		e.dropBackend()
-		return &UpstreamError{Addr: d.a.Addr, Reason: "writing the request", Err: err}
+	if d.sent < len(d.a.Request) {
+		n, err := writeFD(e.b.fd, d.a.Request[d.sent:])
+		if err != nil {
+			e.dropBackend()
+			return &UpstreamError{Addr: d.a.Addr, Reason: "writing the request", Err: err}
+		}
+		d.sent += n
 	}
-	d.sent += n
 	if d.sent < len(d.a.Request) {
 		e.lp.setInterest(&e.b, unix.EPOLLOUT)
 		return nil

@@ -157,14 +157,15 @@ func (e *evSession) unlisten() {
 	}
 }
 
-// acceptBatch bounds the accepts per wake-up, so that a flood of new
-// connections cannot starve the loop's other sockets.
-const acceptBatch = 32
-
-// accept runs on the loop when the listening socket is readable.
+// accept runs on the loop when the listening socket is readable, and
+// takes one connection. Readiness is level-triggered, so a backlog brings
+// this loop (or another) straight back; taking a batch would end every
+// wake-up with an accept that finds nothing, half a system call per
+// handshake under load, and a flood of new connections could hold the
+// loop's other sockets up for the length of the batch.
 func (e *evSession) accept() {
 	l := e.listener
-	for i := 0; i < acceptBatch; i++ {
+	for tries := 0; tries < 4; tries++ {
 		// One loop accepts at a time: the refusal in acceptExhausted frees
 		// one descriptor for one accept, and another loop's accept must not
 		// take it in between.
@@ -175,27 +176,25 @@ func (e *evSession) accept() {
 			// the backlog.
 			l.reserve.Take(1)
 		}
-		fd, sa, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, remote, err := acceptRaw(l.fd)
 		l.mu.Unlock()
 		switch err {
 		case nil:
-		case unix.EAGAIN:
-			return
 		case unix.EINTR, unix.ECONNABORTED:
-			continue
+			continue // one that gave up in the backlog: the next may be there
 		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
 			e.acceptExhausted(err)
 			return
-		default:
+		default: // EAGAIN: another loop took it
 			return
 		}
 		l.front.Accepted()
-		remote := sockaddrAddrPort(sa)
 		if !l.front.Plain() {
 			l.handOff(fd, nil)
-			continue
+			return
 		}
 		e.lp.front(l, fd, remote)
+		return
 	}
 }
 
@@ -208,7 +207,7 @@ func (e *evSession) acceptExhausted(err error) {
 	refused := false
 	l.mu.Lock()
 	if l.reserve.Release() {
-		if fd, _, aerr := unix.Accept4(l.fd, unix.SOCK_CLOEXEC); aerr == nil {
+		if fd, _, aerr := acceptRaw(l.fd); aerr == nil {
 			unix.Close(fd)
 			refused = true
 		}
@@ -221,16 +220,6 @@ func (e *evSession) acceptExhausted(err error) {
 	}
 	e.lp.setInterest(&e.c, 0)
 	time.AfterFunc(20*time.Millisecond, func() { e.lp.post(task{s: e, op: opListen}) })
-}
-
-func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
 }
 
 // handOff gives an accepted socket to Go, with what was read from it.

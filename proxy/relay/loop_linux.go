@@ -318,7 +318,7 @@ func (l *loop) unregister(lg *evLeg) {
 	if lg.sock != nil {
 		lg.sock.stopTracking() // a TLS leg that never moved: its secrets go
 	}
-	unix.Close(lg.fd)
+	closeFD(lg.fd)
 	lg.fd = -1
 }
 
@@ -335,11 +335,11 @@ func (l *loop) setInterest(lg *evLeg, events uint32) {
 	case events == 0:
 		// EPOLLHUP and EPOLLERR are reported even with no interest: a
 		// socket the loop does not want to hear from must leave the set.
-		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, lg.fd, nil)
+		err = epollCtl(l.epfd, unix.EPOLL_CTL_DEL, lg.fd, &ev)
 	case lg.interest == 0:
-		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, lg.fd, &ev)
+		err = epollCtl(l.epfd, unix.EPOLL_CTL_ADD, lg.fd, &ev)
 	default:
-		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, lg.fd, &ev)
+		err = epollCtl(l.epfd, unix.EPOLL_CTL_MOD, lg.fd, &ev)
 	}
 	if err == nil {
 		lg.interest = events
