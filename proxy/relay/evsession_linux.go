@@ -261,7 +261,7 @@ func (e *evSession) event(lg *evLeg, ev uint32) {
 		lg.flush()
 	}
 	if ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 && lg.readable() {
-		lg.read()
+		lg.read(ev&unix.EPOLLRDHUP != 0)
 	}
 	e.sync()
 }
@@ -274,7 +274,11 @@ func (lg *evLeg) readable() bool {
 
 // read reads the socket once into the loop's buffer (after any carried
 // partial frame) and forwards what it can.
-func (lg *evLeg) read() {
+// fin says the peer's FIN had arrived when the event was reported: a read
+// that then leaves the socket empty has read the last bytes, and the EOF
+// is taken at once instead of from one more wake-up and read (a backend
+// typically sends its close frame and its FIN together).
+func (lg *evLeg) read(fin bool) {
 	if lg.rec != nil {
 		lg.readRec()
 		return
@@ -299,6 +303,12 @@ func (lg *evLeg) read() {
 	lg.lastRead = lp.now
 	lg.forward(lp.buf[start : MaxCarry+n])
 	lg.afterForward()
+	// Only while the leg is still being read: one the proxy stopped reading
+	// (its peer is full, a limit paused it) meets its EOF when it resumes,
+	// in order, as it would without this.
+	if fin && n < len(lp.buf)-MaxCarry && lg.readable() {
+		lg.ended()
+	}
 }
 
 // forward passes b (carry included at its start) through the tracker and
