@@ -198,6 +198,11 @@ func (e *evSession) connect(ap netip.AddrPort) error {
 	}
 	// As Go does for every TCP connection: frames go out when written.
 	setNoDelay(fd)
+	// Delayed ACKs until the request is out: the ACK that completes the
+	// TCP handshake then leaves with the request instead of alone, and the
+	// backend's kernel hands its server a connection with the request
+	// already in it (one segment and one wake-up fewer per handshake).
+	quickAck(fd, false)
 	err = connectRaw(fd, ap)
 	if err != nil && err != unix.EINPROGRESS {
 		closeFD(fd)
@@ -253,6 +258,10 @@ func (e *evSession) sendRequest() error {
 		e.lp.setInterest(&e.b, unix.EPOLLOUT)
 		return nil
 	}
+	// Back to the kernel's usual ACKs: a backend that leaves Nagle on
+	// would otherwise wait up to the delayed-ACK time for the ACK of its
+	// 101 before sending what follows it.
+	quickAck(e.b.fd, true)
 	e.lp.setInterest(&e.b, unix.EPOLLIN|unix.EPOLLRDHUP)
 	return nil
 }

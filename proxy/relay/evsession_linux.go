@@ -78,6 +78,7 @@ type evLeg struct {
 	closeSent bool // a close frame went out: nothing may follow it
 	dead      bool // the socket failed or was dropped
 	shutWant  bool // send FIN once out is empty
+	finNext   bool // the socket is closed right after this write
 	shut      bool // FIN sent
 	wantPing  bool
 	wantClose bool
@@ -386,7 +387,12 @@ func (lg *evLeg) control(run []byte) {
 	}
 	lg.closeIn = true
 	e.pub.noteClose(code, lg.side)
+	// The backend's answer to the client's close completes the handshake,
+	// and the client's socket is closed right after it (below): the frame
+	// is held back for the FIN to go in the same segment.
+	e.c.finNext = lg == &e.b && e.c.closeIn
 	lg.send(run, true)
+	e.c.finNext = false
 	e.startClosing()
 	// Close frames have gone both ways: as the server toward the client the
 	// proxy closes first (RFC 6455 §7.1.1); the backend closes toward us.
@@ -441,7 +447,13 @@ func (lg *evLeg) rawWrite(p []byte) {
 		lg.queue(p)
 		return
 	}
-	n, err := writeFD(lg.fd, p)
+	var n int
+	var err error
+	if lg.finNext {
+		n, err = sendMore(lg.fd, p)
+	} else {
+		n, err = writeFD(lg.fd, p)
+	}
 	if err != nil {
 		lg.fail()
 		return

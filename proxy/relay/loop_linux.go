@@ -421,6 +421,24 @@ func writeFD(fd int, p []byte) (int, error) {
 	}
 }
 
+// sendMore writes like writeFD, telling the kernel more follows at once
+// (MSG_MORE): what is not a full segment waits in the socket for the next
+// write or the close, whose FIN then goes out in the same segment.
+func sendMore(fd int, p []byte) (int, error) {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_MORE|unix.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			return int(r), nil
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, nil
+		}
+		return 0, e
+	}
+}
+
 // pollNow asks for ready events without waiting. A loop that just had
 // events usually has more: a blocking epoll_wait would put its thread in
 // the syscall state, where the runtime's monitor takes its P away (and

@@ -91,6 +91,15 @@ func closeFD(fd int) {
 	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 }
 
+// quickAck sets TCP_QUICKACK.
+func quickAck(fd int, on bool) {
+	var v int32
+	if on {
+		v = 1
+	}
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, uintptr(unsafe.Pointer(&v)), 4, 0)
+}
+
 // setNoDelay turns Nagle's algorithm off on fd.
 func setNoDelay(fd int) {
 	one := int32(1)
