@@ -234,6 +234,7 @@ func (e *evSession) connect(ap netip.AddrPort) error {
 	return fail("connecting", err)
 }
 
+// connected starts the exchange on a connected socket.
 func (e *evSession) connected() error {
 	d := e.dial
 	d.connected = true

@@ -275,6 +275,7 @@ func (lg *evLeg) readable() bool {
 
 // read reads the socket once into the loop's buffer (after any carried
 // partial frame) and forwards what it can.
+//
 // fin says the peer's FIN had arrived when the event was reported: a read
 // that then leaves the socket empty has read the last bytes, and the EOF
 // is taken at once instead of from one more wake-up and read (a backend
