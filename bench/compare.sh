@@ -172,23 +172,7 @@ config() { printf '{"label":"%s/config","note":"%s"}\n' "$1" "$(json_escape "$2"
 not_run() { printf '{"label":"%s/status/r%s","error":"%s"}\n' "$1" "$ROUND" "$(json_escape "$2")" >>"$RUNS"; echo "  $1: not run: $2"; }
 ROUND=0
 
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 10000))
-		[ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return; }
-	done
-}
-
-wait_listen() { # PORT PID: until something listens on PORT, the process dies, or 15 s pass
-	local i
-	for i in $(seq 150); do
-		[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ] && return 0
-		kill -0 "$2" 2>/dev/null || return 1
-		sleep 0.1
-	done
-	return 1
-}
+. "$ROOT/bench/lib.sh" # free_port, wait_listen
 
 # ---- peers from Debian ----------------------------------------------------
 declare -A HAVE

@@ -22,21 +22,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 10000))
-		[ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return; }
-	done
-}
-wait_listen() { # PORT: until something listens there, or 15 s pass
-	local i
-	for i in $(seq 150); do
-		[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ] && return 0
-		sleep 0.1
-	done
-	echo "pgo.sh: nothing listens on $1" >&2
-	return 1
+. "$ROOT/bench/lib.sh" # free_port, wait_listen
+must_listen() { # PORT PID
+	wait_listen "$1" "$2" || { echo "pgo.sh: nothing listens on $1" >&2; return 1; }
 }
 
 echo "== building (wsproxy without PGO), work dir $WORK"
@@ -49,9 +37,11 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 
 B1=$(free_port) B2=$(free_port) WS=$(free_port) WSS=$(free_port) ADMIN=$(free_port)
 "$WORK/echo" -listen "127.0.0.1:$B1" -id echo-1 >"$WORK/echo-1.log" 2>&1 &
-PIDS+=($!)
+E1=$!
+PIDS+=($E1)
 "$WORK/echo" -listen "127.0.0.1:$B2" -id echo-2 >"$WORK/echo-2.log" 2>&1 &
-PIDS+=($!)
+E2=$!
+PIDS+=($E2)
 cat >"$WORK/Caddyfile" <<EOF
 {
 	log_level warn
@@ -74,13 +64,14 @@ https://127.0.0.1:$WSS {
 	}
 }
 EOF
-wait_listen "$B1"
-wait_listen "$B2"
+must_listen "$B1" "$E1"
+must_listen "$B2" "$E2"
 "$WORK/wsproxy" run -config "$WORK/Caddyfile" >"$WORK/wsproxy.log" 2>&1 &
-PIDS+=($!)
-wait_listen "$WS"
-wait_listen "$WSS"
-wait_listen "$ADMIN"
+P=$!
+PIDS+=($P)
+must_listen "$WS" "$P"
+must_listen "$WSS" "$P"
+must_listen "$ADMIN" "$P"
 
 echo "== profiling 27 s of load"
 curl -sf -o "$WORK/default.pgo" "http://127.0.0.1:$ADMIN/debug/pprof/profile?seconds=27" &

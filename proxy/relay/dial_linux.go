@@ -197,12 +197,12 @@ func (e *evSession) connect(ap netip.AddrPort) error {
 		return fail("opening a socket", err)
 	}
 	// As Go does for every TCP connection: frames go out when written.
-	setNoDelay(fd)
+	setTCP(fd, unix.TCP_NODELAY, 1)
 	// Delayed ACKs until the request is out: the ACK that completes the
 	// TCP handshake then leaves with the request instead of alone, and the
 	// backend's kernel hands its server a connection with the request
 	// already in it (one segment and one wake-up fewer per handshake).
-	quickAck(fd, false)
+	setTCP(fd, unix.TCP_QUICKACK, 0)
 	err = connectRaw(fd, ap)
 	if err != nil && err != unix.EINPROGRESS {
 		closeFD(fd)
@@ -220,18 +220,18 @@ func (e *evSession) connect(ap netip.AddrPort) error {
 	// is up although connect said EINPROGRESS, and the request can go at
 	// once: no wait for writability, no epoll_ctl to arm and then disarm
 	// it, no wake-up. A socket still connecting refuses the write with
-	// EAGAIN, and one whose connection failed returns why.
-	n, err := rawIO(unix.SYS_WRITE, fd, d.a.Request)
-	switch err {
-	case nil:
-		d.sent = n
-		return e.connected()
-	case unix.EAGAIN, unix.EINTR:
+	// EAGAIN (0 here), and one whose connection failed returns why.
+	n, err := writeFD(fd, d.a.Request)
+	switch {
+	case err != nil:
+		e.dropBackend()
+		return fail("connecting", err)
+	case n == 0:
 		e.lp.setInterest(&e.b, unix.EPOLLOUT)
 		return nil
 	}
-	e.dropBackend()
-	return fail("connecting", err)
+	d.sent = n
+	return e.connected()
 }
 
 // connected starts the exchange on a connected socket.
@@ -262,7 +262,7 @@ func (e *evSession) sendRequest() error {
 	// Back to the kernel's usual ACKs: a backend that leaves Nagle on
 	// would otherwise wait up to the delayed-ACK time for the ACK of its
 	// 101 before sending what follows it.
-	quickAck(e.b.fd, true)
+	setTCP(e.b.fd, unix.TCP_QUICKACK, 1)
 	e.lp.setInterest(&e.b, unix.EPOLLIN|unix.EPOLLRDHUP)
 	return nil
 }

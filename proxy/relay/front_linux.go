@@ -208,7 +208,7 @@ func (e *evSession) acceptExhausted(err error) {
 	l.mu.Lock()
 	if l.reserve.Release() {
 		if fd, _, aerr := acceptRaw(l.fd); aerr == nil {
-			unix.Close(fd)
+			closeFD(fd)
 			refused = true
 		}
 		l.reserve.Take(fdreserve.Tries)

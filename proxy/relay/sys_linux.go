@@ -91,17 +91,9 @@ func closeFD(fd int) {
 	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 }
 
-// quickAck sets TCP_QUICKACK.
-func quickAck(fd int, on bool) {
-	var v int32
-	if on {
-		v = 1
-	}
-	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, uintptr(unsafe.Pointer(&v)), 4, 0)
-}
-
-// setNoDelay turns Nagle's algorithm off on fd.
-func setNoDelay(fd int) {
-	one := int32(1)
-	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+// setTCP sets a TCP-level integer socket option on fd (TCP_NODELAY,
+// TCP_QUICKACK); a failure leaves the kernel's default, which only costs
+// latency.
+func setTCP(fd, opt int, v int32) {
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, uintptr(opt), uintptr(unsafe.Pointer(&v)), 4, 0)
 }
