@@ -57,7 +57,7 @@ func newMetrics(s *Server) *metrics {
 		m.reg.MustRegister(c)
 		return c
 	}
-	m.handshakes = counter("websocket_handshakes_total", "WebSocket handshakes by route and the status answered (101 is success).", "route", "status")
+	m.handshakes = counter("websocket_handshakes_total", "WebSocket handshakes by route and the status answered (101 is success; 499: the client left before it was answered).", "route", "status")
 	m.wsTotal = counter("websocket_connections_total", "WebSocket connections relayed, by route and backend.", "route", "backend")
 	m.httpRequests = counter("http_requests_total", "Plain HTTP requests proxied, by route and status.", "route", "status")
 	m.frames = counter("websocket_frames_total", "Frames relayed, by route and direction (up: client to backend); open connections add theirs at most once a second.", "route", "direction")

@@ -344,6 +344,17 @@ func TestHandshakeStatusCodes(t *testing.T) {
 		{"apex origin", wsHead("/ws", "Origin: https://example.com"), 403},
 		{"missing origin", wsHead("/ws"), 403},
 		{"no route", wsHead("/nowhere", ok), 404},
+		{"HTTP/2.0", strings.Replace(wsHead("/ws", ok), "HTTP/1.1", "HTTP/2.0", 1), 505},
+		{"malformed Host", strings.Replace(wsHead("/ws", ok), "Host: localhost", "Host: local host", 1), 400},
+		{"Host with userinfo", strings.Replace(wsHead("/nowhere", ok), "Host: localhost", "Host: a@localhost", 1), 400},
+		// RFC 9112 §2.2: a bare LF may end a line, and empty lines before
+		// the request line are ignored. Answered at once, not after the
+		// handshake timeout.
+		{"bare LF", strings.ReplaceAll(wsHead("/ws", ok), "\r\n", "\n"), 101},
+		{"bare LF blank line", strings.TrimSuffix(wsHead("/ws", ok), "\r\n") + "\n", 101},
+		{"bare LF before CRLF blank line", strings.TrimSuffix(wsHead("/ws", ok), "\r\n\r\n") + "\n\r\n", 101},
+		{"blank lines first", "\r\n\n" + wsHead("/ws", ok), 101},
+		{"plain GET with bare LF", "GET /nowhere HTTP/1.1\nHost: localhost\n\n", 404},
 		{"dead backend", wsHead("/dead"), 502},
 		{"bad accept", wsHead("/bad"), 502},
 		{"no healthy backend", wsHead("/down"), 503},

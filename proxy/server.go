@@ -194,6 +194,20 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, port int) {
 // the running runtime. When it reports false, ctx holds the answer (a 400
 // or 404, an ACME challenge or a redirect to https).
 func (s *Server) route(ctx *fasthttp.RequestCtx, port int) (*runtime, *route, bool) {
+	if !upgrade.HTTP1(ctx.Request.Header.Protocol()) {
+		// HTTP/2 and later are not spoken in this syntax (RFC 9112 §2.3).
+		ctx.Error("HTTP version not supported\n", fasthttp.StatusHTTPVersionNotSupported)
+		ctx.SetConnectionClose()
+		return nil, nil, false
+	}
+	if h, u := ctx.Request.Header.Host(), ctx.Host(); len(h) > 0 && !upgrade.ValidHost(h) || len(u) > 0 && !upgrade.ValidHost(u) {
+		// RFC 9112 §3.2: a Host that is not a host and port is a 400, before
+		// it can pick a route or reach a backend or a log. The header as
+		// sent: fasthttp's URI parse would drop a "user@" routing never sees.
+		ctx.Error("bad request: malformed Host header\n", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+		return nil, nil, false
+	}
 	if why := framingError(&ctx.Request.Header); why != "" {
 		ctx.Error("bad request: "+why+"\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose() // where this request ends is in doubt

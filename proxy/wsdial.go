@@ -173,6 +173,14 @@ func (h *backendHandshake) Failed(last error) []byte {
 		h.att.Report(h.b, errGaveUp)
 		h.b = nil
 	}
+	if errors.Is(last, relay.ErrClientGone) {
+		// Counted apart (nginx's 499), so that a burst of clients
+		// leaving during handshakes does not read as failing backends.
+		s.metrics.handshakes.WithLabelValues(r.name, "499").Inc()
+		h.tk.Release()
+		h.free()
+		return nil
+	}
 	if last != nil && prevErr != nil {
 		last = prevErr
 	}

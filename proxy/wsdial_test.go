@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 
 	"github.com/wsproxy/wsproxy/upgrade"
@@ -266,6 +268,36 @@ func TestClientGoneDuringBackendHandshake(t *testing.T) {
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("admissions given back after %v", took)
 	}
+	// Counted as clients that left (499), not as backends that failed.
+	hs := tp.srv.metrics.handshakes
+	route := tp.srv.rt.Load().routes[0].name
+	if gone, bad := counterValue(t, hs.WithLabelValues(route, "499")), counterValue(t, hs.WithLabelValues(route, "502")); gone != 5 || bad != 0 {
+		t.Fatalf("handshakes: %v with status 499, %v with 502; want 5 and 0", gone, bad)
+	}
+}
+
+// A client that sends its request and closes its sending side at once
+// (printf ... | nc) gets no answer that blames the backend.
+func TestClientHalfCloseDuringBackendHandshake(t *testing.T) {
+	t.Parallel()
+	addr := scriptedBackend(t, 4096, 0, false, func(key string) string {
+		time.Sleep(200 * time.Millisecond)
+		return switching(key)
+	})
+	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, wsHead("/ws"))
+	c.(*net.TCPConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || strings.Contains(string(got), "502") {
+		t.Fatalf("read %q, %v; want nothing but the connection's end", got, err)
+	}
+	waitFor(t, func() bool { return tp.srv.live.Load() == 0 })
 }
 
 // A head over max_header_bytes is a 431 however it arrives, whole in one
@@ -293,4 +325,13 @@ func TestAddrString(t *testing.T) {
 			t.Errorf("addrString: %q, want %q", got, want)
 		}
 	}
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }

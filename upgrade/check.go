@@ -143,7 +143,7 @@ func Check(h *fasthttp.RequestHeader, origins *OriginPolicy) (Info, *Rejection) 
 	if len(h.Host()) == 0 {
 		return Info{}, rejectHost
 	}
-	if !validHost(h.Host()) {
+	if !ValidHost(h.Host()) {
 		return Info{}, rejectHostSyntax
 	}
 	var (
@@ -235,13 +235,13 @@ func countElems(v []byte) int {
 	return n
 }
 
-// validHost reports whether a Host value is uri-host [ ":" port ] (RFC
+// ValidHost reports whether a Host value is uri-host [ ":" port ] (RFC
 // 9112 §3.2, RFC 3986 §3.2.2): a registered name of unreserved,
 // percent-encoded and sub-delimiter characters, or an IP literal in
 // brackets, then optionally a colon and digits. Anything else (spaces,
 // "@", "/", a second colon outside brackets) could make a backend or a
 // log see another host than routing did.
-func validHost(h []byte) bool {
+func ValidHost(h []byte) bool {
 	i := 0
 	if len(h) > 0 && h[0] == '[' {
 		end := -1

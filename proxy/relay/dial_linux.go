@@ -356,7 +356,7 @@ func (e *evSession) dialClientEvent() {
 	}
 	if err != nil || n == 0 {
 		e.dropBackend()
-		e.dialFailed(&UpstreamError{Addr: e.dial.a.Addr, Reason: "client went away"})
+		e.dialFailed(ErrClientGone)
 		return
 	}
 	c.preBytes = append(c.preBytes, e.lp.buf[:n]...)

@@ -284,21 +284,20 @@ func (e *evSession) frontEvent() {
 		return
 	}
 	b := lp.buf[:n]
-	end := -1
-	if fs.head == nil {
-		end = headEnd(b, 0)
-	}
-	if end < 0 {
-		// The head takes more than one read: gather it, and look for its
-		// end only in what is new (and the three bytes before), so a
-		// client that sends a byte at a time costs linear time.
-		if fs.head == nil {
-			fs.head = responsePool.Get().(*[]byte)
-		}
-		from := max(len(*fs.head)-3, 0)
+	from := 0
+	if fs.head != nil {
+		// The head takes more than one read: look for its end only in
+		// what is new (and the three bytes before), so a client that
+		// sends a byte at a time costs linear time.
+		from = max(len(*fs.head)-3, 0)
 		*fs.head = append(*fs.head, b...)
 		b = *fs.head
-		end = headEnd(b, from)
+	}
+	end := headEnd(b, max(from, blankLines(b)))
+	if end < 0 && fs.head == nil {
+		fs.head = responsePool.Get().(*[]byte)
+		*fs.head = append(*fs.head, b...)
+		b = *fs.head
 	}
 	switch {
 	case end > fs.max || end < 0 && len(b) >= fs.max:
@@ -306,6 +305,9 @@ func (e *evSession) frontEvent() {
 		return
 	case end < 0:
 		return
+	}
+	if !bytes.HasSuffix(b[:end], []byte("\r\n\r\n")) {
+		b, end = crlfEnd(b, end)
 	}
 	head, rest := b[:end], b[end:]
 	up, answer := fs.l.front.Request(head, rest, fs.remote)
@@ -360,6 +362,40 @@ func (e *evSession) frontRelease() {
 		responsePool.Put(fs.head)
 		fs.head = nil
 	}
+}
+
+// blankLines returns the length of the empty lines b starts with: RFC 9112
+// §2.2 asks a server to ignore them before the request line, and a head
+// must not be taken to end at them.
+func blankLines(b []byte) int {
+	i := 0
+	for {
+		switch {
+		case bytes.HasPrefix(b[i:], []byte("\r\n")):
+			i += 2
+		case i < len(b) && b[i] == '\n':
+			i++
+		default:
+			return i
+		}
+	}
+}
+
+// crlfEnd returns b, whose head (b[:end]) ends with a bare LF somewhere in
+// its last line end and blank line, with those two made CRLF CRLF: RFC
+// 9112 §2.2 lets a recipient take a bare LF for a line end, as Go's server
+// and nginx do, but fasthttp's parser takes a head to end only at CRLF
+// CRLF, and would wait for more until the handshake timeout. Rare, so a
+// fresh buffer. It returns the new bytes and the head's new length.
+func crlfEnd(b []byte, end int) ([]byte, int) {
+	h := b[:end]
+	for range 2 { // the blank line, then the last line's end
+		h = bytes.TrimSuffix(h, []byte("\n"))
+		h = bytes.TrimSuffix(h, []byte("\r"))
+	}
+	out := make([]byte, 0, len(h)+4+len(b)-end)
+	out = append(append(out, h...), "\r\n\r\n"...)
+	return append(out, b[end:]...), len(h) + 4
 }
 
 // headEnd returns the length of the request head in b, found from from

@@ -1,6 +1,9 @@
 package relay
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // Upstream is the backend handshake of a session that a loop performs
 // itself (Loops.Dial): which backends to try, what to send each, how to
@@ -24,6 +27,7 @@ type Upstream interface {
 	Switched(s *Session) *Config
 	// Failed returns the complete HTTP response for the client once Next
 	// has given up; last is the last attempt's error, nil if none was made.
+	// With ErrClientGone there is nobody to answer.
 	Failed(last error) []byte
 }
 
@@ -38,6 +42,11 @@ type Attempt struct {
 	// reading the response.
 	DialTimeout, Timeout time.Duration
 }
+
+// ErrClientGone ends a handshake whose client closed its connection (or
+// its sending side: it can send no frame, not even a close) before the
+// backend answered. No backend is to blame.
+var ErrClientGone = errors.New("relay: the client closed its connection before its handshake was answered")
 
 // UpstreamError is an attempt that failed in the loop's hands: connecting
 // (Dial true) or exchanging the handshake.
