@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,6 +42,37 @@ func fakeBackend(t *testing.T, serve func(c net.Conn)) string {
 
 // silentBackend accepts connections and never answers; they are closed
 // when the test ends.
+// fullBackend is a listening socket whose accept queue is full: the
+// kernel drops a new connection's SYN, and connecting takes until a
+// retransmitted SYN finds room (a second or more).
+func fullBackend(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil { // room for one
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "full")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	filler, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { filler.Close() })
+	return ln.Addr().String()
+}
+
 func silentBackend(t *testing.T) string {
 	t.Helper()
 	done := make(chan struct{})
@@ -127,8 +159,9 @@ func TestBackendErrorBodyInPieces(t *testing.T) {
 	}
 }
 
-// A backend that accepts and never answers is a 502 after the route's
-// upstream handshake timeout, and one named by host name is looked up.
+// A backend that accepts and never answers is a 504 after the route's
+// upstream handshake timeout, one that cannot be reached in its
+// dial_timeout a 504 too, and one named by host name is looked up.
 func TestBackendSilentAndByName(t *testing.T) {
 	t.Parallel()
 	conf := `
@@ -136,6 +169,10 @@ func TestBackendSilentAndByName(t *testing.T) {
 	route /silent {
 		to ` + silentBackend(t) + `
 		upstream_handshake_timeout 300ms
+	}
+	route /unreachable {
+		to ` + fullBackend(t) + `
+		dial_timeout 300ms
 	}
 	route /named {
 		to localhost:` + strconv.Itoa(0) + `
@@ -147,8 +184,13 @@ func TestBackendSilentAndByName(t *testing.T) {
 	tp := startProxy(t, conf, 0)
 	start := time.Now()
 	rc := rawRequest(t, tp.addr, wsHead("/silent"))
-	if took := time.Since(start); rc.Status != 502 || took < 250*time.Millisecond || took > 3*time.Second {
+	if took := time.Since(start); rc.Status != 504 || took < 250*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("silent backend: status %d after %v", rc.Status, took)
+	}
+	start = time.Now()
+	rc = rawRequest(t, tp.addr, wsHead("/unreachable"))
+	if took := time.Since(start); rc.Status != 504 || took < 250*time.Millisecond || took > 900*time.Millisecond {
+		t.Fatalf("unreachable backend: status %d after %v", rc.Status, took)
 	}
 	dialRaw(t, tp.addr, "/named")
 }

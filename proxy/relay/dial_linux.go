@@ -452,7 +452,7 @@ func (e *evSession) abortDial() {
 		e.frontEnd(nil)
 		return
 	}
-	e.dialFailed(&UpstreamError{Addr: e.dial.a.Addr, Reason: "proxy shutting down"})
+	e.dialFailed(ErrStopping)
 }
 
 func (e *evSession) releaseDial() {

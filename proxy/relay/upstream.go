@@ -27,7 +27,8 @@ type Upstream interface {
 	Switched(s *Session) *Config
 	// Failed returns the complete HTTP response for the client once Next
 	// has given up; last is the last attempt's error, nil if none was made.
-	// With ErrClientGone there is nobody to answer.
+	// With ErrClientGone there is nobody to answer; with ErrStopping the
+	// proxy is going away.
 	Failed(last error) []byte
 }
 
@@ -47,6 +48,10 @@ type Attempt struct {
 // its sending side: it can send no frame, not even a close) before the
 // backend answered. No backend is to blame.
 var ErrClientGone = errors.New("relay: the client closed its connection before its handshake was answered")
+
+// ErrStopping ends a handshake still in progress when its loop stops (the
+// proxy's shutdown is over): not the backend's failure either.
+var ErrStopping = errors.New("relay: the proxy is shutting down")
 
 // UpstreamError is an attempt that failed in the loop's hands: connecting
 // (Dial true) or exchanging the handshake.
