@@ -387,6 +387,8 @@ func TestParseErrors(t *testing.T) {
 		{"to https", site("\t\tto a:1 https://b:1"), []wantErr{{3, `to: upstream "https://b:1": TLS to upstreams is not supported yet`}}},
 		{"to other scheme", site("\t\tto tcp://a:1 a:1"), []wantErr{{3, `unsupported scheme "tcp"`}}},
 		{"to no port", site("\t\tto a:1 b"), []wantErr{{3, `upstream "b" has no port`}}},
+		{"to twice", site("\t\tto a:1 b:2 ws://a:1"), []wantErr{{3, `to: upstream "ws://a:1" is already listed at test.Caddyfile:3; use weights`}}},
+		{"to twice over lines", site("\t\tto a:1\n\t\tto b:2 a:1"), []wantErr{{4, `upstream "a:1" is already listed at test.Caddyfile:3`}}},
 		{"to no host", site("\t\tto :9000 a:1"), []wantErr{{3, `upstream ":9000" has no host`}}},
 		{"to bad port", site("\t\tto a:99999 a:1"), []wantErr{{3, "from 1 to 65535"}}},
 		{"to path", site("\t\tto ws://a:1/ws a:1"), []wantErr{{3, "has a path"}}},

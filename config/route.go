@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +54,13 @@ var routeDirectives = map[string]routeDir{
 			addr, err := parseUpstream(t.Text)
 			if err != nil {
 				p.errorf(posOf(t), "to: %v", err)
+				continue
+			}
+			if i := slices.IndexFunc(r.Upstreams, func(u Upstream) bool { return u.Addr == addr }); i >= 0 {
+				// A second entry would not be a second backend: weights
+				// would pair with the wrong upstreams, and counts and
+				// health would be shared under one address.
+				p.errorf(posOf(t), "to: upstream %q is already listed at %s; use weights to give it more traffic", t.Text, r.Upstreams[i].Pos)
 				continue
 			}
 			r.Upstreams = append(r.Upstreams, Upstream{Pos: posOf(t), Addr: addr})
