@@ -169,8 +169,9 @@ func (h *backendHandshake) Switched(ss *relay.Session) *relay.Config {
 }
 
 // Failed implements relay.Upstream: the admission is given back and the
-// client gets the backend's own answer, a 502 if backends failed, or a
-// 503 if there was none to try.
+// client gets the backend's own answer, a 502 if backends failed (504 if
+// on a deadline), or a 503 if there was none to try or the proxy is
+// stopping; nothing if the client has gone.
 func (h *backendHandshake) Failed(last error) []byte {
 	s, r := h.s, h.r
 	prevErr := h.att.Err() // the last completed attempt's, as the loop's own error may not say
@@ -186,7 +187,7 @@ func (h *backendHandshake) Failed(last error) []byte {
 		h.free()
 		return nil
 	}
-	if last != nil && prevErr != nil {
+	if last != nil && prevErr != nil && !errors.Is(last, relay.ErrStopping) {
 		last = prevErr
 	}
 	resp := fasthttp.AcquireResponse()

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -315,6 +316,31 @@ func TestClientGoneDuringBackendHandshake(t *testing.T) {
 	route := tp.srv.rt.Load().routes[0].name
 	if gone, bad := counterValue(t, hs.WithLabelValues(route, "499")), counterValue(t, hs.WithLabelValues(route, "502")); gone != 5 || bad != 0 {
 		t.Fatalf("handshakes: %v with status 499, %v with 502; want 5 and 0", gone, bad)
+	}
+}
+
+// A handshake still waiting for its backend when the proxy's shutdown
+// stops the loops gets a 503 that says so, not a 502 that blames the
+// backend.
+func TestShutdownDuringBackendHandshake(t *testing.T) {
+	t.Parallel()
+	addr := scriptedBackend(t, 4096, 0, false, func(key string) string {
+		time.Sleep(3 * time.Second)
+		return switching(key)
+	})
+	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, wsHead("/ws"))
+	waitFor(t, func() bool { return tp.srv.live.Load() == 1 })
+	go tp.srv.Shutdown(context.Background())
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	got, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(got), "HTTP/1.1 503") || !strings.Contains(string(got), "shutting down") {
+		t.Fatalf("the client got %q, want a 503", got)
 	}
 }
 
