@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -123,11 +122,7 @@ func (h *backendHandshake) upgradeError(err error) error {
 		if ue.Dial {
 			return &upgrade.DialError{Addr: ue.Addr, Err: ue}
 		}
-		err := ue.Err
-		if ue.Timeout && err == nil {
-			err = os.ErrDeadlineExceeded // what HandshakeError.Timeout looks for
-		}
-		return &upgrade.HandshakeError{Addr: ue.Addr, Reason: ue.Reason, Err: err}
+		return &upgrade.HandshakeError{Addr: ue.Addr, Reason: ue.Reason, Err: ue.Err}
 	}
 	var he *upgrade.HandshakeError
 	var re *upgrade.HTTPResponseError
@@ -169,8 +164,8 @@ func (h *backendHandshake) Switched(ss *relay.Session) *relay.Config {
 }
 
 // Failed implements relay.Upstream: the admission is given back and the
-// client gets the backend's own answer, a 502 if backends failed (504 if
-// on a deadline), or a 503 if there was none to try or the proxy is
+// client gets the backend's own answer, a 502 if backends failed (a
+// deadline included), or a 503 if there was none to try or the proxy is
 // stopping; nothing if the client has gone.
 func (h *backendHandshake) Failed(last error) []byte {
 	s, r := h.s, h.r
@@ -200,11 +195,6 @@ func (h *backendHandshake) Failed(last error) []byte {
 		textResponse(resp, fasthttp.StatusServiceUnavailable, "no backend available\n")
 	case errors.Is(last, relay.ErrStopping):
 		textResponse(resp, fasthttp.StatusServiceUnavailable, "proxy shutting down\n")
-	case timedOut(last):
-		// As nginx and HAProxy answer, and as plain HTTP's
-		// response_timeout does: a slow backend is told apart from a
-		// broken one.
-		textResponse(resp, fasthttp.StatusGatewayTimeout, "backend did not complete the WebSocket handshake in time\n")
 	default:
 		textResponse(resp, fasthttp.StatusBadGateway, "backend failed the WebSocket handshake\n")
 	}
@@ -215,18 +205,6 @@ func (h *backendHandshake) Failed(last error) []byte {
 	resp.WriteTo(&out)
 	h.free()
 	return out.Bytes()
-}
-
-// timedOut reports whether a backend attempt failed on a deadline:
-// connecting, or waiting for its answer.
-func timedOut(err error) bool {
-	var ue *relay.UpstreamError
-	if errors.As(err, &ue) {
-		return ue.Timeout
-	}
-	var t interface{ Timeout() bool } // upgrade's errors, net.Error
-	return errors.As(err, &t) && t.Timeout() ||
-		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, fasthttp.ErrDialTimeout)
 }
 
 // errGaveUp ends an attempt that was in flight when the loop gave up on

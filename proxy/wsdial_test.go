@@ -160,9 +160,9 @@ func TestBackendErrorBodyInPieces(t *testing.T) {
 	}
 }
 
-// A backend that accepts and never answers is a 504 after the route's
-// upstream handshake timeout, one that cannot be reached in its
-// dial_timeout a 504 too, and one named by host name is looked up.
+// A backend that accepts and never answers is a 502 after the route's
+// upstream handshake timeout, one that cannot be reached a 502 after its
+// dial_timeout, and one named by host name is looked up.
 func TestBackendSilentAndByName(t *testing.T) {
 	t.Parallel()
 	conf := `
@@ -185,12 +185,12 @@ func TestBackendSilentAndByName(t *testing.T) {
 	tp := startProxy(t, conf, 0)
 	start := time.Now()
 	rc := rawRequest(t, tp.addr, wsHead("/silent"))
-	if took := time.Since(start); rc.Status != 504 || took < 250*time.Millisecond || took > 3*time.Second {
+	if took := time.Since(start); rc.Status != 502 || took < 250*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("silent backend: status %d after %v", rc.Status, took)
 	}
 	start = time.Now()
 	rc = rawRequest(t, tp.addr, wsHead("/unreachable"))
-	if took := time.Since(start); rc.Status != 504 || took < 250*time.Millisecond || took > 3*time.Second {
+	if took := time.Since(start); rc.Status != 502 || took < 250*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("unreachable backend: status %d after %v", rc.Status, took)
 	}
 	dialRaw(t, tp.addr, "/named")
