@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsproxy/wsproxy/internal/testnet"
 	"github.com/wsproxy/wsproxy/upgrade"
 )
 
@@ -43,37 +43,6 @@ func fakeBackend(t *testing.T, serve func(c net.Conn)) string {
 
 // silentBackend accepts connections and never answers; they are closed
 // when the test ends.
-// fullBackend is a listening socket whose accept queue is full: the
-// kernel drops a new connection's SYN, and connecting takes until a
-// retransmitted SYN finds room (a second or more).
-func fullBackend(t *testing.T) string {
-	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(fd, 0); err != nil { // room for one
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), "full")
-	ln, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	filler, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { filler.Close() })
-	return ln.Addr().String()
-}
-
 func silentBackend(t *testing.T) string {
 	t.Helper()
 	done := make(chan struct{})
@@ -172,7 +141,7 @@ func TestBackendSilentAndByName(t *testing.T) {
 		upstream_handshake_timeout 300ms
 	}
 	route /unreachable {
-		to ` + fullBackend(t) + `
+		to ` + testnet.FullListener(t).Addr().String() + `
 		dial_timeout 300ms
 	}
 	route /named {
@@ -283,25 +252,34 @@ func TestUpgradeAfterPlainRequestOnOneConnection(t *testing.T) {
 	}
 }
 
-// A client that leaves while its backend is still being dialed gives its
-// admission back at once, not when the backend finally answers.
-func TestClientGoneDuringBackendHandshake(t *testing.T) {
-	t.Parallel()
+// handshakesInFlight starts a proxy in front of a backend that answers
+// each handshake after delay, and sends it n handshakes; their clients are
+// closed when the test ends.
+func handshakesInFlight(t *testing.T, delay time.Duration, n int) (*testProxy, []net.Conn) {
+	t.Helper()
 	addr := scriptedBackend(t, 4096, 0, false, func(key string) string {
-		time.Sleep(4 * time.Second)
+		time.Sleep(delay)
 		return switching(key)
 	})
 	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
 	var cs []net.Conn
-	for i := 0; i < 5; i++ {
+	for i := 0; i < n; i++ {
 		c, err := net.Dial("tcp", tp.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		t.Cleanup(func() { c.Close() })
 		io.WriteString(c, wsHead("/ws"))
 		cs = append(cs, c)
 	}
+	return tp, cs
+}
+
+// A client that leaves while its backend is still being dialed gives its
+// admission back at once, not when the backend finally answers.
+func TestClientGoneDuringBackendHandshake(t *testing.T) {
+	t.Parallel()
+	tp, cs := handshakesInFlight(t, 4*time.Second, 5)
 	waitFor(t, func() bool { return tp.srv.live.Load() == 5 })
 	for _, c := range cs {
 		c.Close()
@@ -324,17 +302,8 @@ func TestClientGoneDuringBackendHandshake(t *testing.T) {
 // backend.
 func TestShutdownDuringBackendHandshake(t *testing.T) {
 	t.Parallel()
-	addr := scriptedBackend(t, 4096, 0, false, func(key string) string {
-		time.Sleep(3 * time.Second)
-		return switching(key)
-	})
-	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
-	c, err := net.Dial("tcp", tp.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	io.WriteString(c, wsHead("/ws"))
+	tp, cs := handshakesInFlight(t, 3*time.Second, 1)
+	c := cs[0]
 	waitFor(t, func() bool { return tp.srv.live.Load() == 1 })
 	go tp.srv.Shutdown(context.Background())
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -348,17 +317,8 @@ func TestShutdownDuringBackendHandshake(t *testing.T) {
 // (printf ... | nc) gets no answer that blames the backend.
 func TestClientHalfCloseDuringBackendHandshake(t *testing.T) {
 	t.Parallel()
-	addr := scriptedBackend(t, 4096, 0, false, func(key string) string {
-		time.Sleep(200 * time.Millisecond)
-		return switching(key)
-	})
-	tp := startProxy(t, strings.ReplaceAll(simpleConf, "{b0}", addr), 0)
-	c, err := net.Dial("tcp", tp.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	io.WriteString(c, wsHead("/ws"))
+	tp, cs := handshakesInFlight(t, 200*time.Millisecond, 1)
+	c := cs[0]
 	c.(*net.TCPConn).CloseWrite()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(c)

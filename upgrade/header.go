@@ -338,8 +338,6 @@ func appendValue(dst, value []byte) []byte {
 	return append(dst, '\r', '\n')
 }
 
-// protoAtLeast11 reports whether an "HTTP/x.y" protocol string is HTTP/1.1 or
-// later. fasthttp has already checked the "HTTP/d.d" shape.
 // HTTP1 reports whether a request line's version is HTTP/1.x (what fasthttp
 // parsed as HTTP/0.9 or 1.0 included): a later major version in HTTP/1's
 // syntax is a 505.
@@ -347,6 +345,8 @@ func HTTP1(p []byte) bool {
 	return len(p) != len("HTTP/1.1") || !bytes.HasPrefix(p, []byte("HTTP/")) || p[5] <= '1'
 }
 
+// protoAtLeast11 reports whether an "HTTP/x.y" protocol string is HTTP/1.1 or
+// later. fasthttp has already checked the "HTTP/d.d" shape.
 func protoAtLeast11(p []byte) bool {
 	if len(p) != len("HTTP/1.1") || !bytes.HasPrefix(p, []byte("HTTP/")) || p[6] != '.' {
 		return false

@@ -400,7 +400,7 @@ func crlfEnd(b []byte, end int) ([]byte, int) {
 
 // headEnd returns the length of the request head in b, found from from
 // on, or -1: the head ends with a blank line (a bare LF is accepted as a
-// line end, as Go's and fasthttp's servers accept it).
+// line end; crlfEnd makes such an end one fasthttp reads).
 func headEnd(b []byte, from int) int {
 	b2 := b[from:]
 	i := bytes.Index(b2, []byte("\n\r\n"))

@@ -7,13 +7,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsproxy/wsproxy/internal/testnet"
 )
 
 // TestAcceptRawAddresses: the raw accept reads the client's address and
@@ -73,37 +74,6 @@ func mustTCPAddr(t *testing.T, s string) *net.TCPAddr {
 	return a
 }
 
-// fullListener is a listening socket whose accept queue is full: the
-// kernel drops the SYN of the next connection, which stays connecting
-// until a retransmitted SYN finds room (after about a second).
-func fullListener(t *testing.T) (*net.TCPListener, net.Conn) {
-	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		unix.Close(fd)
-		t.Fatal(err)
-	}
-	if err := unix.Listen(fd, 0); err != nil { // room for one
-		unix.Close(fd)
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), "full")
-	ln, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	filler, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		ln.Close()
-		t.Fatal(err)
-	}
-	return ln.(*net.TCPListener), filler
-}
-
 // TestRequestWaitsForASlowConnect: the request is written at once when
 // the connection is up by the time connect returns (as on loopback); a
 // backend whose SYN is not answered yet refuses that write, and the
@@ -114,9 +84,7 @@ func TestRequestWaitsForASlowConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ls.Close()
-	ln, filler := fullListener(t)
-	defer ln.Close()
-	defer filler.Close()
+	ln := testnet.FullListener(t)
 	req := []byte("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
 	up := &seqUpstream{attempts: []Attempt{
 		{Addr: ln.Addr().String(), Request: req, DialTimeout: 10 * time.Second, Timeout: 10 * time.Second},
