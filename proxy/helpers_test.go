@@ -48,8 +48,7 @@ func startProxy(t testing.TB, conf string, n int, opts ...echoserver.Options) *t
 		tp.backends = append(tp.backends, b)
 		conf = strings.ReplaceAll(conf, fmt.Sprintf("{b%d}", i), b.Addr())
 	}
-	lc := net.ListenConfig{KeepAlive: -1} // as Start opens its own
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	ln, err := listenTCP("127.0.0.1:0") // as Start opens its own
 	if err != nil {
 		t.Fatal(err)
 	}

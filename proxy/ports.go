@@ -108,11 +108,8 @@ func (p *ports) open(rt *runtime) ([]*listener, error) {
 		bind := ""
 		if !given {
 			var err error
-			// Accepted sockets get the route's TCP settings once the
-			// route is known, not Go's defaults first.
-			lc := net.ListenConfig{KeepAlive: -1}
 			bind = bindAddr(rt.cfg, port)
-			ln, err = lc.Listen(context.Background(), "tcp", bind)
+			ln, err = listenTCP(bind)
 			if err != nil {
 				p.abort(opened)
 				return nil, fmt.Errorf("listen on port %d: %w", port, err)
@@ -124,6 +121,18 @@ func (p *ports) open(rt *runtime) ([]*listener, error) {
 		opened = append(opened, &listener{port: port, bind: bind, ln: ln})
 	}
 	return opened, nil
+}
+
+// listenTCP opens a port's listening socket. Accepted sockets get the
+// route's TCP settings once the route is known, not Go's defaults first
+// (KeepAlive -1). Plain TCP, not the Multipath TCP Go listens with by
+// default since 1.24: an MPTCP listening socket costs every SYN and accept
+// its subflow handling, for clients that speak MPTCP rarely, and refuses
+// the TCP options the event loops set on it (relay.Loops.Listen).
+func listenTCP(bind string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	lc.SetMultipathTCP(false)
+	return lc.Listen(context.Background(), "tcp", bind)
 }
 
 // abort closes listeners open returned, for a config not installed.

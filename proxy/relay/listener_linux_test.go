@@ -3,10 +3,13 @@
 package relay
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // handAllFront hands every connection to Go at once, as a TLS port does.
@@ -57,5 +60,46 @@ func TestListenerCloseClosesUnacceptedConns(t *testing.T) {
 		if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || isTimeout(err) {
 			t.Errorf("client %d: read %d, %v; want the connection closed", i, n, err)
 		}
+	}
+}
+
+// TestAcceptedSocketsDelayACKs: a connection the loops accept starts with
+// delayed ACKs (the listener's TCP_QUICKACK 0 is inherited), so the ACK of
+// a client's request leaves with the answer rather than alone.
+func TestAcceptedSocketsDelayACKs(t *testing.T) {
+	ls, err := NewLoops(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false) // as the proxy listens: an MPTCP listener refuses the option
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ls.Listen(ln, handAllFront{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	raw, err := sc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick, gerr := -1, error(nil)
+	raw.Control(func(fd uintptr) { quick, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK) })
+	if gerr != nil || quick != 0 {
+		t.Fatalf("accepted socket: TCP_QUICKACK %d (%v); want 0, delayed ACKs", quick, gerr)
 	}
 }
