@@ -68,12 +68,13 @@ func (s *Server) admitWebSocket(ctx *fasthttp.RequestCtx, t *runtime, r *route) 
 	}
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	ip := t.clientIP.ClientIP(&ctx.Request.Header, peer.Unmap())
-	if !t.rate.Allow(ip, time.Now()) {
+	now := time.Now()
+	if !t.rate.Allow(ip, now) {
 		ctx.Error("too many handshakes from your address; slow down\n", fasthttp.StatusTooManyRequests)
 		ctx.SetConnectionClose()
 		return nil
 	}
-	if ok, wait := r.hsRate.Take(time.Now()); !ok {
+	if ok, wait := r.hsRate.Take(now); !ok {
 		r.stats.handshakesLimited.Inc()
 		r.stats.hsLimitedTot.Add(1)
 		ctx.Error("too many new connections on this route; retry after the time in Retry-After\n", fasthttp.StatusServiceUnavailable)

@@ -167,6 +167,9 @@ func equalFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
+	if string(b) == s {
+		return true // names nearly always come in the case they are looked up in
+	}
 	for i := 0; i < len(b); i++ {
 		if lower(b[i]) != lower(s[i]) {
 			return false

@@ -527,15 +527,39 @@ func buildHandshake(rh respHead) Handshake {
 	for _, v := range rh.PeekAll(fasthttp.HeaderConnection) {
 		conns.addList(v)
 	}
-	for name, value := range rh.All() {
-		if isHopByHop(name) || conns.has(name) || equalFold(name, fasthttp.HeaderContentLength) ||
-			equalFold(name, "Sec-WebSocket-Accept") || equalFold(name, "Sec-WebSocket-Protocol") ||
-			equalFold(name, "Sec-WebSocket-Extensions") {
-			continue
+	if sh, ok := rh.(*switchHead); ok {
+		// The plain 101's fields by index: ranging over All, a function
+		// the compiler cannot see, would move hs and conns to the heap
+		// on every handshake.
+		for i := range sh.n {
+			hs.Header = appendEndToEnd(hs.Header, &conns, sh.fields[i][0], sh.fields[i][1])
 		}
-		hs.Header = append(hs.Header, Field{Name: string(name), Value: string(value)})
+		return hs
 	}
+	hs.Header = appendAllEndToEnd(hs.Header, conns, rh)
 	return hs
+}
+
+// appendAllEndToEnd is appendEndToEnd for every field of rh; conns is a
+// copy, which the loop's closure moves to the heap in place of the
+// caller's.
+func appendAllEndToEnd(dst []Field, conns byteLists, rh respHead) []Field {
+	for name, value := range rh.All() {
+		dst = appendEndToEnd(dst, &conns, name, value)
+	}
+	return dst
+}
+
+// appendEndToEnd appends a field of a 101 to dst unless it is one the
+// proxy answers with its own (hop-by-hop, named by Connection, framing,
+// the WebSocket handshake's).
+func appendEndToEnd(dst []Field, conns *byteLists, name, value []byte) []Field {
+	if isHopByHop(name) || conns.has(name) || equalFold(name, fasthttp.HeaderContentLength) ||
+		equalFold(name, "Sec-WebSocket-Accept") || equalFold(name, "Sec-WebSocket-Protocol") ||
+		equalFold(name, "Sec-WebSocket-Extensions") {
+		return dst
+	}
+	return append(dst, Field{Name: string(name), Value: string(value)})
 }
 
 // nextElemString and extensionNameString are the string forms of nextElem
