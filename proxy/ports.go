@@ -128,11 +128,19 @@ func (p *ports) open(rt *runtime) ([]*listener, error) {
 // (KeepAlive -1). Plain TCP, not the Multipath TCP Go listens with by
 // default since 1.24: an MPTCP listening socket costs every SYN and accept
 // its subflow handling, for clients that speak MPTCP rarely, and refuses
-// the TCP options the event loops set on it (relay.Loops.Listen).
+// the TCP options the event loops set on it (relay.Loops.Listen). Delayed
+// ACKs from the start, on TLS ports too, whose sockets Go accepts: the
+// client speaks first (a request, a ClientHello), and the ACK of what it
+// sent leaves with the answer instead of alone.
 func listenTCP(bind string) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: -1}
 	lc.SetMultipathTCP(false)
-	return lc.Listen(context.Background(), "tcp", bind)
+	ln, err := lc.Listen(context.Background(), "tcp", bind)
+	if err != nil {
+		return nil, err
+	}
+	delayACKs(ln)
+	return ln, nil
 }
 
 // abort closes listeners open returned, for a config not installed.

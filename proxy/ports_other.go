@@ -1,0 +1,8 @@
+//go:build !linux
+
+package proxy
+
+import "net"
+
+// delayACKs: TCP_QUICKACK is Linux's.
+func delayACKs(net.Listener) {}
