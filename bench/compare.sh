@@ -22,6 +22,13 @@
 #                   hs_ws, hs_wss, syscalls (strace -c under 64 B echo)
 #   -out NAME       results name in bench/results (default: latest for the
 #                   full default run, quick with -quick, focused otherwise)
+#   -pair MODE      target (default): each round runs every measurement on
+#                   one target, then the next target; measurement: each
+#                   round runs one measurement on every target in turn,
+#                   each started fresh for it, then the next measurement,
+#                   so the figures a ratio pairs are taken seconds apart
+#                   rather than a whole suite apart (this machine's speed
+#                   drifts over minutes; costs a start per measurement)
 #
 # Runs as root (it installs haproxy, nginx and caddy from Debian's packages
 # if they are missing). Every process it starts listens on 127.0.0.1 only,
@@ -31,8 +38,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-usage() { sed -n '2,28p' "$0"; }
-QUICK=0 ROUNDS="" TARGETS="" ONLY="" OUTNAME=""
+usage() { sed -n '2,36p' "$0"; }
+QUICK=0 ROUNDS="" TARGETS="" ONLY="" OUTNAME="" PAIR=target
 COMMAND="bench/compare.sh${*:+ $*}"
 while [ $# -gt 0 ]; do
 	arg=$1 val=""
@@ -42,7 +49,7 @@ while [ $# -gt 0 ]; do
 	case $arg in
 	-quick | --quick) QUICK=1 ;;
 	-h | --help) usage; exit 0 ;;
-	-rounds | -targets | -only | -out)
+	-rounds | -targets | -only | -out | -pair)
 		if [ -z "$val" ]; then
 			[ $# -ge 2 ] || { echo "compare.sh: $arg needs a value" >&2; exit 2; }
 			val=$2
@@ -53,6 +60,7 @@ while [ $# -gt 0 ]; do
 		-targets) TARGETS=$val ;;
 		-only) ONLY=$val ;;
 		-out) OUTNAME=$val ;;
+		-pair) PAIR=$val ;;
 		esac
 		;;
 	*) echo "compare.sh: unknown argument $arg (see -h)" >&2; exit 2 ;;
@@ -78,6 +86,7 @@ if [ -z "$OUTNAME" ]; then
 	fi
 fi
 [[ $OUTNAME =~ ^[A-Za-z0-9_.-]+$ ]] || { echo "compare.sh: -out $OUTNAME: letters, digits, _ . - only" >&2; exit 2; }
+case $PAIR in target | measurement) ;; *) echo "compare.sh: -pair $PAIR: target or measurement" >&2; exit 2 ;; esac
 if [ "$QUICK" = 1 ]; then : "${ROUNDS:=1}" "${ONLY:=$QUICK_ONLY}"; fi
 : "${ROUNDS:=3}" "${TARGETS:=$ALL_TARGETS}" "${ONLY:=$DEFAULT_ONLY}"
 [[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "compare.sh: -rounds $ROUNDS: want 1 to 99" >&2; exit 2; }
@@ -673,13 +682,29 @@ T1=$(date +%s)
 echo "compare.sh: installs, builds and certificate took $((T1 - T0)) s"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "compare.sh: $ROUNDS round(s) of ${TLIST[*]}; measurements ${MLIST[*]}"
+ALL_M=("${MLIST[@]}")
 for ROUND in $(seq "$ROUNDS"); do
+	if [ "$PAIR" = measurement ]; then
+		for m in "${ALL_M[@]}"; do
+			MLIST=("$m")
+			for t in "${TLIST[@]}"; do
+				run_target "$t"
+			done
+		done
+		MLIST=("${ALL_M[@]}")
+		continue
+	fi
 	for t in "${TLIST[@]}"; do
 		run_target "$t"
 	done
 done
 
-PARAMS="$ROUNDS round(s), interleaved in the order ${TLIST[*]}, each target and its backends started fresh every round (and again before each hold run); measurements ${MLIST[*]}; holdN: N idle connections from $SRC, idle $SETTLE before the sample; echo: closed loop, $ECHO_CONNS connections unless _cN, $DUR after $WARM warm-up; fixed rate $RATE msg/s per connection × $ECHO_CONNS for $RATE_DUR; handshakes $HS_WORKERS workers for $HS_DUR; syscalls: strace -c over a $SYS_DUR 64 B echo; fd limit $FDS; load average (1/5/15 min) at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$PAIR" = measurement ]; then
+	PAIRING="each measurement run on every target in turn, in the order ${TLIST[*]}, each target and its backends started fresh for every measurement"
+else
+	PAIRING="interleaved in the order ${TLIST[*]}, each target and its backends started fresh every round (and again before each hold run)"
+fi
+PARAMS="$ROUNDS round(s), $PAIRING; measurements ${MLIST[*]}; holdN: N idle connections from $SRC, idle $SETTLE before the sample; echo: closed loop, $ECHO_CONNS connections unless _cN, $DUR after $WARM warm-up; fixed rate $RATE msg/s per connection × $ECHO_CONNS for $RATE_DUR; handshakes $HS_WORKERS workers for $HS_DUR; syscalls: strace -c over a $SYS_DUR 64 B echo; fd limit $FDS; load average (1/5/15 min) at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 cp "$RUNS" "$OUT/$OUTNAME.jsonl"
 "$BIN/report" -runs "$RUNS" -source "bench/results/$OUTNAME.jsonl" -md "$OUT/$OUTNAME.md" -svg "$OUT/$OUTNAME.svg" -cmd "$COMMAND" -params "$PARAMS" ||
 	{ echo "compare.sh: report failed" >&2; exit 1; }
