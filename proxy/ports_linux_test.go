@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsproxy/wsproxy/internal/testnet"
 )
 
 // TestListenTCPIsPlainTCP: the ports listen with plain TCP, not the
@@ -19,31 +21,11 @@ func TestListenTCPIsPlainTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	raw, err := ln.(*net.TCPListener).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
+	if proto := testnet.SockoptInt(t, ln.(*net.TCPListener), unix.SOL_SOCKET, unix.SO_PROTOCOL); proto != unix.IPPROTO_TCP {
+		t.Fatalf("listening socket protocol %d; want IPPROTO_TCP (%d)", proto, unix.IPPROTO_TCP)
 	}
-	proto, gerr := 0, error(nil)
-	raw.Control(func(fd uintptr) { proto, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) })
-	if gerr != nil || proto != unix.IPPROTO_TCP {
-		t.Fatalf("listening socket protocol %d (%v); want IPPROTO_TCP (%d)", proto, gerr, unix.IPPROTO_TCP)
-	}
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ac, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Close()
-	if raw, err = ac.(*net.TCPConn).SyscallConn(); err != nil {
-		t.Fatal(err)
-	}
-	quick := -1
-	raw.Control(func(fd uintptr) { quick, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK) })
-	if gerr != nil || quick != 0 {
-		t.Fatalf("accepted socket: TCP_QUICKACK %d (%v); want 0, delayed ACKs", quick, gerr)
+	ac := testnet.Accepted(t, ln)
+	if quick := testnet.SockoptInt(t, ac.(*net.TCPConn), unix.IPPROTO_TCP, unix.TCP_QUICKACK); quick != 0 {
+		t.Fatalf("accepted socket: TCP_QUICKACK %d; want 0, delayed ACKs", quick)
 	}
 }

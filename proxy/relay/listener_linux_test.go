@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsproxy/wsproxy/internal/testnet"
 )
 
 // handAllFront hands every connection to Go at once, as a TLS port does.
@@ -83,23 +85,8 @@ func TestAcceptedSocketsDelayACKs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sc, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	raw, err := sc.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	quick, gerr := -1, error(nil)
-	raw.Control(func(fd uintptr) { quick, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK) })
-	if gerr != nil || quick != 0 {
-		t.Fatalf("accepted socket: TCP_QUICKACK %d (%v); want 0, delayed ACKs", quick, gerr)
+	sc := testnet.Accepted(t, l)
+	if quick := testnet.SockoptInt(t, sc.(*net.TCPConn), unix.IPPROTO_TCP, unix.TCP_QUICKACK); quick != 0 {
+		t.Fatalf("accepted socket: TCP_QUICKACK %d; want 0, delayed ACKs", quick)
 	}
 }
