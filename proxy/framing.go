@@ -37,7 +37,9 @@ func framingError(h *fasthttp.RequestHeader) string {
 		} else {
 			raw = nil
 		}
-		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
 		if len(line) == 0 {
 			break
 		}
@@ -48,10 +50,16 @@ func framingError(h *fasthttp.RequestHeader) string {
 		if colon <= 0 {
 			continue // fasthttp has refused or ignored it already
 		}
-		name, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
+		name := line[:colon]
 		if c := name[len(name)-1]; c == ' ' || c == '\t' {
 			return "white space before a header field's colon"
 		}
+		// Only two names matter here; the length rules out nearly every
+		// other field before any case-folding compare.
+		if len(name) != len("Content-Length") && len(name) != len("Transfer-Encoding") {
+			continue
+		}
+		value := bytes.Trim(line[colon+1:], " \t")
 		switch {
 		case bytes.EqualFold(name, []byte("Content-Length")):
 			for _, v := range bytes.Split(value, []byte{','}) {

@@ -195,7 +195,7 @@ func (s *Server) Connections(route, key string, offset, limit int) (ConnectionsP
 	})
 	slices.SortFunc(sessions, func(a, b *relay.Session) int {
 		ca, cb := a.Tag.(*wsConn), b.Tag.(*wsConn)
-		return cmp.Or(ca.start.Compare(cb.start), strings.Compare(ca.client, cb.client))
+		return cmp.Or(ca.start.Compare(cb.start), strings.Compare(ca.client.String(), cb.client.String()))
 	})
 	page := ConnectionsPage{Total: len(sessions), Offset: offset, Limit: limit, Connections: []ConnectionInfo{}}
 	now := time.Now()
@@ -203,7 +203,7 @@ func (s *Server) Connections(route, key string, offset, limit int) (ConnectionsP
 		c := ss.Tag.(*wsConn)
 		lv := ss.Live()
 		page.Connections = append(page.Connections, ConnectionInfo{
-			Route: c.route.name, Key: c.key, Backend: c.backend.Addr, Client: c.client,
+			Route: c.route.name, Key: c.key, Backend: c.backend.Addr, Client: c.client.String(),
 			Started: c.start, AgeSeconds: now.Sub(c.start).Seconds(),
 			Up:               dirTraffic(lv.ClientToBackend),
 			Down:             dirTraffic(lv.BackendToClient),

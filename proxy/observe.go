@@ -209,7 +209,7 @@ func (a *accessLog) websocket(c *wsConn, ss *relay.Session) {
 	}
 	up, down := &ss.ClientToBackend, &ss.BackendToClient
 	a.log.LogAttrs(context.Background(), slog.LevelInfo, "websocket",
-		slog.String("client", c.client), slog.String("route", c.route.name), slog.String("backend", c.backend.Addr),
+		slog.String("client", c.client.String()), slog.String("route", c.route.name), slog.String("backend", c.backend.Addr),
 		slog.String("key", c.key), slog.String("subprotocol", c.subprotocol),
 		slog.Float64("duration_s", time.Since(c.start).Seconds()),
 		slog.Uint64("bytes_up", up.Bytes), slog.Uint64("bytes_down", down.Bytes),

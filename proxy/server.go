@@ -225,7 +225,6 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, port int) (*runtime, *route, bo
 		return nil, nil, false
 	}
 	r := t.lookup(port, ctx.Host(), tg.path, ctx.QueryArgs())
-	attempt := upgrade.IsAttempt(&ctx.Request.Header)
 	if r != nil && tg.encodedSlash && !r.cfg.AllowEncodedSlash {
 		ctx.Error("bad request: encoded slash or backslash in the path\n", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose()
@@ -234,7 +233,7 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, port int) (*runtime, *route, bo
 	tg.forward(ctx)
 	if r == nil {
 		ctx.Error("no route for this request\n", fasthttp.StatusNotFound)
-		if attempt || bodyMayRemain(ctx) {
+		if bodyMayRemain(ctx) || upgrade.IsAttempt(&ctx.Request.Header) {
 			ctx.SetConnectionClose()
 		}
 		return nil, nil, false
@@ -284,13 +283,13 @@ func (s *Server) sessionDone(ss *relay.Session) {
 	s.rt.Load().access.websocket(c, ss)
 	s.sessions.remove(ss)
 	if ss.Stalled != relay.SideNone {
-		s.log.Warn("slow consumer dropped", "route", c.route.name, "side", ss.Stalled.String(), "client", c.client, "backend", c.backend.Addr)
+		s.log.Warn("slow consumer dropped", "route", c.route.name, "side", ss.Stalled.String(), "client", c.client.String(), "backend", c.backend.Addr)
 	}
 	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
 		return // the arguments below cost allocations even when not logged
 	}
 	s.log.Debug("websocket closed",
-		"route", c.route.name, "backend", c.backend.Addr, "client", c.client, "key", c.key,
+		"route", c.route.name, "backend", c.backend.Addr, "client", c.client.String(), "key", c.key,
 		"duration", time.Since(c.start).Round(time.Millisecond),
 		"close_code", ss.CloseCode, "closed_by", ss.ClosedBy.String(), "reason", ss.Reason,
 		"bytes_up", ss.ClientToBackend.Bytes, "bytes_down", ss.BackendToClient.Bytes,

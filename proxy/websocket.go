@@ -18,7 +18,7 @@ import (
 type wsConn struct {
 	route   *route
 	backend *balancer.Backend
-	client  string
+	client  peerAddr
 	key     string
 	start   time.Time
 	ticket  *ticket // its admission, released when it ends

@@ -32,12 +32,10 @@ type backendHandshake struct {
 	r  *route
 	tk *ticket
 
-	hdr    fasthttp.RequestHeader // the client's request: the 101 is checked against it
-	req    []byte                 // the upstream request, the same for every backend
-	up     upgrade.UpstreamRequest
+	req    []byte // the upstream request, the same for every backend; the 101 is checked against it
 	wsKey  []byte
 	key    []byte // the hash key
-	client string
+	client peerAddr
 	port   int // the listening port, when a loop accepted the client (see route.tuneSockets)
 
 	att attempts
@@ -52,33 +50,48 @@ var handshakePool = sync.Pool{New: func() any { return new(backendHandshake) }}
 func (s *Server) newBackendHandshake(ctx *fasthttp.RequestCtx, r *route, wsKey, key []byte, tk *ticket) *backendHandshake {
 	h := handshakePool.Get().(*backendHandshake)
 	h.s, h.r, h.tk = s, r, tk
-	ctx.Request.Header.CopyTo(&h.hdr)
 	clientIP := remoteAddr(ctx)
-	h.up = upgrade.UpstreamRequest{Header: &h.hdr, ClientIP: clientIP, TLS: ctx.IsTLS(), TrustForwarded: s.rt.Load().clientIP.Trusted(clientIP)}
-	h.req = upgrade.AppendRequest(h.req[:0], &h.up)
+	up := upgrade.UpstreamRequest{Header: &ctx.Request.Header, ClientIP: clientIP, TLS: ctx.IsTLS(), TrustForwarded: s.rt.Load().clientIP.Trusted(clientIP)}
+	h.req = upgrade.AppendRequest(h.req[:0], &up)
 	h.wsKey = append(h.wsKey[:0], wsKey...)
 	h.key = append(h.key[:0], key...)
-	h.client = addrString(ctx.RemoteAddr())
+	h.client = newPeerAddr(ctx.RemoteAddr())
 	h.att = r.attempts(s.health, h.key, true, true)
 	return h
 }
 
-// addrString is a.String(), with less garbage for the TCP addresses every
-// handshake has.
-func addrString(a net.Addr) string {
+// peerAddr is a client's address, kept as a value and printed only when
+// something shows it (the sampled access log, the admin API, a warning):
+// most connections are never printed, and formatting every one cost a
+// string per handshake.
+type peerAddr struct {
+	ap    netip.AddrPort // a TCP peer; IPv4-mapped addresses unmapped, as net.TCPAddr prints them
+	other string         // any other kind of address, printed
+}
+
+func newPeerAddr(a net.Addr) peerAddr {
 	if t, ok := a.(*net.TCPAddr); ok {
-		ap := t.AddrPort() // as String, an IPv4-mapped address prints as IPv4
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+		ap := t.AddrPort()
+		return peerAddr{ap: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
 	}
-	return a.String()
+	if a == nil {
+		return peerAddr{}
+	}
+	return peerAddr{other: a.String()}
+}
+
+// String is what a.String() gives for the address newPeerAddr was made from.
+func (p peerAddr) String() string {
+	if p.ap.IsValid() {
+		return p.ap.String()
+	}
+	return p.other
 }
 
 // free returns h to its pool once neither the loop nor run holds it.
 func (h *backendHandshake) free() {
-	h.hdr.Reset()
 	h.s, h.r, h.tk, h.b = nil, nil, nil, nil
 	h.port = 0
-	h.up = upgrade.UpstreamRequest{}
 	h.att, h.hs = attempts{}, upgrade.Handshake{}
 	if cap(h.req) > 8<<10 {
 		h.req = nil
@@ -137,7 +150,7 @@ func (h *backendHandshake) upgradeError(err error) error {
 
 // Response implements relay.Upstream.
 func (h *backendHandshake) Response(b []byte, eof bool) (int, error) {
-	head, hs, err := upgrade.ParseResponse(b, eof, &h.hdr)
+	head, hs, err := upgrade.ParseResponse(b, eof, h.req)
 	if head > 0 {
 		h.hs = hs
 	}
@@ -230,7 +243,7 @@ func (h *backendHandshake) run(conn net.Conn, pre []byte) {
 			conn.Close()
 			return
 		}
-		up, err := upgrade.Dial(h.s.ctx, a.Addr, a.DialTimeout, &h.up, a.Timeout)
+		up, err := upgrade.DialRequest(h.s.ctx, a.Addr, a.DialTimeout, h.req, a.Timeout)
 		if err != nil {
 			prev = err
 			continue

@@ -340,17 +340,17 @@ func TestHandshakeHeadOverLimit(t *testing.T) {
 	dialRaw(t, tp.addr, "/ws", "X-Small: "+strings.Repeat("a", 1500))
 }
 
-// TestAddrString: the access log's client address is what net.TCPAddr's
+// TestPeerAddr: the access log's client address is what net.TCPAddr's
 // String gives, IPv4-mapped and zoned addresses included.
-func TestAddrString(t *testing.T) {
+func TestPeerAddr(t *testing.T) {
 	for _, a := range []*net.TCPAddr{
 		{IP: net.ParseIP("127.0.0.1"), Port: 80}, // 16-byte, IPv4-mapped
 		{IP: net.IPv4(10, 1, 2, 3).To4(), Port: 1},
 		{IP: net.ParseIP("::1"), Port: 443},
 		{IP: net.ParseIP("fe80::1"), Port: 5, Zone: "eth0"},
 	} {
-		if got, want := addrString(a), a.String(); got != want {
-			t.Errorf("addrString: %q, want %q", got, want)
+		if got, want := newPeerAddr(a).String(), a.String(); got != want {
+			t.Errorf("peerAddr: %q, want %q", got, want)
 		}
 	}
 }

@@ -30,6 +30,15 @@ func rawFields(h *fasthttp.RequestHeader) []byte {
 	return append([]byte(nil), full[i+1:]...)
 }
 
+// requestFields returns the header block of a request head built as
+// AppendRequest builds one: what follows the request line.
+func requestFields(head []byte) []byte {
+	if i := bytes.IndexByte(head, '\n'); i >= 0 {
+		return head[i+1:]
+	}
+	return nil
+}
+
 // fieldScanner walks the fields of a raw header block. The zero value with b
 // set is ready to use.
 type fieldScanner struct {

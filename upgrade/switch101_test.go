@@ -32,7 +32,7 @@ func FuzzSwitchHead(f *testing.F) {
 	) {
 		f.Add([]byte(s))
 	}
-	client := offerRequest(f)
+	client := sentHead(offerRequest(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var sw switchHead
 		if n := sw.parse(data); n == 0 || n > ReadBufferSize {

@@ -248,14 +248,23 @@ type Handshake struct {
 	// its Connection header names, Content-Length, Transfer-Encoding and
 	// Sec-WebSocket-Accept, -Protocol and -Extensions.
 	Header []Field
+
+	// accept is the Sec-WebSocket-Accept checked for acceptKey (the key
+	// the client sent and the backend was asked with): the client's 101
+	// carries the same value, and AppendSwitchingProtocols reuses it
+	// instead of hashing the key a second time.
+	acceptKey [24]byte
+	accept    [28]byte
 }
 
 // maxInterim bounds the 1xx responses (other than 101) skipped before the
 // real one.
 const maxInterim = 4
 
-// ReadResponse reads the backend's response to a handshake request made
-// from client (the client's request header) and checks it.
+// ReadResponse reads the backend's response to a handshake request and
+// checks it. sent is that request's head as it was written to the backend
+// (AppendRequest's bytes): the 101 answers what the backend was asked,
+// and the proxy forwards every Sec-WebSocket-* field the client sent.
 //
 // The response head must fit in br's buffer; a longer one fails. A 101 must
 // be HTTP/1.1 or later, list "websocket" in Upgrade and "upgrade" in
@@ -270,7 +279,7 @@ const maxInterim = 4
 // with a body of at most MaxErrorBodySize. Everything else (I/O errors,
 // timeouts, malformed or truncated responses, failed checks) returns a
 // *HandshakeError.
-func ReadResponse(br *bufio.Reader, client *fasthttp.RequestHeader) (Handshake, error) {
+func ReadResponse(br *bufio.Reader, sent []byte) (Handshake, error) {
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	rh := &resp.Header
@@ -290,10 +299,12 @@ func ReadResponse(br *bufio.Reader, client *fasthttp.RequestHeader) (Handshake, 
 	if rh.StatusCode() != fasthttp.StatusSwitchingProtocols {
 		return Handshake{}, readHTTPResponse(br, resp)
 	}
-	if err := checkSwitch(rh, client); err != nil {
+	var hs Handshake
+	if err := checkSwitch(rh, sent, &hs); err != nil {
 		return Handshake{}, err
 	}
-	return buildHandshake(rh), nil
+	buildHandshake(rh, &hs)
+	return hs, nil
 }
 
 // ParseResponse judges a backend's answer from the bytes received so far,
@@ -306,7 +317,7 @@ func ReadResponse(br *bufio.Reader, client *fasthttp.RequestHeader) (Handshake, 
 // A non-101 answer is judged once its head and its body, by Content-Length
 // or chunked framing, are in; one whose body runs to the end of the
 // connection is judged at eof.
-func ParseResponse(b []byte, eof bool, client *fasthttp.RequestHeader) (head int, hs Handshake, err error) {
+func ParseResponse(b []byte, eof bool, sent []byte) (head int, hs Handshake, err error) {
 	if !eof && len(b) < ReadBufferSize && !hasHeadEnd(b) {
 		return 0, Handshake{}, nil
 	}
@@ -318,14 +329,15 @@ func ParseResponse(b []byte, eof bool, client *fasthttp.RequestHeader) (head int
 		parsePool.Put(p)
 	}()
 	if n := p.sw.parse(b); n > 0 && n <= ReadBufferSize {
-		if err := checkSwitch(&p.sw, client); err != nil {
+		if err := checkSwitch(&p.sw, sent, &hs); err != nil {
 			return 0, Handshake{}, err
 		}
-		return n, buildHandshake(&p.sw), nil
+		buildHandshake(&p.sw, &hs)
+		return n, hs, nil
 	}
 	p.rd.Reset(b)
 	p.br.Reset(&p.rd)
-	hs, err = ReadResponse(p.br, client)
+	hs, err = ReadResponse(p.br, sent)
 	if err != nil {
 		var he *HandshakeError
 		if !eof && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &he) && he.inBody) {
@@ -408,8 +420,9 @@ func readHTTPResponse(br *bufio.Reader, resp *fasthttp.Response) error {
 	return e
 }
 
-// checkSwitch checks a 101 against the client's request.
-func checkSwitch(rh respHead, client *fasthttp.RequestHeader) error {
+// checkSwitch checks a 101 against the request head sent, and records the
+// accept value it checked in hs.
+func checkSwitch(rh respHead, sent []byte, hs *Handshake) error {
 	if !protoAtLeast11(rh.Protocol()) {
 		return &HandshakeError{Reason: "101 response with a protocol older than HTTP/1.1"}
 	}
@@ -420,10 +433,10 @@ func checkSwitch(rh respHead, client *fasthttp.RequestHeader) error {
 		return &HandshakeError{Reason: `101 response without "Connection: Upgrade"`}
 	}
 
-	// What the client asked for, from its fields as sent.
+	// What the backend was asked for.
 	var key []byte
 	var protocols, extensions byteLists
-	s := fieldScanner{b: rawFields(client)}
+	s := fieldScanner{b: requestFields(sent)}
 	for name, value, ok := s.next(); ok; name, value, ok = s.next() {
 		switch {
 		case equalFold(name, "Sec-WebSocket-Key"):
@@ -439,6 +452,10 @@ func checkSwitch(rh respHead, client *fasthttp.RequestHeader) error {
 	var want [28]byte
 	if len(accepts) != 1 || !bytes.Equal(accepts[0], AppendAcceptKey(want[:0], key)) {
 		return &HandshakeError{Reason: "wrong or missing Sec-WebSocket-Accept"}
+	}
+	if len(key) == len(hs.acceptKey) {
+		copy(hs.acceptKey[:], key)
+		copy(hs.accept[:], want[:])
 	}
 
 	switch ps := rh.PeekAll("Sec-WebSocket-Protocol"); {
@@ -495,9 +512,8 @@ func anyHasToken(values [][]byte, tok string) bool {
 	return false
 }
 
-// buildHandshake copies what the proxy keeps from a checked 101.
-func buildHandshake(rh respHead) Handshake {
-	var hs Handshake
+// buildHandshake copies what the proxy keeps from a checked 101 into hs.
+func buildHandshake(rh respHead, hs *Handshake) {
 	if ps := rh.PeekAll("Sec-WebSocket-Protocol"); len(ps) == 1 {
 		hs.Protocol = string(ps[0])
 	}
@@ -534,10 +550,9 @@ func buildHandshake(rh respHead) Handshake {
 		for i := range sh.n {
 			hs.Header = appendEndToEnd(hs.Header, &conns, sh.fields[i][0], sh.fields[i][1])
 		}
-		return hs
+		return
 	}
 	hs.Header = appendAllEndToEnd(hs.Header, conns, rh)
-	return hs
 }
 
 // appendAllEndToEnd is appendEndToEnd for every field of rh; conns is a
@@ -635,7 +650,11 @@ func AllowedRSV(extensions string) byte {
 // (hs.Header), and the blank line. It allocates only when dst is too small.
 func AppendSwitchingProtocols(dst, key []byte, hs *Handshake) []byte {
 	dst = append(dst, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	dst = AppendAcceptKey(dst, key)
+	if hs.accept[0] != 0 && string(key) == string(hs.acceptKey[:]) {
+		dst = append(dst, hs.accept[:]...)
+	} else {
+		dst = AppendAcceptKey(dst, key)
+	}
 	dst = append(dst, '\r', '\n')
 	if hs.Protocol != "" {
 		dst = appendFieldString(dst, "Sec-WebSocket-Protocol", hs.Protocol)
@@ -691,6 +710,19 @@ func Dial(ctx context.Context, addr string, dialTimeout time.Duration, req *Upst
 	if req == nil || req.Header == nil {
 		return nil, errors.New("upgrade: Dial needs an UpstreamRequest with a Header")
 	}
+	bp := writePool.Get().(*[]byte)
+	*bp = AppendRequest((*bp)[:0], req)
+	up, err := DialRequest(ctx, addr, dialTimeout, *bp, handshakeTimeout)
+	if cap(*bp) <= 64<<10 {
+		writePool.Put(bp)
+	}
+	return up, err
+}
+
+// DialRequest is Dial for a request head AppendRequest has already built:
+// a caller that may try several backends builds it once. The head must
+// not change until DialRequest returns.
+func DialRequest(ctx context.Context, addr string, dialTimeout time.Duration, req []byte, handshakeTimeout time.Duration) (*Upstream, error) {
 	if dialTimeout <= 0 {
 		dialTimeout = DefaultDialTimeout
 	}
@@ -723,10 +755,16 @@ func Upgrade(ctx context.Context, conn net.Conn, req *UpstreamRequest, timeout t
 		conn.Close()
 		return nil, errors.New("upgrade: Upgrade needs an UpstreamRequest with a Header")
 	}
-	return upgrade(ctx, conn, conn.RemoteAddr().String(), req, timeout)
+	bp := writePool.Get().(*[]byte)
+	*bp = AppendRequest((*bp)[:0], req)
+	up, err := upgrade(ctx, conn, conn.RemoteAddr().String(), *bp, timeout)
+	if cap(*bp) <= 64<<10 {
+		writePool.Put(bp)
+	}
+	return up, err
 }
 
-func upgrade(ctx context.Context, conn net.Conn, addr string, req *UpstreamRequest, timeout time.Duration) (up *Upstream, err error) {
+func upgrade(ctx context.Context, conn net.Conn, addr string, req []byte, timeout time.Duration) (up *Upstream, err error) {
 	if timeout <= 0 {
 		timeout = DefaultHandshakeTimeout
 	}
@@ -763,16 +801,10 @@ func upgrade(ctx context.Context, conn net.Conn, addr string, req *UpstreamReque
 	return up, nil
 }
 
-// exchange writes the request and reads the response, with pooled buffers
-// that are back in their pools when it returns.
-func exchange(conn net.Conn, req *UpstreamRequest) (*Upstream, error) {
-	bp := writePool.Get().(*[]byte)
-	*bp = AppendRequest((*bp)[:0], req)
-	_, err := conn.Write(*bp)
-	if cap(*bp) <= 64<<10 {
-		writePool.Put(bp)
-	}
-	if err != nil {
+// exchange writes the request and reads the response, with a pooled
+// reader that is back in its pool when it returns.
+func exchange(conn net.Conn, req []byte) (*Upstream, error) {
+	if _, err := conn.Write(req); err != nil {
 		return nil, &HandshakeError{Reason: "writing the request", Err: err}
 	}
 
@@ -782,7 +814,7 @@ func exchange(conn net.Conn, req *UpstreamRequest) (*Upstream, error) {
 		br.Reset(nil)
 		readerPool.Put(br)
 	}()
-	hs, err := ReadResponse(br, req.Header)
+	hs, err := ReadResponse(br, req)
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,7 @@ func FuzzReadResponse(f *testing.F) {
 	for _, s := range responseSeeds {
 		f.Add([]byte(s))
 	}
-	client := offerRequest(f)
+	client := sentHead(offerRequest(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		br := bufio.NewReaderSize(bytes.NewReader(data), ReadBufferSize)
 		hs, err := ReadResponse(br, client)

@@ -187,6 +187,12 @@ func TestAppendSwitchingProtocols(t *testing.T) {
 	}
 }
 
+// sentHead is the request head the proxy sends a backend for the client
+// request h: what ReadResponse and ParseResponse check a 101 against.
+func sentHead(h *fasthttp.RequestHeader) []byte {
+	return AppendRequest(nil, &UpstreamRequest{Header: h})
+}
+
 // offerRequest is a client handshake that offers two subprotocols and two
 // extensions.
 func offerRequest(t testing.TB) *fasthttp.RequestHeader {
@@ -203,7 +209,7 @@ func switching(extra string) string {
 
 func TestReadResponse(t *testing.T) {
 	t.Parallel()
-	client := offerRequest(t)
+	client := sentHead(offerRequest(t))
 	type want struct {
 		handshake bool   // else an error
 		httpError int    // status of an *HTTPResponseError
@@ -290,7 +296,7 @@ func TestReadResponse(t *testing.T) {
 
 func TestReadResponseDetails(t *testing.T) {
 	t.Parallel()
-	client := offerRequest(t)
+	client := sentHead(offerRequest(t))
 	resp := switching("Sec-WebSocket-Protocol: chat\r\n" +
 		"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n" +
 		"Sec-WebSocket-Extensions: x-test\r\n" +
@@ -373,7 +379,7 @@ func TestParseResponseIncremental(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := []byte(tc.in)
 			for i := 1; i < len(b); i++ {
-				head, _, err := ParseResponse(b[:i], false, &client)
+				head, _, err := ParseResponse(b[:i], false, sentHead(&client))
 				if head != 0 || err != nil {
 					if tc.head > 0 && i >= tc.head || tc.status != 0 && i >= len(b)-2 {
 						break // whole: the frame behind a 101, a chunked body's last CRLF are not needed
@@ -384,12 +390,12 @@ func TestParseResponseIncremental(t *testing.T) {
 					t.Fatalf("after %d of %d bytes: head %d err %v", i, len(b), head, err)
 				}
 			}
-			head, hs, err := ParseResponse(b, false, &client)
+			head, hs, err := ParseResponse(b, false, sentHead(&client))
 			if tc.needEOF {
 				if head != 0 || err != nil {
 					t.Fatalf("before EOF: head %d err %v", head, err)
 				}
-				head, hs, err = ParseResponse(b, true, &client)
+				head, hs, err = ParseResponse(b, true, sentHead(&client))
 			}
 			var re *HTTPResponseError
 			switch {

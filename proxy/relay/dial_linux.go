@@ -38,7 +38,8 @@ var responsePool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); retu
 
 // dialState is a session's backend handshake in progress.
 type dialState struct {
-	fs        *frontState // reading the client's request (Listener), before up is known
+	fs        *frontState // reading the client's request (Listener), before up is known: &front
+	front     frontState  // fs's storage: one allocation for both
 	up        Upstream
 	a         Attempt
 	sent      int // bytes of a.Request written

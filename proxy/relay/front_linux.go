@@ -270,7 +270,8 @@ func (lp *loop) front(l *Listener, fd int, remote netip.AddrPort) {
 	e.timer.Init(e)
 	s.ev = e
 	max, timeout := l.front.Limits()
-	e.dial = &dialState{fs: &frontState{l: l, remote: remote, max: max}}
+	e.dial = &dialState{front: frontState{l: l, remote: remote, max: max}}
+	e.dial.fs = &e.dial.front
 	e.dial.timer.Init(dialAlarm{e})
 	lp.register(&e.c)
 	lp.setInterest(&e.c, unix.EPOLLIN|unix.EPOLLRDHUP)
