@@ -35,6 +35,14 @@ const maxSwitchFields = 24
 
 const switchStatus = "HTTP/1.1 101"
 
+// reset drops what h points into (the bytes parsed), for a pool: only the
+// fields parse filled, not the whole array.
+func (h *switchHead) reset() {
+	clear(h.fields[:h.n])
+	clear(h.peek[:cap(h.peek)])
+	h.n, h.peek = 0, h.peek[:0]
+}
+
 var http11 = []byte("HTTP/1.1")
 
 func (h *switchHead) Protocol() []byte { return http11 }

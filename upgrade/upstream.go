@@ -321,20 +321,28 @@ func ParseResponse(b []byte, eof bool, sent []byte) (head int, hs Handshake, err
 	if !eof && len(b) < ReadBufferSize && !hasHeadEnd(b) {
 		return 0, Handshake{}, nil
 	}
+	sw := switchPool.Get().(*switchHead)
+	n := sw.parse(b)
+	if n > 0 && n <= ReadBufferSize {
+		err = checkSwitch(sw, sent, &hs)
+		if err == nil {
+			buildHandshake(sw, &hs)
+		}
+	}
+	sw.reset()
+	switchPool.Put(sw)
+	switch {
+	case err != nil:
+		return 0, Handshake{}, err
+	case n > 0 && n <= ReadBufferSize:
+		return n, hs, nil
+	}
 	p := parsePool.Get().(*parser)
 	defer func() {
 		p.rd.Reset(nil)
 		p.br.Reset(&p.rd)
-		p.sw = switchHead{peek: p.sw.peek[:0]}
 		parsePool.Put(p)
 	}()
-	if n := p.sw.parse(b); n > 0 && n <= ReadBufferSize {
-		if err := checkSwitch(&p.sw, sent, &hs); err != nil {
-			return 0, Handshake{}, err
-		}
-		buildHandshake(&p.sw, &hs)
-		return n, hs, nil
-	}
 	p.rd.Reset(b)
 	p.br.Reset(&p.rd)
 	hs, err = ReadResponse(p.br, sent)
@@ -357,11 +365,15 @@ func hasHeadEnd(b []byte) bool {
 	return bytes.Contains(b, []byte("\r\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
 }
 
+// parser reads what switchHead does not take, with fasthttp.
 type parser struct {
 	rd bytes.Reader
 	br *bufio.Reader
-	sw switchHead
 }
+
+// switchPool holds switchHeads: one is too large for the stack once
+// checkSwitch reads it through an interface.
+var switchPool = sync.Pool{New: func() any { return new(switchHead) }}
 
 var parsePool = sync.Pool{New: func() any {
 	p := &parser{}
