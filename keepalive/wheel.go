@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // DefaultTick is the resolution of a Wheel made with a tick that is not
@@ -101,7 +102,6 @@ type Wheel struct {
 	start  time.Time
 	clock  func() time.Duration // tests only; nil means time.Since(start)
 	shards []shard
-	rr     atomic.Uint32
 	done   chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
@@ -262,7 +262,11 @@ func (w *Wheel) Close() {
 func (w *Wheel) shardOf(t *Timer) *shard {
 	s := t.sh.Load()
 	if s == nil {
-		s = &w.shards[w.rr.Add(1)%uint32(len(w.shards))]
+		// Spread by the timer's address. A shared round-robin counter
+		// was a cache line every loop wrote for every new timer, next to
+		// the fields every Schedule reads.
+		h := uint64(uintptr(unsafe.Pointer(t))) * 0x9e3779b97f4a7c15
+		s = &w.shards[(h>>32)%uint64(len(w.shards))]
 		if !t.sh.CompareAndSwap(nil, s) {
 			s = t.sh.Load()
 		}

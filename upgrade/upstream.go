@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -556,37 +557,68 @@ func buildHandshake(rh respHead, hs *Handshake) {
 		conns.addList(v)
 	}
 	if sh, ok := rh.(*switchHead); ok {
-		// The plain 101's fields by index: ranging over All, a function
-		// the compiler cannot see, would move hs and conns to the heap
-		// on every handshake.
-		for i := range sh.n {
-			hs.Header = appendEndToEnd(hs.Header, &conns, sh.fields[i][0], sh.fields[i][1])
-		}
+		hs.Header = appendSwitchEndToEnd(hs.Header, &conns, sh)
 		return
 	}
 	hs.Header = appendAllEndToEnd(hs.Header, conns, rh)
 }
 
-// appendAllEndToEnd is appendEndToEnd for every field of rh; conns is a
-// copy, which the loop's closure moves to the heap in place of the
-// caller's.
-func appendAllEndToEnd(dst []Field, conns byteLists, rh respHead) []Field {
-	for name, value := range rh.All() {
-		dst = appendEndToEnd(dst, &conns, name, value)
+// appendSwitchEndToEnd is appendAllEndToEnd for a plain 101, read by
+// index (ranging over All, a function the compiler cannot see, would move
+// hs and conns to the heap on every handshake). The fields kept share one
+// string: two allocations in all, not two per field.
+func appendSwitchEndToEnd(dst []Field, conns *byteLists, sh *switchHead) []Field {
+	var keep [maxSwitchFields]bool
+	n, size := 0, 0
+	for i := range sh.n {
+		if endToEnd(conns, sh.fields[i][0]) {
+			keep[i] = true
+			n++
+			size += len(sh.fields[i][0]) + len(sh.fields[i][1])
+		}
+	}
+	if n == 0 {
+		return dst
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for i := range sh.n {
+		if keep[i] {
+			b.Write(sh.fields[i][0])
+			b.Write(sh.fields[i][1])
+		}
+	}
+	all := b.String()
+	dst = slices.Grow(dst, n)
+	for i := range sh.n {
+		if keep[i] {
+			name, value := len(sh.fields[i][0]), len(sh.fields[i][1])
+			dst = append(dst, Field{Name: all[:name], Value: all[name : name+value]})
+			all = all[name+value:]
+		}
 	}
 	return dst
 }
 
-// appendEndToEnd appends a field of a 101 to dst unless it is one the
-// proxy answers with its own (hop-by-hop, named by Connection, framing,
-// the WebSocket handshake's).
-func appendEndToEnd(dst []Field, conns *byteLists, name, value []byte) []Field {
-	if isHopByHop(name) || conns.has(name) || equalFold(name, fasthttp.HeaderContentLength) ||
-		equalFold(name, "Sec-WebSocket-Accept") || equalFold(name, "Sec-WebSocket-Protocol") ||
-		equalFold(name, "Sec-WebSocket-Extensions") {
-		return dst
+// appendAllEndToEnd appends rh's end-to-end fields to dst; conns is a
+// copy, which the loop's closure moves to the heap in place of the
+// caller's.
+func appendAllEndToEnd(dst []Field, conns byteLists, rh respHead) []Field {
+	for name, value := range rh.All() {
+		if endToEnd(&conns, name) {
+			dst = append(dst, Field{Name: string(name), Value: string(value)})
+		}
 	}
-	return append(dst, Field{Name: string(name), Value: string(value)})
+	return dst
+}
+
+// endToEnd reports whether a field of a 101 goes on to the client: not
+// one the proxy answers with its own (hop-by-hop, named by Connection,
+// framing, the WebSocket handshake's).
+func endToEnd(conns *byteLists, name []byte) bool {
+	return !isHopByHop(name) && !conns.has(name) && !equalFold(name, fasthttp.HeaderContentLength) &&
+		!equalFold(name, "Sec-WebSocket-Accept") && !equalFold(name, "Sec-WebSocket-Protocol") &&
+		!equalFold(name, "Sec-WebSocket-Extensions")
 }
 
 // nextElemString and extensionNameString are the string forms of nextElem
