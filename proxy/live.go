@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -195,7 +194,7 @@ func (s *Server) Connections(route, key string, offset, limit int) (ConnectionsP
 	})
 	slices.SortFunc(sessions, func(a, b *relay.Session) int {
 		ca, cb := a.Tag.(*wsConn), b.Tag.(*wsConn)
-		return cmp.Or(ca.start.Compare(cb.start), strings.Compare(ca.client.String(), cb.client.String()))
+		return cmp.Or(ca.start.Compare(cb.start), ca.client.compare(cb.client))
 	})
 	page := ConnectionsPage{Total: len(sessions), Offset: offset, Limit: limit, Connections: []ConnectionInfo{}}
 	now := time.Now()

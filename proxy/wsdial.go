@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +79,15 @@ func newPeerAddr(a net.Addr) peerAddr {
 		return peerAddr{}
 	}
 	return peerAddr{other: a.String()}
+}
+
+// compare orders addresses without printing them (the admin API sorts
+// every connection's).
+func (p peerAddr) compare(q peerAddr) int {
+	if c := p.ap.Compare(q.ap); c != 0 {
+		return c
+	}
+	return strings.Compare(p.other, q.other)
 }
 
 // String is what a.String() gives for the address newPeerAddr was made from.

@@ -324,7 +324,8 @@ func ParseResponse(b []byte, eof bool, sent []byte) (head int, hs Handshake, err
 	}
 	sw := switchPool.Get().(*switchHead)
 	n := sw.parse(b)
-	if n > 0 && n <= ReadBufferSize {
+	plain := n > 0 && n <= ReadBufferSize
+	if plain {
 		err = checkSwitch(sw, sent, &hs)
 		if err == nil {
 			buildHandshake(sw, &hs)
@@ -335,7 +336,7 @@ func ParseResponse(b []byte, eof bool, sent []byte) (head int, hs Handshake, err
 	switch {
 	case err != nil:
 		return 0, Handshake{}, err
-	case n > 0 && n <= ReadBufferSize:
+	case plain:
 		return n, hs, nil
 	}
 	p := parsePool.Get().(*parser)
@@ -754,9 +755,17 @@ func Dial(ctx context.Context, addr string, dialTimeout time.Duration, req *Upst
 	if req == nil || req.Header == nil {
 		return nil, errors.New("upgrade: Dial needs an UpstreamRequest with a Header")
 	}
+	return withRequest(req, func(head []byte) (*Upstream, error) {
+		return DialRequest(ctx, addr, dialTimeout, head, handshakeTimeout)
+	})
+}
+
+// withRequest runs f with req's head built by AppendRequest into a pooled
+// buffer, which is back in its pool when withRequest returns.
+func withRequest(req *UpstreamRequest, f func(head []byte) (*Upstream, error)) (*Upstream, error) {
 	bp := writePool.Get().(*[]byte)
 	*bp = AppendRequest((*bp)[:0], req)
-	up, err := DialRequest(ctx, addr, dialTimeout, *bp, handshakeTimeout)
+	up, err := f(*bp)
 	if cap(*bp) <= 64<<10 {
 		writePool.Put(bp)
 	}
@@ -799,13 +808,9 @@ func Upgrade(ctx context.Context, conn net.Conn, req *UpstreamRequest, timeout t
 		conn.Close()
 		return nil, errors.New("upgrade: Upgrade needs an UpstreamRequest with a Header")
 	}
-	bp := writePool.Get().(*[]byte)
-	*bp = AppendRequest((*bp)[:0], req)
-	up, err := upgrade(ctx, conn, conn.RemoteAddr().String(), *bp, timeout)
-	if cap(*bp) <= 64<<10 {
-		writePool.Put(bp)
-	}
-	return up, err
+	return withRequest(req, func(head []byte) (*Upstream, error) {
+		return upgrade(ctx, conn, conn.RemoteAddr().String(), head, timeout)
+	})
 }
 
 func upgrade(ctx context.Context, conn net.Conn, addr string, req []byte, timeout time.Duration) (up *Upstream, err error) {
